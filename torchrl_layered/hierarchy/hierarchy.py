@@ -1,0 +1,230 @@
+"""`Hierarchy`: a stack of levels, top first, as one TorchRL policy."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from tensordict import TensorDictBase
+from tensordict.nn import TensorDictSequential
+from tensordict.utils import NestedKey
+from torchrl.data import Composite, TensorSpec, Unbounded
+from torchrl.envs import EnvBase
+
+from torchrl_layered.hierarchy.keys import (
+    ACTING,
+    ACTION,
+    LEVEL_DONE,
+    START_OBSERVATION,
+    STEPS,
+    level_key,
+)
+from torchrl_layered.hierarchy.transform import HierarchyTransform
+from torchrl_layered.hierarchy.transitions import level_transitions
+from torchrl_layered.levels.base import Level
+
+ObsMap = tuple[Callable[[torch.Tensor], torch.Tensor], Sequence[int]]
+
+
+def _leaf(spec: TensorSpec, key: NestedKey, what: str) -> TensorSpec:
+    if isinstance(spec, Composite):
+        if key in spec.keys(True, True):
+            return spec[key]
+        leaves = list(spec.keys(True, True))
+        if len(leaves) == 1 and what != "observation":
+            return spec[leaves[0]]
+        raise KeyError(f"Hierarchy: the env has no {what} entry {key!r}; its {what} keys are {leaves}")
+    return spec
+
+
+class Hierarchy(TensorDictSequential):
+    """Levels stacked top (most abstract) first; the lowest level writes the env action.
+
+    Each level's action spec comes from the env (lowest level) or from the input spec the
+    level below declares (``get_input_spec()``), and each level gets its parent at build time.
+    Level ``k`` keeps its option state under ``("levels", "k", ...)``; the
+    `HierarchyTransform` from `make_transform` carries it between steps.
+
+    Args:
+        levels: the levels, top first.
+        env: the (batched) env, or ``None`` when the specs are given instead.
+        obs_maps: per level ``None`` or ``(callable, mapped_shape)``: the callable maps the env
+            observation ``[*B, *obs_shape]`` to what the level sees ``[*B, *mapped_shape]``.
+        observation_spec, action_spec, reward_spec: unbatched specs, if no env is given.
+        observation_key, action_key, reward_key: the env's keys.
+
+    Example:
+        >>> env = make_env("Pendulum-v1", num_envs=4)
+        >>> hierarchy = Hierarchy([RandomLevel(), RandomLevel(input_spec=spec, control_interval=5)], env=env)
+        >>> env = TransformedEnv(env, hierarchy.make_transform())
+    """
+
+    def __init__(
+        self,
+        levels: Sequence[Level],
+        env: EnvBase | None = None,
+        obs_maps: Sequence[ObsMap | None] | None = None,
+        *,
+        observation_spec: TensorSpec | None = None,
+        action_spec: TensorSpec | None = None,
+        reward_spec: TensorSpec | None = None,
+        observation_key: NestedKey = "observation",
+        action_key: NestedKey = "action",
+        reward_key: NestedKey = "reward",
+    ):
+        levels = list(levels) if levels is not None else []
+        if not levels:
+            raise ValueError("Hierarchy needs at least one level (top first); got an empty list")
+        for i, level in enumerate(levels):
+            if not isinstance(level, Level):
+                raise TypeError(f"Hierarchy level {i} must be a torchrl_layered Level; got {type(level).__name__}")
+        if len({id(level) for level in levels}) != len(levels):
+            raise ValueError("Hierarchy got the same level object twice; build one instance per level")
+        if env is not None:
+            observation_spec = env.observation_spec_unbatched
+            action_spec = env.full_action_spec_unbatched
+            reward_spec = env.full_reward_spec_unbatched
+        if observation_spec is None or action_spec is None:
+            raise ValueError("Hierarchy needs an env, or observation_spec and action_spec")
+        observation_spec = _leaf(observation_spec, observation_key, "observation")
+        action_spec = _leaf(action_spec, action_key, "action")
+        reward_spec = Unbounded(shape=(1,)) if reward_spec is None else _leaf(reward_spec, reward_key, "reward")
+
+        n = len(levels)
+        obs_maps = self._check_obs_maps(obs_maps, n)
+        observation_specs = [self._mapped_spec(observation_spec, obs_maps[i], i) for i in range(n)]
+        action_specs = self._action_specs(levels, action_spec)
+
+        for i, level in enumerate(levels):
+            level.initialize(observation_specs[i], action_specs[i], parent=levels[i - 1] if i else None)
+            level.obs_map = obs_maps[i][0] if obs_maps[i] is not None else None
+            level.is_top = i == 0
+            level.always_acts = i == n - 1
+            level.carries_state = True
+            level.set_keys(
+                observation=observation_key,
+                level_input=level_key(i - 1, ACTION) if i else "level_input",
+                action=action_key if i == n - 1 else level_key(i, ACTION),
+                level_done=level_key(i, LEVEL_DONE),
+                acting=level_key(i, ACTING),
+                steps=level_key(i, STEPS),
+                start_observation=level_key(i, START_OBSERVATION),
+            )
+        super().__init__(*levels)
+        self.observation_specs = observation_specs
+        self.action_specs = action_specs
+        self.reward_spec = reward_spec
+        self.observation_key = observation_key
+        self.action_key = action_key
+        self.reward_key = reward_key
+
+    # ---------------------------------------------------------------- building
+    @staticmethod
+    def _check_obs_maps(obs_maps, n: int) -> list[ObsMap | None]:
+        if obs_maps is None:
+            return [None] * n
+        obs_maps = list(obs_maps)
+        if len(obs_maps) != n:
+            raise ValueError(f"Hierarchy got {len(obs_maps)} obs_maps for {n} levels; give one per level (None = identity)")
+        for i, entry in enumerate(obs_maps):
+            if entry is None:
+                continue
+            if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
+                raise TypeError(f"obs_maps[{i}] must be None or (callable, mapped_shape); got {type(entry).__name__}")
+            if not callable(entry[0]):
+                raise TypeError(f"obs_maps[{i}][0] must be callable (the map); got a {type(entry[0]).__name__}")
+        return obs_maps
+
+    @staticmethod
+    def _mapped_spec(spec: TensorSpec, obs_map: ObsMap | None, i: int) -> TensorSpec:
+        if obs_map is None:
+            return spec.clone()
+        fn, shape = obs_map
+        shape = torch.Size(shape)
+        sample = fn(spec.zero().unsqueeze(0))
+        if not isinstance(sample, torch.Tensor) or sample.shape[1:] != shape:
+            got = tuple(sample.shape[1:]) if isinstance(sample, torch.Tensor) else type(sample).__name__
+            raise ValueError(f"obs_maps[{i}] maps an observation to shape {got}, but its declared mapped shape is {tuple(shape)}")
+        return Unbounded(shape=shape, dtype=sample.dtype, device=spec.device)
+
+    @staticmethod
+    def _action_specs(levels: Sequence[Level], env_action_spec: TensorSpec) -> list[TensorSpec]:
+        n = len(levels)
+        specs = [None] * n
+        specs[n - 1] = env_action_spec
+        for i in range(n - 1):
+            below, level = levels[i + 1], levels[i]
+            spec = below.get_input_spec()
+            if spec is None:
+                raise ValueError(
+                    f"Level {i + 1} ({type(below).__name__}) declares no input spec (get_input_spec() is None), so it "
+                    f"cannot sit below level {i} ({type(level).__name__}); pass input_spec=... to it or make it the top level"
+                )
+            if isinstance(spec, Composite):
+                raise TypeError(f"Level {i + 1} ({type(below).__name__}) must declare a single-tensor input spec, not a Composite")
+            specs[i] = spec
+        for i, (level, spec) in enumerate(zip(levels, specs)):
+            if not isinstance(spec, level.supported_action_specs):
+                kinds = ", ".join(t.__name__ for t in level.supported_action_specs)
+                source = "the env" if i == n - 1 else f"level {i + 1} ({type(levels[i + 1]).__name__})"
+                raise TypeError(
+                    f"Level {i} ({type(level).__name__}) cannot feed {source}, which needs a {type(spec).__name__} "
+                    f"action of shape {tuple(spec.shape)}; {type(level).__name__} produces {kinds}"
+                )
+        return specs
+
+    @property
+    def levels(self) -> list[Level]:
+        return list(self.module)
+
+    def make_transform(self) -> HierarchyTransform:
+        """The env transform that carries the option state: ``TransformedEnv(env, h.make_transform())``."""
+        return HierarchyTransform(
+            self.action_specs[:-1],
+            self.observation_specs,
+            self.reward_spec,
+            reward_key=self.reward_key,
+        )
+
+    def make_tensordict_primer(self) -> HierarchyTransform:
+        """Lets ``Collector(..., auto_register_policy_transforms=True)`` add the transform itself."""
+        return self.make_transform()
+
+    # ---------------------------------------------------------------- running
+    def forward(self, tensordict: TensorDictBase, *args, **kwargs) -> TensorDictBase:
+        if level_key(0, ACTING) not in tensordict.keys(True):
+            raise RuntimeError(
+                "Hierarchy found no option state in the tensordict: wrap the env with "
+                "TransformedEnv(env, hierarchy.make_transform()), or pass auto_register_policy_transforms=True "
+                "to the Collector"
+            )
+        return super().forward(tensordict, *args, **kwargs)
+
+    def transitions(self, batch: TensorDictBase) -> list[TensorDictBase]:
+        """One TensorDict per level (0 = top) of the semi-MDP transitions completed in ``batch``."""
+        n = len(self.module)
+        return [
+            level_transitions(
+                batch,
+                i,
+                action_key=self.action_key if i == n - 1 else level_key(i, ACTION),
+                level_input_key=level_key(i - 1, ACTION) if i else None,
+                observation_key=self.observation_key,
+                obs_map=level.obs_map,
+            )
+            for i, level in enumerate(self.module)
+        ]
+
+    def extend(self, batch: TensorDictBase) -> list[TensorDictBase]:
+        """Feeds every level its semi-MDP transitions from ``batch``; returns them."""
+        transitions = self.transitions(batch)
+        for level, data in zip(self.module, transitions):
+            level.observe(data)
+        return transitions
+
+    def learn(self) -> dict[str, float]:
+        """Runs every level's update schedule; metrics are named ``level{k}/{name}``."""
+        metrics = {}
+        for i, level in enumerate(self.module):
+            if level.training:
+                metrics.update({f"level{i}/{name}": value for name, value in level.learn().items()})
+        return metrics

@@ -1,0 +1,60 @@
+"""Turns a batch of primitive env steps into one level's semi-MDP transitions."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.utils import NestedKey
+
+from torchrl_layered.hierarchy.keys import ACTING, DURATION, OPTION_REWARD, START_OBSERVATION, level_key
+
+
+def _next(key: NestedKey) -> tuple:
+    return ("next", *((key,) if isinstance(key, str) else key))
+
+
+def level_transitions(
+    batch: TensorDictBase,
+    index: int,
+    *,
+    action_key: NestedKey,
+    level_input_key: NestedKey | None,
+    observation_key: NestedKey = "observation",
+    obs_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> TensorDict:
+    """The semi-MDP transitions of level ``index`` whose option ended within ``batch``.
+
+    ``batch`` is any collector output (leading dims ``[*B, T]``, e.g. several workers). A
+    transition is read off the row where the option ended: the transform carried the option's
+    start observation, summed reward and duration up to there, and the level's action and its
+    input are held constant throughout the option.
+
+    Returns a flat TensorDict ``[N]`` with ``observation``, ``level_input`` (below the top),
+    ``action`` and ``("next", ...)``: ``observation``, ``reward``, ``duration``,
+    ``terminated``, ``truncated``, ``done``.
+    """
+    mask = batch.get(("next", *level_key(index, ACTING))).squeeze(-1)
+    done = batch.get(("next", "done"))[mask]
+    terminated = batch.get(("next", "terminated"), None)
+    truncated = batch.get(("next", "truncated"), None)
+    terminated = done.clone() if terminated is None else terminated[mask]
+    truncated = torch.zeros_like(done) if truncated is None else truncated[mask]
+    next_obs = batch.get(_next(observation_key))[mask]
+    if obs_map is not None:
+        next_obs = obs_map(next_obs)
+    data = {
+        "observation": batch.get(level_key(index, START_OBSERVATION))[mask],
+        "action": batch.get(action_key)[mask],
+        "next": {
+            "observation": next_obs,
+            "reward": batch.get(("next", *level_key(index, OPTION_REWARD)))[mask],
+            "duration": batch.get(("next", *level_key(index, DURATION)))[mask],
+            "terminated": terminated,
+            "truncated": truncated,
+            "done": done,
+        },
+    }
+    if level_input_key is not None:
+        data["level_input"] = batch.get(level_input_key)[mask]
+    return TensorDict(data, batch_size=[done.shape[0]], device=batch.device)

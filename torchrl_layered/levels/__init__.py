@@ -1,0 +1,5 @@
+"""Levels: the layers of a hierarchy, each a TensorDict module."""
+from torchrl_layered.levels.base import Level, LevelKeys
+from torchrl_layered.levels.simple import ActionSequenceLevel, ConstantLevel, RandomLevel
+
+__all__ = ["Level", "LevelKeys", "RandomLevel", "ConstantLevel", "ActionSequenceLevel"]

@@ -1,0 +1,254 @@
+"""The `Level` base class: one layer of a hierarchy, as a TensorDict module.
+
+A level reads an observation (and, below the top, the option its parent chose), writes an
+action and a ``level_done`` flag. The base class does all the masking and bookkeeping so that
+a custom level only says how to act (``get_action``) and, optionally, when to hand control
+back (``is_done``), how to reward itself (``get_reward``), how to store (``extend``) and how
+to learn (``learn``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Callable
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from tensordict.nn import TensorDictModuleBase
+from tensordict.utils import NestedKey
+from torchrl.data import TensorSpec
+from torchrl.envs.utils import ExplorationType, exploration_type
+
+_DETERMINISTIC_TYPES = (
+    ExplorationType.DETERMINISTIC,
+    ExplorationType.MODE,
+    ExplorationType.MEAN,
+    ExplorationType.MEDIAN,
+)
+
+
+@dataclass
+class LevelKeys:
+    """Tensordict keys a level reads and writes; remap them with `Level.set_keys`.
+
+    Attributes:
+        observation: the env observation the level sees (before its observation map).
+        level_input: the option chosen by the parent level (absent for a top level).
+        action: where the level writes its action (the env action for the lowest level).
+        level_done: the level's hand-back flag, held between its decisions.
+        acting: whether the level acts at this step (written by `HierarchyTransform`).
+        steps: the level's own steps since it got control (carried by the transform).
+        start_observation: the mapped observation at the start of the current option.
+    """
+
+    observation: NestedKey = "observation"
+    level_input: NestedKey = "level_input"
+    action: NestedKey = "action"
+    level_done: NestedKey = "level_done"
+    acting: NestedKey = "acting"
+    steps: NestedKey = "steps"
+    start_observation: NestedKey = "start_observation"
+
+
+class Level(TensorDictModuleBase):
+    """Base class of every level; subclass it to write a custom level.
+
+    A subclass overrides ``get_action`` (required) and, where the defaults don't fit,
+    ``get_input_spec``, ``initialize``, ``is_done``, ``get_reward``, ``extend`` and
+    ``learn``. It never overrides ``forward``: the base class computes the level only for the
+    rows where it acts and holds its previous output elsewhere.
+
+    Args:
+        input_spec: the spec of the option this level expects from its parent; what
+            `get_input_spec` returns by default. ``None`` means the level can only be the top.
+        control_interval: hand control back to the parent after this many own steps;
+            ``None`` means only at the end of the episode. Ignored on the top level.
+
+    Example:
+        >>> class GoRight(Level):
+        ...     def get_action(self, td):
+        ...         return torch.ones(td.shape[0], *self.action_spec.shape)
+    """
+
+    #: Action specs the level can produce; `Hierarchy` refuses other kinds at build time.
+    supported_action_specs: tuple[type, ...] = (TensorSpec,)
+
+    def __init__(self, *, input_spec: TensorSpec | None = None, control_interval: int | None = None):
+        super().__init__()
+        if control_interval is not None and (not isinstance(control_interval, int) or control_interval < 1):
+            raise ValueError(f"control_interval must be a positive int or None; got {control_interval!r}")
+        self._input_spec = input_spec
+        self.control_interval = control_interval
+        self.observation_spec: TensorSpec | None = None
+        self.action_spec: TensorSpec | None = None
+        self.obs_map: Callable[[torch.Tensor], torch.Tensor] | None = None
+        #: True when the level has no parent (it reads no ``level_input``).
+        self.is_top = True
+        #: True when the level acts at every env step (the lowest level of a hierarchy).
+        self.always_acts = False
+        #: True inside a hierarchy: the level also writes its step count and option start.
+        self.carries_state = False
+        self.n_transitions = 0
+        self._parent_ref: list[Level] = []
+        self.tensor_keys = LevelKeys()
+        self._update_in_out_keys()
+
+    # ----------------------------------------------------------------------- keys
+    def set_keys(self, **kwargs: NestedKey) -> Level:
+        """Remaps the tensordict keys of the level (names as in `LevelKeys`)."""
+        names = {f.name for f in fields(LevelKeys)}
+        for name, key in kwargs.items():
+            if name not in names:
+                raise ValueError(f"{type(self).__name__}.set_keys got unknown key name {name!r}; known: {sorted(names)}")
+            setattr(self.tensor_keys, name, key)
+        self._update_in_out_keys()
+        return self
+
+    def _update_in_out_keys(self) -> None:
+        keys = self.tensor_keys
+        self.in_keys = [keys.observation] + ([] if self.is_top else [keys.level_input])
+        self.out_keys = [keys.action, keys.level_done]
+        if self.carries_state:
+            self.out_keys += [keys.steps, keys.start_observation]
+
+    # ---------------------------------------------------------------- build hooks
+    @property
+    def parent(self) -> Level | None:
+        """The level above this one, or ``None`` (not a submodule, to keep state dicts flat)."""
+        return self._parent_ref[0] if self._parent_ref else None
+
+    def get_input_spec(self) -> TensorSpec | None:
+        """The spec of the option this level expects from its parent (``None``: top only).
+
+        It must not depend on `initialize`, because the hierarchy asks for it before.
+        """
+        return self._input_spec
+
+    def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
+        """Receives the (mapped, unbatched) observation spec and the action spec to produce.
+
+        Subclasses build their networks here and call ``super().initialize(...)`` first.
+        """
+        if not isinstance(action_spec, self.supported_action_specs):
+            kinds = ", ".join(t.__name__ for t in self.supported_action_specs)
+            raise TypeError(
+                f"{type(self).__name__} cannot produce a {type(action_spec).__name__} action; it supports {kinds}"
+            )
+        self.observation_spec = observation_spec
+        self.action_spec = action_spec
+        self._parent_ref = [parent] if parent is not None else []
+        self.is_top = parent is None
+        self._update_in_out_keys()
+
+    @property
+    def initialized(self) -> bool:
+        return self.action_spec is not None
+
+    # ----------------------------------------------------------------- act hooks
+    def get_action(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """Returns actions ``[n, *action_spec.shape]`` for the ``n`` acting rows.
+
+        ``tensordict`` holds ``observation`` (mapped), ``level_input`` (below the top) and
+        ``steps`` (own steps since the level got control, this one included).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement get_action(tensordict)")
+
+    def is_done(self, tensordict: TensorDictBase) -> torch.Tensor:
+        """Whether to hand control back once the option just given below ends, ``[n, 1]``."""
+        steps = tensordict.get("steps")
+        if self.control_interval is None:
+            return torch.zeros_like(steps, dtype=torch.bool)
+        return steps >= self.control_interval
+
+    @property
+    def deterministic(self) -> bool:
+        """True in eval mode or under a deterministic `ExplorationType`: act without noise."""
+        return (not self.training) or exploration_type() in _DETERMINISTIC_TYPES
+
+    # --------------------------------------------------------------- learn hooks
+    def get_reward(self, transitions: TensorDictBase) -> torch.Tensor:
+        """The level's reward for its semi-MDP transitions; default: the summed env reward."""
+        return transitions.get(("next", "reward"))
+
+    def extend(self, transitions: TensorDictBase) -> None:
+        """Stores the level's semi-MDP transitions (rewards already from `get_reward`)."""
+
+    def learn(self) -> dict[str, float]:
+        """Runs the level's update schedule and returns its metrics."""
+        return {}
+
+    def observe(self, transitions: TensorDictBase) -> None:
+        """Feeds transitions to `extend` with the level's reward; nothing is stored in eval mode."""
+        if not self.training or transitions.numel() == 0:
+            return
+        transitions.set(("next", "reward"), self.get_reward(transitions))
+        self.n_transitions += transitions.numel()
+        self.extend(transitions)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
+        if not self.initialized:
+            raise RuntimeError(
+                f"{type(self).__name__} is not initialized: put it in a Hierarchy or call "
+                "level.initialize(observation_spec, action_spec) first"
+            )
+        keys = self.tensor_keys
+        batch_shape = tensordict.batch_size
+        obs = tensordict.get(keys.observation)
+        if self.obs_map is not None:
+            obs = self.obs_map(obs)
+        flat_obs = obs.reshape(-1, *obs.shape[len(batch_shape):])
+        n = flat_obs.shape[0]
+        acting = tensordict.get(keys.acting, None)
+        standalone = acting is None
+        if standalone:
+            acting = torch.ones(*batch_shape, 1, dtype=torch.bool, device=obs.device)
+            steps = torch.ones(*batch_shape, 1, dtype=torch.long, device=obs.device)
+        else:
+            steps = tensordict.get(keys.steps) + acting.long()
+        inputs = {"observation": flat_obs, "steps": steps.reshape(n, 1)}
+        if not self.is_top:
+            level_input = tensordict.get(keys.level_input)
+            inputs["level_input"] = level_input.reshape(n, *level_input.shape[len(batch_shape):])
+        act_shape = self.action_spec.shape
+
+        if standalone or self.always_acts:
+            sub = TensorDict(inputs, batch_size=[n], device=obs.device)
+            action = self._checked_action(sub, n)
+            done = self.is_done(sub).reshape(n, 1)
+        else:
+            rows = acting.reshape(n).nonzero().squeeze(-1)
+            held = tensordict.get(keys.action).reshape(n, *act_shape)
+            done = tensordict.get(keys.level_done).reshape(n, 1)
+            if rows.numel():
+                sub = TensorDict({k: v[rows] for k, v in inputs.items()}, batch_size=[rows.numel()], device=obs.device)
+                held = held.index_copy(0, rows, self._checked_action(sub, rows.numel()).to(held.dtype))
+                done = done.index_copy(0, rows, self.is_done(sub).reshape(-1, 1).to(torch.bool))
+            action = held
+        tensordict.set(keys.action, action.reshape(*batch_shape, *act_shape))
+        tensordict.set(keys.level_done, done.reshape(*batch_shape, 1))
+        if not standalone:
+            tensordict.set(keys.steps, steps)
+            start = tensordict.get(keys.start_observation)
+            tensordict.set(keys.start_observation, torch.where(acting.reshape(*batch_shape, *[1] * (obs.dim() - len(batch_shape))), obs, start))
+        return tensordict
+
+    def _checked_action(self, sub: TensorDictBase, n: int) -> torch.Tensor:
+        action = self.get_action(sub)
+        expected = torch.Size([n, *self.action_spec.shape])
+        if not isinstance(action, torch.Tensor) or action.shape != expected:
+            got = tuple(action.shape) if isinstance(action, torch.Tensor) else type(action).__name__
+            raise ValueError(
+                f"{type(self).__name__}.get_action returned {got} for {n} acting rows; expected {tuple(expected)} "
+                f"(rows x action_spec.shape)"
+            )
+        return action.to(self.action_spec.dtype)
+
+    # ------------------------------------------------------------------ state
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"n_transitions": self.n_transitions}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.n_transitions = int(state.get("n_transitions", 0))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(action_spec={type(self.action_spec).__name__ if self.action_spec is not None else None}, control_interval={self.control_interval})"
