@@ -178,10 +178,10 @@ class Level(TensorDictModuleBase):
 
     def observe(self, transitions: TensorDictBase) -> None:
         """Feeds transitions to `extend` with the level's reward; nothing is stored in eval mode."""
-        if not self.training or transitions.numel() == 0:
+        if not self.training or transitions.batch_size.numel() == 0:
             return
         transitions.set(("next", "reward"), self.get_reward(transitions))
-        self.n_transitions += transitions.numel()
+        self.n_transitions += transitions.batch_size.numel()
         self.extend(transitions)
 
     # ------------------------------------------------------------------ forward
@@ -224,8 +224,8 @@ class Level(TensorDictModuleBase):
                 held = held.index_copy(0, rows, self._checked_action(sub, rows.numel()).to(held.dtype))
                 done = done.index_copy(0, rows, self.is_done(sub).reshape(-1, 1).to(torch.bool))
             action = held
-        tensordict.set(keys.action, action.reshape(*batch_shape, *act_shape))
-        tensordict.set(keys.level_done, done.reshape(*batch_shape, 1))
+        tensordict.set(keys.action, action.reshape(batch_shape + act_shape))
+        tensordict.set(keys.level_done, done.reshape(batch_shape + (1,)))
         if not standalone:
             tensordict.set(keys.steps, steps)
             start = tensordict.get(keys.start_observation)

@@ -1,0 +1,146 @@
+"""Test helpers: a scripted batched env, a deterministic level and a pure-Python reference."""
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase
+
+from torchrl_layered.levels import Level
+
+
+def scripted_reward(instance: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """A reward that differs from step to step, so summed option rewards are telling."""
+    return ((step * 7 + instance * 3) % 11).float() - 5.0
+
+
+class ScriptedEnv(EnvBase):
+    """A batched env whose episodes end on a script: ``schedules[i]`` lists (length, terminated).
+
+    The observation ``[instance, global_step, episode]`` is unique per instance and step, so a
+    transition can be traced back to where it came from. The schedule cycles.
+    """
+
+    def __init__(self, schedules: list[list[tuple[int, bool]]], discrete: int | None = None):
+        n = len(schedules)
+        super().__init__(batch_size=[n])
+        width = max(len(s) for s in schedules)
+        self._lengths = torch.tensor([[s[j % len(s)][0] for j in range(width)] for s in schedules])
+        self._kinds = torch.tensor([[s[j % len(s)][1] for j in range(width)] for s in schedules])
+        self._period = torch.tensor([len(s) for s in schedules])
+        self.observation_spec = Composite(observation=Unbounded((n, 3)), shape=(n,))
+        if discrete:
+            self.action_spec = Categorical(discrete, shape=(n,), dtype=torch.long)
+        else:
+            self.action_spec = Bounded(-1.0, 1.0, shape=(n, 1))
+        self.reward_spec = Unbounded((n, 1))
+        flag = Categorical(2, shape=(n, 1), dtype=torch.bool)
+        self.full_done_spec = Composite(done=flag.clone(), terminated=flag.clone(), truncated=flag.clone(), shape=(n,))
+        self._instance = torch.arange(n)
+        self._global = torch.zeros(n, dtype=torch.long)
+        self._episode = torch.full((n,), -1, dtype=torch.long)
+        self._step_in_episode = torch.zeros(n, dtype=torch.long)
+
+    def _obs(self) -> torch.Tensor:
+        return torch.stack([self._instance, self._global, self._episode], -1).float()
+
+    def _reset(self, tensordict: TensorDictBase | None) -> TensorDictBase:
+        n = self.batch_size[0]
+        mask = torch.ones(n, dtype=torch.bool)
+        if tensordict is not None and "_reset" in tensordict.keys():
+            mask = tensordict.get("_reset").reshape(n)
+        self._episode = torch.where(mask, self._episode + 1, self._episode)
+        self._step_in_episode = torch.where(mask, 0, self._step_in_episode)
+        zeros = torch.zeros(n, 1, dtype=torch.bool)
+        return TensorDict(
+            {"observation": self._obs(), "done": zeros, "terminated": zeros.clone(), "truncated": zeros.clone()},
+            batch_size=self.batch_size,
+        )
+
+    def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
+        self._global = self._global + 1
+        self._step_in_episode = self._step_in_episode + 1
+        col = self._episode % self._period
+        length = self._lengths[self._instance, col]
+        kind = self._kinds[self._instance, col]
+        end = self._step_in_episode >= length
+        terminated = (end & kind).unsqueeze(-1)
+        truncated = (end & ~kind).unsqueeze(-1)
+        return TensorDict(
+            {
+                "observation": self._obs(),
+                "reward": scripted_reward(self._instance, self._global).unsqueeze(-1),
+                "done": terminated | truncated,
+                "terminated": terminated,
+                "truncated": truncated,
+            },
+            batch_size=self.batch_size,
+        )
+
+    def _set_seed(self, seed):
+        return seed
+
+
+def echo_action(index: int, observation: torch.Tensor, level_input: torch.Tensor | None, spec) -> torch.Tensor:
+    """A deterministic action from (observation, input): the reference can recompute it."""
+    weights = torch.tensor([0.31, 0.017, 0.13, 0.23, 0.05, 0.11])[: observation.shape[-1]]
+    h = (observation * weights).sum(-1) + 0.7 * index
+    if level_input is not None:
+        h = h + 0.29 * level_input.float().reshape(*level_input.shape[:1], -1).sum(-1)
+    if isinstance(spec, Categorical):
+        return (h.abs() * 100).floor().long() % spec.n
+    return torch.sin(h).unsqueeze(-1).expand(-1, *spec.shape).clone()
+
+
+class EchoLevel(Level):
+    """A custom level whose action is a fixed function of what it sees (see `echo_action`)."""
+
+    def __init__(self, index: int, **kwargs):
+        super().__init__(**kwargs)
+        self.index = index
+
+    def get_action(self, tensordict: TensorDictBase) -> torch.Tensor:
+        return echo_action(self.index, tensordict["observation"], tensordict.get("level_input", None), self.action_spec)
+
+
+def reference_transitions(stream, intervals, act):
+    """Pure-Python control flow of a hierarchy over one instance's steps.
+
+    Args:
+        stream: list of (obs, reward, next_obs, terminated, truncated) per env step.
+        intervals: control_interval of every level, top first (None = episode end).
+        act: act(k, obs, level_input) -> action tensor of level k.
+
+    Returns one list per level of (start_obs, level_input, action, summed_reward, duration,
+    end_obs, terminated, truncated) in the order the options end.
+    """
+    n = len(intervals)
+    out = [[] for _ in range(n)]
+    active, steps = 0, [0] * n
+    action, done_flag, start = [None] * n, [False] * n, [None] * n
+    reward, duration = [0.0] * n, [0] * n
+    for obs, r, next_obs, term, trunc in stream:
+        for k in range(active, n):  # top-down from the level in control
+            steps[k] = steps[k] + 1 if k == active else 1
+            level_input = action[k - 1] if k > 0 else None
+            action[k] = act(k, obs, level_input)
+            done_flag[k] = intervals[k] is not None and steps[k] >= intervals[k]
+            start[k], reward[k], duration[k] = obs, 0.0, 0
+        for k in range(n):
+            reward[k] += r
+            duration[k] += 1
+
+        def emit(k):
+            out[k].append((start[k], action[k - 1] if k else None, action[k], reward[k], duration[k], next_obs, term, trunc))
+
+        k = n - 1
+        emit(k)
+        while k > 0 and done_flag[k]:  # bottom-up hand-back
+            k -= 1
+            emit(k)
+        active = k
+        if term or trunc:  # the episode end returns control to the top
+            for j in range(k - 1, -1, -1):
+                emit(j)
+            active, steps = 0, [0] * n
+    return out

@@ -1,0 +1,154 @@
+"""The hierarchy's semi-MDP transitions equal a pure-Python reference of the control flow."""
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchrl.collectors import Collector
+from torchrl.data import Bounded
+from torchrl.envs import TransformedEnv
+
+from helpers import EchoLevel, ScriptedEnv, echo_action, reference_transitions, scripted_reward
+from torchrl_layered import Hierarchy
+
+
+def scripted_stream(instance: int, schedule, num_steps: int):
+    """The env stream of one instance of `ScriptedEnv`, recomputed without TorchRL."""
+    stream, g, episode, step = [], 0, 0, 0
+    obs = torch.tensor([instance, g, episode], dtype=torch.float32)
+    for _ in range(num_steps):
+        g += 1
+        step += 1
+        length, terminated = schedule[episode % len(schedule)]
+        end = step >= length
+        reward = float(scripted_reward(torch.tensor(instance), torch.tensor(g)))
+        next_obs = torch.tensor([instance, g, episode], dtype=torch.float32)
+        stream.append((obs, reward, next_obs, end and terminated, end and not terminated))
+        if end:
+            episode, step = episode + 1, 0
+            obs = torch.tensor([instance, g, episode], dtype=torch.float32)
+        else:
+            obs = next_obs
+    return stream
+
+
+def make_hierarchy(env, intervals):
+    levels = [
+        EchoLevel(k, control_interval=ci, input_spec=Bounded(-1.0, 1.0, shape=(k,)) if k else None)
+        for k, ci in enumerate(intervals)
+    ]
+    return Hierarchy(levels, env=env)
+
+
+def as_rows(transitions, has_input: bool):
+    def tup(x):
+        return tuple(round(float(v), 4) for v in x.reshape(-1))
+
+    rows = []
+    for j in range(transitions.shape[0]):
+        t = transitions[j]
+        rows.append((
+            tup(t["observation"]),
+            tup(t["level_input"]) if has_input else None,
+            tup(t["action"]),
+            round(float(t["next", "reward"]), 4),
+            int(t["next", "duration"]),
+            tup(t["next", "observation"]),
+            bool(t["next", "terminated"]),
+            bool(t["next", "truncated"]),
+        ))
+    return rows
+
+
+def reference_rows(row):
+    start, level_input, action, reward, duration, end, term, trunc = row
+
+    def tup(x):
+        return tuple(round(float(v), 4) for v in x.reshape(-1))
+
+    return (tup(start), tup(level_input) if level_input is not None else None, tup(action), round(reward, 4),
+            duration, tup(end), bool(term), bool(trunc))
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_transitions_match_reference_for_any_depth_intervals_and_episode_ends(data):
+    num_levels = data.draw(st.integers(1, 4), label="levels")
+    intervals = [data.draw(st.one_of(st.none(), st.integers(1, 4))) for _ in range(num_levels)]
+    num_envs = data.draw(st.integers(1, 8), label="envs")
+    schedules = [
+        data.draw(st.lists(st.tuples(st.integers(1, 12), st.booleans()), min_size=1, max_size=4))
+        for _ in range(num_envs)
+    ]
+    steps_per_batch = data.draw(st.integers(1, 10), label="T")
+    num_batches = data.draw(st.integers(1, 4), label="batches")
+    discrete = data.draw(st.sampled_from([None, 3]))
+
+    env = ScriptedEnv(schedules, discrete=discrete)
+    hierarchy = make_hierarchy(env, intervals)
+    collector = Collector(
+        TransformedEnv(env, hierarchy.make_transform()),
+        hierarchy,
+        frames_per_batch=num_envs * steps_per_batch,
+        total_frames=num_envs * steps_per_batch * num_batches,
+        auto_register_policy_transforms=False,
+    )
+    got = [[] for _ in range(num_levels)]
+    for b, batch in enumerate(collector):
+        for k, trans in enumerate(hierarchy.transitions(batch)):
+            ends = trans["next", "observation"][:, 1]
+            # an option appears in the batch where it ends, never earlier or later
+            assert bool(((ends > b * steps_per_batch) & (ends <= (b + 1) * steps_per_batch)).all())
+            got[k] += as_rows(trans, k > 0)
+    collector.shutdown()
+
+    specs = hierarchy.action_specs
+
+    def act(k, obs, level_input):
+        li = None if level_input is None else level_input.unsqueeze(0)
+        return echo_action(k, obs.unsqueeze(0), li, specs[k])[0]
+
+    expected = [[] for _ in range(num_levels)]
+    for i in range(num_envs):
+        per_level = reference_transitions(scripted_stream(i, schedules[i], steps_per_batch * num_batches), intervals, act)
+        for k in range(num_levels):
+            expected[k] += [reference_rows(r) for r in per_level[k]]
+    for k in range(num_levels):
+        # equal as multisets: nothing lost, nothing duplicated, every field right
+        assert sorted(got[k], key=repr) == sorted(expected[k], key=repr), f"level {k} differs"
+
+
+def test_terminal_transition_ends_on_the_true_last_observation():
+    env = ScriptedEnv([[(3, True)], [(5, False)]])
+    hierarchy = make_hierarchy(env, [None, 2])
+    collector = Collector(TransformedEnv(env, hierarchy.make_transform()), hierarchy, frames_per_batch=16,
+                          total_frames=16, auto_register_policy_transforms=False)
+    batch = next(iter(collector))
+    collector.shutdown()
+    for trans in hierarchy.transitions(batch):
+        final = trans[trans["next", "done"].squeeze(-1)]
+        assert final.shape[0] > 0
+        # the end observation belongs to the episode that ended (same episode index as its start)
+        assert torch.equal(final["next", "observation"][:, 2], final["observation"][:, 2])
+    # and it is not the first observation of the next episode
+    done = batch["next", "done"].squeeze(-1)
+    first_of_next = batch["observation"][:, 1:][done[:, :-1]]
+    assert not torch.equal(batch["next", "observation"][:, :-1][done[:, :-1]], first_of_next)
+
+
+def test_partial_reset_restarts_only_the_ending_instance():
+    long = [(100, False)]
+    env = ScriptedEnv([[(3, True), (100, False)], long, long])
+    hierarchy = make_hierarchy(env, [None, 3, 2])
+    collector = Collector(TransformedEnv(env, hierarchy.make_transform()), hierarchy, frames_per_batch=3 * 8,
+                          total_frames=3 * 8, auto_register_policy_transforms=False)
+    batch = next(iter(collector))
+    collector.shutdown()
+    t = 3  # instance 0 ended after step index 2: it restarts clean at index 3
+    for k in range(3):
+        assert bool(batch["levels", str(k), "acting"][0, t])
+        assert int(batch["levels", str(k), "steps"][0, t]) == 1
+    # the others keep their options: the top acts every 3 x 2 steps, level 1 every 2 steps
+    assert batch["levels", "0", "acting"][1:, :, 0].int().tolist() == [[1, 0, 0, 0, 0, 0, 1, 0]] * 2
+    assert batch["levels", "1", "acting"][1:, :, 0].int().tolist() == [[1, 0, 1, 0, 1, 0, 1, 0]] * 2
+    assert batch["levels", "1", "steps"][1:, t, 0].tolist() == [2, 2]

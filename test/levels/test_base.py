@@ -1,0 +1,87 @@
+"""The custom-level hooks of `Level`: acting, hand-back, rewards, storing, learning, state."""
+from __future__ import annotations
+
+import torch
+from torchrl.collectors import Collector
+from torchrl.data import Bounded
+from torchrl.envs import GymEnv
+
+from torchrl_layered import Hierarchy, Level, RandomLevel
+from torchrl_layered.envs import make_env
+
+
+class GoalLevel(Level):
+    """Picks a target angle; hands control back when the pendulum's cos is high; rewards progress."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.stored = []
+        self.learn_calls = 0
+
+    def get_action(self, td):
+        return torch.full((td.shape[0], *self.action_spec.shape), 0.5)
+
+    def is_done(self, td):
+        return td["observation"][:, :1] > 0.9
+
+    def get_reward(self, transitions):
+        return -transitions["next", "duration"].float()
+
+    def extend(self, transitions):
+        self.stored.append(transitions)
+
+    def learn(self):
+        self.learn_calls += 1
+        return {"calls": float(self.learn_calls)}
+
+
+def test_custom_level_hooks_through_a_hierarchy():
+    env = make_env("Pendulum-v1", 2)
+    top = GoalLevel()
+    low = GoalLevel(input_spec=Bounded(-1.0, 1.0, shape=(1,)))
+    hierarchy = Hierarchy([RandomLevel(), top, low][1:], env=env)
+    collector = Collector(env, hierarchy, frames_per_batch=40, total_frames=80, auto_register_policy_transforms=True)
+    for batch in collector:
+        hierarchy.extend(batch)
+        metrics = hierarchy.learn()
+    collector.shutdown()
+    assert metrics == {"level0/calls": 2.0, "level1/calls": 2.0}
+    stored = torch.cat(low.stored)
+    assert stored.shape[0] == 80 and low.n_transitions == 80
+    # get_reward replaced the summed env reward
+    assert torch.equal(stored["next", "reward"], -stored["next", "duration"].float())
+    # is_done runs on the acting rows: the top's option ended exactly where the low level saw cos > 0.9
+    handed_back = int((stored["observation"][:, 0] > 0.9).sum())
+    assert top.n_transitions == sum(t.shape[0] for t in top.stored) == handed_back
+
+
+def test_eval_mode_stores_nothing():
+    env = make_env("Pendulum-v1", 2)
+    level = GoalLevel()
+    hierarchy = Hierarchy([level], env=env)
+    hierarchy.eval()
+    collector = Collector(env, hierarchy, frames_per_batch=20, total_frames=20, auto_register_policy_transforms=True)
+    for batch in collector:
+        hierarchy.extend(batch)
+        assert hierarchy.learn() == {}
+    collector.shutdown()
+    assert level.stored == [] and level.n_transitions == 0 and level.learn_calls == 0
+
+
+def test_level_is_a_plain_torchrl_policy_without_a_hierarchy():
+    env = GymEnv("Pendulum-v1")
+    level = RandomLevel()
+    level.initialize(env.observation_spec_unbatched["observation"], env.action_spec_unbatched)
+    rollout = env.rollout(10, level)
+    assert rollout.shape == (10,) and rollout["action"].abs().max() <= 2.0
+
+
+def test_counters_round_trip_through_state_dict():
+    env = make_env("Pendulum-v1", 1)
+    level = GoalLevel()
+    hierarchy = Hierarchy([level], env=env)
+    level.n_transitions = 123
+    state = hierarchy.state_dict()
+    other = GoalLevel()
+    Hierarchy([other], env=env).load_state_dict(state)
+    assert other.n_transitions == 123
