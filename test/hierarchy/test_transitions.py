@@ -145,10 +145,10 @@ def test_partial_reset_restarts_only_the_ending_instance():
     batch = next(iter(collector))
     collector.shutdown()
     t = 3  # instance 0 ended after step index 2: it restarts clean at index 3
-    for k in range(3):
-        assert bool(batch["levels", str(k), "acting"][0, t])
-        assert int(batch["levels", str(k), "steps"][0, t]) == 1
+    acting, steps = batch["levels", "acting"], batch["levels", "steps"]
+    # all levels act, with empty step counts (steps counts own actions before this one)
+    assert acting[0, t].tolist() == [True] * 3 and steps[0, t].tolist() == [0, 0, 0]
     # the others keep their options: the top acts every 3 x 2 steps, level 1 every 2 steps
-    assert batch["levels", "0", "acting"][1:, :, 0].int().tolist() == [[1, 0, 0, 0, 0, 0, 1, 0]] * 2
-    assert batch["levels", "1", "acting"][1:, :, 0].int().tolist() == [[1, 0, 1, 0, 1, 0, 1, 0]] * 2
-    assert batch["levels", "1", "steps"][1:, t, 0].tolist() == [2, 2]
+    assert acting[1:, :, 0].int().tolist() == [[1, 0, 0, 0, 0, 0, 1, 0]] * 2
+    assert acting[1:, :, 1].int().tolist() == [[1, 0, 1, 0, 1, 0, 1, 0]] * 2
+    assert steps[1:, t, 1].tolist() == [2, 2]  # level 1 acted at t=0 and t=2

@@ -17,6 +17,7 @@ from torchrl_layered.hierarchy.keys import (
     START_OBSERVATION,
     STEPS,
     level_key,
+    stacked_key,
 )
 from torchrl_layered.hierarchy.transform import HierarchyTransform
 from torchrl_layered.hierarchy.transitions import level_transitions
@@ -88,6 +89,8 @@ class Hierarchy(TensorDictSequential):
         observation_spec = _leaf(observation_spec, observation_key, "observation")
         action_spec = _leaf(action_spec, action_key, "action")
         reward_spec = Unbounded(shape=(1,)) if reward_spec is None else _leaf(reward_spec, reward_key, "reward")
+        if reward_spec.shape != (1,):
+            raise ValueError(f"Hierarchy needs a scalar reward of shape (1,) per instance; got {tuple(reward_spec.shape)}")
 
         n = len(levels)
         obs_maps = self._check_obs_maps(obs_maps, n)
@@ -99,14 +102,14 @@ class Hierarchy(TensorDictSequential):
             level.obs_map = obs_maps[i][0] if obs_maps[i] is not None else None
             level.is_top = i == 0
             level.always_acts = i == n - 1
-            level.carries_state = True
+            level.state_index = i
             level.set_keys(
                 observation=observation_key,
                 level_input=level_key(i - 1, ACTION) if i else "level_input",
                 action=action_key if i == n - 1 else level_key(i, ACTION),
-                level_done=level_key(i, LEVEL_DONE),
-                acting=level_key(i, ACTING),
-                steps=level_key(i, STEPS),
+                level_done=stacked_key(LEVEL_DONE),
+                acting=stacked_key(ACTING),
+                steps=stacked_key(STEPS),
                 start_observation=level_key(i, START_OBSERVATION),
             )
         super().__init__(*levels)
@@ -180,9 +183,9 @@ class Hierarchy(TensorDictSequential):
         """The env transform that carries the option state: ``TransformedEnv(env, h.make_transform())``."""
         return HierarchyTransform(
             self.action_specs[:-1],
-            self.observation_specs,
-            self.reward_spec,
+            self.observation_specs[:-1],
             reward_key=self.reward_key,
+            reward_dtype=self.reward_spec.dtype,
         )
 
     def make_tensordict_primer(self) -> HierarchyTransform:
@@ -191,7 +194,7 @@ class Hierarchy(TensorDictSequential):
 
     # ---------------------------------------------------------------- running
     def forward(self, tensordict: TensorDictBase, *args, **kwargs) -> TensorDictBase:
-        if level_key(0, ACTING) not in tensordict.keys(True):
+        if tensordict.get(stacked_key(ACTING), None) is None:
             raise RuntimeError(
                 "Hierarchy found no option state in the tensordict: wrap the env with "
                 "TransformedEnv(env, hierarchy.make_transform()), or pass auto_register_policy_transforms=True "
@@ -208,6 +211,7 @@ class Hierarchy(TensorDictSequential):
                 i,
                 action_key=self.action_key if i == n - 1 else level_key(i, ACTION),
                 level_input_key=level_key(i - 1, ACTION) if i else None,
+                start_observation_key=None if i == n - 1 else level_key(i, START_OBSERVATION),
                 observation_key=self.observation_key,
                 obs_map=level.obs_map,
             )

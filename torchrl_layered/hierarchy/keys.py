@@ -1,8 +1,9 @@
-"""Names of the per-level entries that a hierarchy keeps in the tensordict.
+"""Names of the entries that a hierarchy keeps in the tensordict.
 
-Level ``k`` (0 = top) keeps its option state under ``("levels", "k", name)`` so that any
-number of levels share one tensordict without clashes, and TorchRL's ``step_mdp`` carries the
-state from one step to the next like any other state entry.
+Flags and counters of all levels are stacked along a last dim of size ``num_levels``
+(column ``k`` = level ``k``, 0 = top) under ``"levels"``: a handful of tensors whatever the
+depth, so carrying them costs little. What differs in shape from level to level (the held
+action, the option's start observation) lives under ``("levels", "k", name)``.
 """
 from __future__ import annotations
 
@@ -10,18 +11,24 @@ from tensordict.utils import NestedKey
 
 LEVELS = "levels"
 
-ACTION = "action"
-LEVEL_DONE = "level_done"
+# stacked [*B, num_levels]
 ACTING = "acting"
+LEVEL_DONE = "level_done"
 STEPS = "steps"
 DURATION = "duration"
 OPTION_REWARD = "option_reward"
+STACKED_NAMES = (ACTING, LEVEL_DONE, STEPS, DURATION, OPTION_REWARD)
+
+# per level
+ACTION = "action"
 START_OBSERVATION = "start_observation"
 
-#: Entries of level k's option state, carried between env steps by the transform.
-STATE_NAMES = (ACTION, LEVEL_DONE, ACTING, STEPS, DURATION, OPTION_REWARD, START_OBSERVATION)
+
+def stacked_key(name: str) -> NestedKey:
+    """The key of the ``[*B, num_levels]`` tensor ``name`` (e.g. ``("levels", "acting")``)."""
+    return (LEVELS, name)
 
 
 def level_key(index: int, name: str) -> NestedKey:
-    """The nested key of entry ``name`` of level ``index``."""
+    """The key of level ``index``'s own entry ``name`` (e.g. ``("levels", "0", "action")``)."""
     return (LEVELS, str(index), name)

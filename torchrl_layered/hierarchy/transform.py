@@ -22,30 +22,46 @@ from torchrl_layered.hierarchy.keys import (
     ACTION,
     DURATION,
     LEVEL_DONE,
+    LEVELS,
     OPTION_REWARD,
     START_OBSERVATION,
     STEPS,
     level_key,
+    stacked_key,
 )
 
 
-def _state_spec(spec: TensorSpec) -> Unbounded:
+def _zero_spec(spec: TensorSpec) -> Unbounded:
     """An unbounded spec of the same shape and dtype: held values start at zero."""
     return Unbounded(shape=spec.shape, dtype=spec.dtype, device=spec.device)
 
 
+def option_ends(level_done: torch.Tensor, env_done: torch.Tensor) -> torch.Tensor:
+    """Where each level's option is over after a step, ``[*B, L]``.
+
+    The lowest level's option always ends; level k's ends when every level below it handed
+    control back (``level_done``) or the episode ended.
+    """
+    handed_back = level_done[..., 1:].flip(-1).to(torch.uint8).cummin(-1).values.flip(-1).bool()
+    return torch.cat([handed_back, torch.ones_like(level_done[..., :1])], -1) | env_done
+
+
 class HierarchyTransform(TensorDictPrimer):
-    """Carries per-instance option state of every level of a `Hierarchy` through env steps.
+    """Carries the option state of every level of a `Hierarchy` through env steps.
+
+    State (all reset per instance on partial resets; ``L`` levels, column 0 = top):
+    ``("levels", name)`` ``[*B, L]`` for ``acting``, ``level_done``, ``steps`` (own steps
+    in the current control period), ``duration`` (env steps of the current option) and
+    ``option_reward`` (its summed reward); ``("levels", "k", "action")`` and
+    ``("levels", "k", "start_observation")`` for every level but the lowest.
 
     It holds only specs (never the env or the levels), so multi-process collectors can build
     it in each worker. Build it with ``hierarchy.make_transform()``.
 
     Args:
-        level_action_specs: the action spec of every level but the lowest (which writes the
-            env action and holds nothing), top first.
-        start_observation_specs: the mapped observation spec of every level, top first.
-        reward_spec: the env's (unbatched) reward spec.
-        reward_key: the env's reward key.
+        level_action_specs: the action spec of every level but the lowest, top first.
+        start_observation_specs: the mapped observation spec of every level but the lowest.
+        reward_key: the env's reward key (a reward of shape ``[*B, 1]``).
         done_key: the env's done key.
     """
 
@@ -53,60 +69,50 @@ class HierarchyTransform(TensorDictPrimer):
         self,
         level_action_specs: Sequence[TensorSpec],
         start_observation_specs: Sequence[TensorSpec],
-        reward_spec: TensorSpec,
         *,
         reward_key: NestedKey = "reward",
         done_key: NestedKey = "done",
+        reward_dtype: torch.dtype = torch.float32,
     ):
-        num_levels = len(start_observation_specs)
-        if len(level_action_specs) != num_levels - 1:
+        if len(level_action_specs) != len(start_observation_specs):
             raise ValueError(
-                f"HierarchyTransform needs one action spec per level but the lowest: got {len(level_action_specs)} "
-                f"for {num_levels} levels"
+                f"HierarchyTransform needs one action spec and one observation spec per level but the lowest; "
+                f"got {len(level_action_specs)} and {len(start_observation_specs)}"
             )
-        flag = Unbounded(shape=(1,), dtype=torch.bool)
-        count = Unbounded(shape=(1,), dtype=torch.long)
-        primers, defaults = {}, {}
-        for k in range(num_levels):
-            level_specs = {
-                LEVEL_DONE: flag,
-                ACTING: flag,
-                STEPS: count,
-                DURATION: count,
-                OPTION_REWARD: _state_spec(reward_spec),
-                START_OBSERVATION: _state_spec(start_observation_specs[k]),
-            }
-            if k < num_levels - 1:
-                level_specs[ACTION] = _state_spec(level_action_specs[k])
-            for name, spec in level_specs.items():
-                primers[level_key(k, name)] = spec.clone()
-                # a new episode starts with every level acting, top-down
-                defaults[level_key(k, name)] = 1.0 if name == ACTING else 0.0
+        num_levels = len(level_action_specs) + 1
+        primers = {
+            stacked_key(ACTING): Unbounded(shape=(num_levels,), dtype=torch.bool),
+            stacked_key(LEVEL_DONE): Unbounded(shape=(num_levels,), dtype=torch.bool),
+            stacked_key(STEPS): Unbounded(shape=(num_levels,), dtype=torch.long),
+            stacked_key(DURATION): Unbounded(shape=(num_levels,), dtype=torch.long),
+            stacked_key(OPTION_REWARD): Unbounded(shape=(num_levels,), dtype=reward_dtype),
+        }
+        for k in range(num_levels - 1):
+            primers[level_key(k, ACTION)] = _zero_spec(level_action_specs[k])
+            primers[level_key(k, START_OBSERVATION)] = _zero_spec(start_observation_specs[k])
+        # a new episode starts with every level acting, top-down
+        defaults = {key: 1.0 if key == stacked_key(ACTING) else 0.0 for key in primers}
         super().__init__(Composite(primers), default_value=defaults, expand_specs=True)
         self.num_levels = num_levels
         self.reward_key = reward_key
         self.done_key = done_key
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
-        n = self.num_levels
+        state = tensordict.get(LEVELS)
+        acting = state.get(ACTING)
+        ends = option_ends(state.get(LEVEL_DONE), next_tensordict.get(self.done_key))
         reward = next_tensordict.get(self.reward_key)
-        env_done = next_tensordict.get(self.done_key)
-        # bottom-up climb: ends[k] is True where level k's current option is over
-        ends = [None] * n
-        ends[n - 1] = torch.ones_like(env_done)
-        for k in range(n - 2, -1, -1):
-            ends[k] = (ends[k + 1] & tensordict.get(level_key(k + 1, LEVEL_DONE))) | env_done
-        for k in range(n):
-            acting = tensordict.get(level_key(k, ACTING))
-            next_tensordict.set(level_key(k, ACTING), ends[k])
-            next_tensordict.set(level_key(k, DURATION), tensordict.get(level_key(k, DURATION)).masked_fill(acting, 0) + 1)
-            option_reward = tensordict.get(level_key(k, OPTION_REWARD))
-            next_tensordict.set(
-                level_key(k, OPTION_REWARD), option_reward.masked_fill(acting, 0) + reward.to(option_reward.dtype)
-            )
-            steps = tensordict.get(level_key(k, STEPS))
-            # a level's own step count restarts when its parent hands it a new option
-            next_tensordict.set(level_key(k, STEPS), steps if k == 0 else steps.masked_fill(ends[k - 1], 0))
-            for name in (LEVEL_DONE, START_OBSERVATION) + ((ACTION,) if k < n - 1 else ()):
-                next_tensordict.set(level_key(k, name), tensordict.get(level_key(k, name)))
+        option_reward = state.get(OPTION_REWARD)
+        # a level's own step count restarts when its parent hands it a new option
+        parent_ends = torch.cat([torch.zeros_like(ends[..., :1]), ends[..., :-1]], -1)
+        next_state = state.copy()
+        next_state.update(
+            {
+                ACTING: ends,
+                DURATION: state.get(DURATION).masked_fill(acting, 0) + 1,
+                OPTION_REWARD: option_reward.masked_fill(acting, 0) + reward.to(option_reward.dtype),
+                STEPS: (state.get(STEPS) + acting.long()).masked_fill(parent_ends, 0),
+            }
+        )
+        next_tensordict.set(LEVELS, next_state)
         return next_tensordict

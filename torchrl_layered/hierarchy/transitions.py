@@ -7,7 +7,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
-from torchrl_layered.hierarchy.keys import ACTING, DURATION, OPTION_REWARD, START_OBSERVATION, level_key
+from torchrl_layered.hierarchy.keys import ACTING, DURATION, OPTION_REWARD, stacked_key
 
 
 def _next(key: NestedKey) -> tuple:
@@ -20,6 +20,7 @@ def level_transitions(
     *,
     action_key: NestedKey,
     level_input_key: NestedKey | None,
+    start_observation_key: NestedKey | None,
     observation_key: NestedKey = "observation",
     obs_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> TensorDict:
@@ -28,28 +29,35 @@ def level_transitions(
     ``batch`` is any collector output (leading dims ``[*B, T]``, e.g. several workers). A
     transition is read off the row where the option ended: the transform carried the option's
     start observation, summed reward and duration up to there, and the level's action and its
-    input are held constant throughout the option.
+    input are held constant throughout the option. The lowest level's options last one step,
+    so its start observation is the row's own (``start_observation_key=None``).
 
     Returns a flat TensorDict ``[N]`` with ``observation``, ``level_input`` (below the top),
     ``action`` and ``("next", ...)``: ``observation``, ``reward``, ``duration``,
     ``terminated``, ``truncated``, ``done``.
     """
-    mask = batch.get(("next", *level_key(index, ACTING))).squeeze(-1)
+    mask = batch.get(("next", *stacked_key(ACTING)))[..., index]
     done = batch.get(("next", "done"))[mask]
     terminated = batch.get(("next", "terminated"), None)
     truncated = batch.get(("next", "truncated"), None)
     terminated = done.clone() if terminated is None else terminated[mask]
     truncated = torch.zeros_like(done) if truncated is None else truncated[mask]
     next_obs = batch.get(_next(observation_key))[mask]
+    if start_observation_key is None:
+        start_obs = batch.get(observation_key)[mask]
+        if obs_map is not None:
+            start_obs = obs_map(start_obs)
+    else:
+        start_obs = batch.get(start_observation_key)[mask]
     if obs_map is not None:
         next_obs = obs_map(next_obs)
     data = {
-        "observation": batch.get(level_key(index, START_OBSERVATION))[mask],
+        "observation": start_obs,
         "action": batch.get(action_key)[mask],
         "next": {
             "observation": next_obs,
-            "reward": batch.get(("next", *level_key(index, OPTION_REWARD)))[mask],
-            "duration": batch.get(("next", *level_key(index, DURATION)))[mask],
+            "reward": batch.get(("next", *stacked_key(OPTION_REWARD)))[..., index : index + 1][mask],
+            "duration": batch.get(("next", *stacked_key(DURATION)))[..., index : index + 1][mask],
             "terminated": terminated,
             "truncated": truncated,
             "done": done,

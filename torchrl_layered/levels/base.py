@@ -34,9 +34,10 @@ class LevelKeys:
         observation: the env observation the level sees (before its observation map).
         level_input: the option chosen by the parent level (absent for a top level).
         action: where the level writes its action (the env action for the lowest level).
-        level_done: the level's hand-back flag, held between its decisions.
-        acting: whether the level acts at this step (written by `HierarchyTransform`).
-        steps: the level's own steps since it got control (carried by the transform).
+        level_done: the level's hand-back flag, held between its decisions; in a hierarchy
+            a ``[*B, num_levels]`` tensor of which the level owns column ``state_index``.
+        acting: ``[*B, num_levels]``: which levels act at this step (`HierarchyTransform`).
+        steps: ``[*B, num_levels]``: own steps in the current control period.
         start_observation: the mapped observation at the start of the current option.
     """
 
@@ -44,8 +45,8 @@ class LevelKeys:
     level_input: NestedKey = "level_input"
     action: NestedKey = "action"
     level_done: NestedKey = "level_done"
-    acting: NestedKey = "acting"
-    steps: NestedKey = "steps"
+    acting: NestedKey = ("levels", "acting")
+    steps: NestedKey = ("levels", "steps")
     start_observation: NestedKey = "start_observation"
 
 
@@ -85,8 +86,8 @@ class Level(TensorDictModuleBase):
         self.is_top = True
         #: True when the level acts at every env step (the lowest level of a hierarchy).
         self.always_acts = False
-        #: True inside a hierarchy: the level also writes its step count and option start.
-        self.carries_state = False
+        #: The level's column in the hierarchy's stacked state; ``None`` for a plain policy.
+        self.state_index: int | None = None
         self.n_transitions = 0
         self._parent_ref: list[Level] = []
         self.tensor_keys = LevelKeys()
@@ -107,8 +108,8 @@ class Level(TensorDictModuleBase):
         keys = self.tensor_keys
         self.in_keys = [keys.observation] + ([] if self.is_top else [keys.level_input])
         self.out_keys = [keys.action, keys.level_done]
-        if self.carries_state:
-            self.out_keys += [keys.steps, keys.start_observation]
+        if self.state_index is not None and not self.always_acts:
+            self.out_keys = self.out_keys + [keys.start_observation]
 
     # ---------------------------------------------------------------- build hooks
     @property
@@ -198,38 +199,40 @@ class Level(TensorDictModuleBase):
             obs = self.obs_map(obs)
         flat_obs = obs.reshape(-1, *obs.shape[len(batch_shape):])
         n = flat_obs.shape[0]
-        acting = tensordict.get(keys.acting, None)
-        standalone = acting is None
-        if standalone:
-            acting = torch.ones(*batch_shape, 1, dtype=torch.bool, device=obs.device)
-            steps = torch.ones(*batch_shape, 1, dtype=torch.long, device=obs.device)
+        index = self.state_index
+        if index is None:  # a plain policy: act everywhere, hold nothing
+            steps = torch.ones(n, 1, dtype=torch.long, device=obs.device)
         else:
-            steps = tensordict.get(keys.steps) + acting.long()
-        inputs = {"observation": flat_obs, "steps": steps.reshape(n, 1)}
+            steps = tensordict.get(keys.steps)[..., index].reshape(n, 1) + 1
+        inputs = {"observation": flat_obs, "steps": steps}
         if not self.is_top:
             level_input = tensordict.get(keys.level_input)
             inputs["level_input"] = level_input.reshape(n, *level_input.shape[len(batch_shape):])
         act_shape = self.action_spec.shape
 
-        if standalone or self.always_acts:
+        if index is None or self.always_acts:
             sub = TensorDict(inputs, batch_size=[n], device=obs.device)
             action = self._checked_action(sub, n)
-            done = self.is_done(sub).reshape(n, 1)
+            done = self.is_done(sub).reshape(n)
         else:
-            rows = acting.reshape(n).nonzero().squeeze(-1)
-            held = tensordict.get(keys.action).reshape(n, *act_shape)
-            done = tensordict.get(keys.level_done).reshape(n, 1)
+            acting = tensordict.get(keys.acting)[..., index].reshape(n)
+            rows = acting.nonzero().squeeze(-1)
+            action = tensordict.get(keys.action).reshape(n, *act_shape)
+            done = tensordict.get(keys.level_done)[..., index].reshape(n)
             if rows.numel():
                 sub = TensorDict({k: v[rows] for k, v in inputs.items()}, batch_size=[rows.numel()], device=obs.device)
-                held = held.index_copy(0, rows, self._checked_action(sub, rows.numel()).to(held.dtype))
-                done = done.index_copy(0, rows, self.is_done(sub).reshape(-1, 1).to(torch.bool))
-            action = held
-        tensordict.set(keys.action, action.reshape(batch_shape + act_shape))
-        tensordict.set(keys.level_done, done.reshape(batch_shape + (1,)))
-        if not standalone:
-            tensordict.set(keys.steps, steps)
+                action = action.index_copy(0, rows, self._checked_action(sub, rows.numel()).to(action.dtype))
+                done = done.index_copy(0, rows, self.is_done(sub).reshape(-1).to(torch.bool))
             start = tensordict.get(keys.start_observation)
-            tensordict.set(keys.start_observation, torch.where(acting.reshape(*batch_shape, *[1] * (obs.dim() - len(batch_shape))), obs, start))
+            mask = acting.reshape(batch_shape + (1,) * (obs.dim() - len(batch_shape)))
+            tensordict.set(keys.start_observation, torch.where(mask, obs, start))
+        tensordict.set(keys.action, action.reshape(batch_shape + act_shape))
+        if index is None:
+            tensordict.set(keys.level_done, done.reshape(batch_shape + (1,)))
+        else:
+            level_done = tensordict.get(keys.level_done).clone()
+            level_done[..., index] = done.reshape(batch_shape)
+            tensordict.set(keys.level_done, level_done)
         return tensordict
 
     def _checked_action(self, sub: TensorDictBase, n: int) -> torch.Tensor:

@@ -1,0 +1,62 @@
+"""Env steps per second of a 3-level random hierarchy through `Collector`, next to a plain
+`RandomPolicy` on the same envs: the hierarchy's overhead as a ratio, measured in one run.
+
+    python benchmarks/hierarchy_overhead.py [--num-envs 8] [--frames 40000]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torchrl.collectors import Collector
+from torchrl.data import Bounded
+from torchrl.envs import TransformedEnv
+from torchrl.envs.utils import RandomPolicy
+
+from torchrl_layered import Hierarchy, RandomLevel
+from torchrl_layered.envs import make_env
+
+
+def steps_per_second(env, policy, frames: int, frames_per_batch: int) -> float:
+    collector = Collector(env, policy, frames_per_batch=frames_per_batch, total_frames=frames,
+                          auto_register_policy_transforms=False)
+    iterator = iter(collector)
+    next(iterator)  # warm-up batch, not timed
+    start = time.perf_counter()
+    collected = sum(batch.numel() for batch in iterator)
+    elapsed = time.perf_counter() - start
+    collector.shutdown()
+    return collected / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--frames", type=int, default=40_000)
+    parser.add_argument("--frames-per-batch", type=int, default=800)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    base = make_env("Pendulum-v1", args.num_envs)
+    plain = steps_per_second(base, RandomPolicy(base.full_action_spec), args.frames, args.frames_per_batch)
+
+    env = make_env("Pendulum-v1", args.num_envs)
+    hierarchy = Hierarchy(
+        [
+            RandomLevel(),
+            RandomLevel(input_spec=Bounded(-1.0, 1.0, shape=(4,)), control_interval=5),
+            RandomLevel(input_spec=Bounded(-1.0, 1.0, shape=(2,)), control_interval=3),
+        ],
+        env=env,
+    )
+    layered = steps_per_second(TransformedEnv(env, hierarchy.make_transform()), hierarchy, args.frames,
+                               args.frames_per_batch)
+    print(f"{args.num_envs} x Pendulum-v1, {args.frames} frames")
+    print(f"plain RandomPolicy     : {plain:9.0f} env steps/s")
+    print(f"3-level RandomLevel    : {layered:9.0f} env steps/s")
+    print(f"hierarchy cost (ratio) : {plain / layered:9.2f}x")
+
+
+if __name__ == "__main__":
+    main()
