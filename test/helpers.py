@@ -144,3 +144,17 @@ def reference_transitions(stream, intervals, act):
                 emit(j)
             active, steps = 0, [0] * n
     return out
+
+
+def assert_same_transitions(got: list[tuple], expected: list[tuple], what: str, tol: float = 1e-3) -> None:
+    """Equal as multisets of rows of float tuples, up to float summation order."""
+    assert len(got) == len(expected), f"{what}: {len(got)} transitions, expected {len(expected)}"
+
+    def order(row):
+        return tuple(() if f is None else tuple(round(v, 2) for v in f) for f in row)
+
+    for g, e in zip(sorted(got, key=order), sorted(expected, key=order)):
+        for fg, fe in zip(g, e):
+            assert (fg is None) == (fe is None), f"{what}: {g} != {e}"
+            if fg is not None:
+                assert len(fg) == len(fe) and all(abs(a - b) <= tol for a, b in zip(fg, fe)), f"{what}: {g} != {e}"

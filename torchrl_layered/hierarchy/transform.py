@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.data import Composite, TensorSpec, Unbounded
 from torchrl.envs.transforms import TensorDictPrimer
@@ -31,6 +31,10 @@ from torchrl_layered.hierarchy.keys import (
 )
 
 
+#: What the transform writes at each step; everything else is held by the levels.
+STEP_OUTPUTS = (ACTING, DURATION, OPTION_REWARD, STEPS)
+
+
 def _zero_spec(spec: TensorSpec) -> Unbounded:
     """An unbounded spec of the same shape and dtype: held values start at zero."""
     return Unbounded(shape=spec.shape, dtype=spec.dtype, device=spec.device)
@@ -42,8 +46,10 @@ def option_ends(level_done: torch.Tensor, env_done: torch.Tensor) -> torch.Tenso
     The lowest level's option always ends; level k's ends when every level below it handed
     control back (``level_done``) or the episode ended.
     """
-    handed_back = level_done[..., 1:].flip(-1).to(torch.uint8).cummin(-1).values.flip(-1).bool()
-    return torch.cat([handed_back, torch.ones_like(level_done[..., :1])], -1) | env_done
+    num_levels = level_done.shape[-1]
+    # below[j, k] = 1 where level j lies below level k: count the levels below that keep control
+    below = torch.ones(num_levels, num_levels, device=level_done.device).tril(-1)
+    return ((~level_done).to(below.dtype) @ below == 0) | env_done
 
 
 class HierarchyTransform(TensorDictPrimer):
@@ -105,14 +111,35 @@ class HierarchyTransform(TensorDictPrimer):
         option_reward = state.get(OPTION_REWARD)
         # a level's own step count restarts when its parent hands it a new option
         parent_ends = torch.cat([torch.zeros_like(ends[..., :1]), ends[..., :-1]], -1)
-        next_state = state.copy()
-        next_state.update(
-            {
-                ACTING: ends,
-                DURATION: state.get(DURATION).masked_fill(acting, 0) + 1,
-                OPTION_REWARD: option_reward.masked_fill(acting, 0) + reward.to(option_reward.dtype),
-                STEPS: (state.get(STEPS) + acting.long()).masked_fill(parent_ends, 0),
-            }
+        next_tensordict.set(
+            LEVELS,
+            TensorDict(
+                {
+                    ACTING: ends,
+                    DURATION: state.get(DURATION).masked_fill(acting, 0) + 1,
+                    OPTION_REWARD: option_reward.masked_fill(acting, 0) + reward.to(option_reward.dtype),
+                    STEPS: (state.get(STEPS) + acting.long()).masked_fill(parent_ends, 0),
+                },
+                batch_size=acting.shape[:-1],
+            ),
         )
-        next_tensordict.set(LEVELS, next_state)
         return next_tensordict
+
+    # The entries that change at each step are observations (written to "next"); the held
+    # outputs are state only: ``step_mdp`` carries them from the root, untouched, for free.
+    def _with_primers(self, spec: Composite, keys) -> Composite:
+        if self.primers.shape[: spec.ndim] != spec.shape:
+            self.primers = self._expand_shape(self.primers)
+        for key in keys:
+            spec[key] = self.primers[key].clone().to(spec.device)
+        return spec
+
+    def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        return self._with_primers(observation_spec, [stacked_key(name) for name in STEP_OUTPUTS])
+
+    def transform_input_spec(self, input_spec: Composite) -> Composite:
+        state_spec = input_spec["full_state_spec"]
+        if state_spec is None:
+            state_spec = Composite(shape=input_spec.shape, device=input_spec.device)
+        input_spec["full_state_spec"] = self._with_primers(state_spec, list(self.primers.keys(True, True)))
+        return input_spec

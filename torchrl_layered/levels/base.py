@@ -161,6 +161,11 @@ class Level(TensorDictModuleBase):
         return steps >= self.control_interval
 
     @property
+    def _never_done(self) -> bool:
+        """The default `is_done` without a control interval: never hands control back."""
+        return self.control_interval is None and type(self).is_done is Level.is_done
+
+    @property
     def deterministic(self) -> bool:
         """True in eval mode or under a deterministic `ExplorationType`: act without noise."""
         return (not self.training) or exploration_type() in _DETERMINISTIC_TYPES
@@ -193,13 +198,19 @@ class Level(TensorDictModuleBase):
                 "level.initialize(observation_spec, action_spec) first"
             )
         keys = self.tensor_keys
+        index = self.state_index
+        rows = None
+        if index is not None and not self.always_acts:
+            acting = tensordict.get(keys.acting)[..., index]
+            rows = acting.reshape(-1).nonzero().squeeze(-1)
+            if not rows.numel():  # nobody hands this level control: its held outputs stand
+                return tensordict
         batch_shape = tensordict.batch_size
         obs = tensordict.get(keys.observation)
         if self.obs_map is not None:
             obs = self.obs_map(obs)
         flat_obs = obs.reshape(-1, *obs.shape[len(batch_shape):])
         n = flat_obs.shape[0]
-        index = self.state_index
         if index is None:  # a plain policy: act everywhere, hold nothing
             steps = torch.ones(n, 1, dtype=torch.long, device=obs.device)
         else:
@@ -210,24 +221,24 @@ class Level(TensorDictModuleBase):
             inputs["level_input"] = level_input.reshape(n, *level_input.shape[len(batch_shape):])
         act_shape = self.action_spec.shape
 
-        if index is None or self.always_acts:
-            sub = TensorDict(inputs, batch_size=[n], device=obs.device)
+        if rows is None:
+            sub = TensorDict(inputs, batch_size=[n])
             action = self._checked_action(sub, n)
-            done = self.is_done(sub).reshape(n)
+            done = None if self._never_done else self.is_done(sub).reshape(n)
         else:
-            acting = tensordict.get(keys.acting)[..., index].reshape(n)
-            rows = acting.nonzero().squeeze(-1)
-            action = tensordict.get(keys.action).reshape(n, *act_shape)
-            done = tensordict.get(keys.level_done)[..., index].reshape(n)
-            if rows.numel():
-                sub = TensorDict({k: v[rows] for k, v in inputs.items()}, batch_size=[rows.numel()], device=obs.device)
-                action = action.index_copy(0, rows, self._checked_action(sub, rows.numel()).to(action.dtype))
-                done = done.index_copy(0, rows, self.is_done(sub).reshape(-1).to(torch.bool))
+            sub = TensorDict({k: v[rows] for k, v in inputs.items()}, batch_size=[rows.numel()])
+            held = tensordict.get(keys.action).reshape(n, *act_shape)
+            action = held.index_copy(0, rows, self._checked_action(sub, rows.numel()).to(held.dtype))
+            held_done = tensordict.get(keys.level_done)[..., index].reshape(n)
+            done = held_done.index_copy(0, rows, self.is_done(sub).reshape(-1).to(torch.bool))
             start = tensordict.get(keys.start_observation)
             mask = acting.reshape(batch_shape + (1,) * (obs.dim() - len(batch_shape)))
             tensordict.set(keys.start_observation, torch.where(mask, obs, start))
         tensordict.set(keys.action, action.reshape(batch_shape + act_shape))
-        if index is None:
+        if done is None:  # the held False stands
+            if index is None:
+                tensordict.set(keys.level_done, torch.zeros(batch_shape + (1,), dtype=torch.bool, device=obs.device))
+        elif index is None:
             tensordict.set(keys.level_done, done.reshape(batch_shape + (1,)))
         else:
             level_done = tensordict.get(keys.level_done).clone()
