@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 from torchrl.collectors import Collector
-from torchrl.data import Bounded
+from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs import GymEnv
 
 from torchrl_layered import Hierarchy, Level, RandomLevel
@@ -85,3 +85,31 @@ def test_counters_round_trip_through_state_dict():
     other = GoalLevel()
     Hierarchy([other], env=env).load_state_dict(state)
     assert other.n_transitions == 123
+
+
+class CountingLevel(Level):
+    """Carries a per-instance count of its own actions in its level state."""
+
+    def get_state_spec(self):
+        return Composite(count=Unbounded((1,), dtype=torch.long))
+
+    def get_action(self, td):
+        td["state", "count"] = td["state", "count"] + 1
+        return td["state", "count"].float().clamp(max=2.0)
+
+
+def test_level_state_is_carried_per_instance_and_zeroed_at_episode_start():
+    from helpers import ScriptedEnv
+
+    env = ScriptedEnv([[(4, True)], [(100, False)]])
+    top = CountingLevel()
+    low = RandomLevel(input_spec=Bounded(0.0, 2.0, shape=(1,)), control_interval=2)
+    hierarchy = Hierarchy([top, low], env=env)
+    collector = Collector(env, hierarchy, frames_per_batch=2 * 8, total_frames=16, auto_register_policy_transforms=True)
+    batch = next(iter(collector))
+    collector.shutdown()
+    count = batch["levels", "0", "state", "count"][..., 0]
+    # instance 0: episodes of 4 steps, the top acts every 2 steps -> count 1,1,2,2 then restarts
+    assert count[0].tolist() == [1, 1, 2, 2, 1, 1, 2, 2]
+    # instance 1: one long episode, the count keeps growing
+    assert count[1].tolist() == [1, 1, 2, 2, 3, 3, 4, 4]

@@ -14,6 +14,7 @@ from torchrl_layered.hierarchy.keys import (
     ACTING,
     ACTION,
     LEVEL_DONE,
+    LEVEL_STATE,
     START_OBSERVATION,
     STEPS,
     level_key,
@@ -111,6 +112,7 @@ class Hierarchy(TensorDictSequential):
                 acting=stacked_key(ACTING),
                 steps=stacked_key(STEPS),
                 start_observation=level_key(i, START_OBSERVATION),
+                state=level_key(i, LEVEL_STATE),
             )
         super().__init__(*levels)
         self.observation_specs = observation_specs
@@ -184,6 +186,7 @@ class Hierarchy(TensorDictSequential):
         return HierarchyTransform(
             self.action_specs[:-1],
             self.observation_specs[:-1],
+            level_state_specs=[level.get_state_spec() for level in self.module],
             reward_key=self.reward_key,
             reward_dtype=self.reward_spec.dtype,
         )

@@ -22,6 +22,7 @@ STACKED_NAMES = (ACTING, LEVEL_DONE, STEPS, DURATION, OPTION_REWARD)
 # per level
 ACTION = "action"
 START_OBSERVATION = "start_observation"
+LEVEL_STATE = "state"
 
 
 def stacked_key(name: str) -> NestedKey:

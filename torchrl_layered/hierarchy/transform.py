@@ -22,6 +22,7 @@ from torchrl_layered.hierarchy.keys import (
     ACTION,
     DURATION,
     LEVEL_DONE,
+    LEVEL_STATE,
     LEVELS,
     OPTION_REWARD,
     START_OBSERVATION,
@@ -59,7 +60,8 @@ class HierarchyTransform(TensorDictPrimer):
     ``("levels", name)`` ``[*B, L]`` for ``acting``, ``level_done``, ``steps`` (own steps
     in the current control period), ``duration`` (env steps of the current option) and
     ``option_reward`` (its summed reward); ``("levels", "k", "action")`` and
-    ``("levels", "k", "start_observation")`` for every level but the lowest.
+    ``("levels", "k", "start_observation")`` for every level but the lowest, and a level's own
+    entries (``get_state_spec()``) under ``("levels", "k", "state")``.
 
     It holds only specs (never the env or the levels), so multi-process collectors can build
     it in each worker. Build it with ``hierarchy.make_transform()``.
@@ -67,6 +69,7 @@ class HierarchyTransform(TensorDictPrimer):
     Args:
         level_action_specs: the action spec of every level but the lowest, top first.
         start_observation_specs: the mapped observation spec of every level but the lowest.
+        level_state_specs: per level, the spec of its own carried entries, or ``None``.
         reward_key: the env's reward key (a reward of shape ``[*B, 1]``).
         done_key: the env's done key.
     """
@@ -76,6 +79,7 @@ class HierarchyTransform(TensorDictPrimer):
         level_action_specs: Sequence[TensorSpec],
         start_observation_specs: Sequence[TensorSpec],
         *,
+        level_state_specs: Sequence[Composite | None] | None = None,
         reward_key: NestedKey = "reward",
         done_key: NestedKey = "done",
         reward_dtype: torch.dtype = torch.float32,
@@ -96,6 +100,10 @@ class HierarchyTransform(TensorDictPrimer):
         for k in range(num_levels - 1):
             primers[level_key(k, ACTION)] = _zero_spec(level_action_specs[k])
             primers[level_key(k, START_OBSERVATION)] = _zero_spec(start_observation_specs[k])
+        for k, spec in enumerate(level_state_specs or []):
+            if spec is not None:
+                for key, leaf in spec.items(True, True):
+                    primers[(*level_key(k, LEVEL_STATE), *((key,) if isinstance(key, str) else key))] = _zero_spec(leaf)
         # a new episode starts with every level acting, top-down
         defaults = {key: 1.0 if key == stacked_key(ACTING) else 0.0 for key in primers}
         super().__init__(Composite(primers), default_value=defaults, expand_specs=True)

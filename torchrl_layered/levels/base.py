@@ -15,7 +15,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
-from torchrl.data import TensorSpec
+from torchrl.data import Composite, TensorSpec
 from torchrl.envs.utils import ExplorationType, exploration_type
 
 _DETERMINISTIC_TYPES = (
@@ -39,6 +39,8 @@ class LevelKeys:
         acting: ``[*B, num_levels]``: which levels act at this step (`HierarchyTransform`).
         steps: ``[*B, num_levels]``: own steps in the current control period.
         start_observation: the mapped observation at the start of the current option.
+        state: the level's own per-instance entries (`get_state_spec`), e.g. a planner's warm
+            start; carried between steps and zeroed when the instance's episode restarts.
     """
 
     observation: NestedKey = "observation"
@@ -48,6 +50,7 @@ class LevelKeys:
     acting: NestedKey = ("levels", "acting")
     steps: NestedKey = ("levels", "steps")
     start_observation: NestedKey = "start_observation"
+    state: NestedKey = "level_state"
 
 
 class Level(TensorDictModuleBase):
@@ -110,6 +113,8 @@ class Level(TensorDictModuleBase):
         self.out_keys = [keys.action, keys.level_done]
         if self.state_index is not None and not self.always_acts:
             self.out_keys = self.out_keys + [keys.start_observation]
+        if self.initialized and self.get_state_spec() is not None:
+            self.out_keys = self.out_keys + [keys.state]
 
     # ---------------------------------------------------------------- build hooks
     @property
@@ -123,6 +128,15 @@ class Level(TensorDictModuleBase):
         It must not depend on `initialize`, because the hierarchy asks for it before.
         """
         return self._input_spec
+
+    def get_state_spec(self) -> Composite | None:
+        """Per-instance entries the level carries between its steps (unbatched), or ``None``.
+
+        ``get_action`` finds them in ``tensordict["state"]`` (acting rows) and may overwrite
+        them there; the hierarchy carries them and zeroes them when an episode restarts.
+        Called after `initialize`.
+        """
+        return None
 
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
         """Receives the (mapped, unbatched) observation spec and the action spec to produce.
@@ -216,6 +230,10 @@ class Level(TensorDictModuleBase):
         else:
             steps = tensordict.get(keys.steps)[..., index].reshape(n, 1) + 1
         inputs = {"observation": flat_obs, "steps": steps}
+        state_spec = self.get_state_spec()
+        if state_spec is not None:
+            held_state = tensordict.get(keys.state, None) if index is not None else None
+            inputs["state"] = state_spec.zero((n,)) if held_state is None else held_state.reshape(n)
         if not self.is_top:
             level_input = tensordict.get(keys.level_input)
             inputs["level_input"] = level_input.reshape(n, *level_input.shape[len(batch_shape):])
@@ -225,16 +243,23 @@ class Level(TensorDictModuleBase):
             sub = TensorDict(inputs, batch_size=[n])
             action = self._checked_action(sub, n)
             done = None if self._never_done else self.is_done(sub).reshape(n)
+            new_state = sub.get("state", None)
         else:
             sub = TensorDict({k: v[rows] for k, v in inputs.items()}, batch_size=[rows.numel()])
             held = tensordict.get(keys.action).reshape(n, *act_shape)
             action = held.index_copy(0, rows, self._checked_action(sub, rows.numel()).to(held.dtype))
             held_done = tensordict.get(keys.level_done)[..., index].reshape(n)
             done = held_done.index_copy(0, rows, self.is_done(sub).reshape(-1).to(torch.bool))
+            new_state = None
+            if state_spec is not None:
+                new_state = inputs["state"].clone()
+                new_state[rows] = sub.get("state")
             start = tensordict.get(keys.start_observation)
             mask = acting.reshape(batch_shape + (1,) * (obs.dim() - len(batch_shape)))
             tensordict.set(keys.start_observation, torch.where(mask, obs, start))
         tensordict.set(keys.action, action.reshape(batch_shape + act_shape))
+        if new_state is not None and index is not None:
+            tensordict.set(keys.state, new_state.reshape(batch_shape))
         if done is None:  # the held False stands
             if index is None:
                 tensordict.set(keys.level_done, torch.zeros(batch_shape + (1,), dtype=torch.bool, device=obs.device))
