@@ -1,0 +1,4 @@
+"""Networks: ensembles, encoders, predictors."""
+from torchrl_layered.modules.ensemble import EnsembleLinear, ProbabilisticEnsemble, RunningNormalizer
+
+__all__ = ["EnsembleLinear", "ProbabilisticEnsemble", "RunningNormalizer"]

@@ -1,0 +1,196 @@
+"""`ProbabilisticEnsemble`: a batched ensemble of Gaussian dynamics models (PETS-style).
+
+All members live in one module: each layer holds ``[M, in, out]`` weights and runs as one
+batched matmul, so an ensemble costs one kernel per layer instead of one per member.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EnsembleLinear(nn.Module):
+    """``M`` independent linear layers applied to ``[M, N, in]`` with one ``baddbmm``."""
+
+    def __init__(self, num_members: int, in_features: int, out_features: int):
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(num_members, in_features, out_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out_features).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if members is not None:
+            weight, bias = weight[members], bias[members]
+        return torch.baddbmm(bias, x, weight)
+
+
+class RunningNormalizer(nn.Module):
+    """Running mean and std of a feature vector (EMA, initialised from the first batch)."""
+
+    def __init__(self, dim: int, momentum: float = 0.01, eps: float = 1e-6):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1])
+        if x.shape[0] < 2 or x.shape[-1] == 0:
+            return
+        mean, std = x.mean(0), x.std(0).clamp_min(self.eps)
+        m = torch.where(self.initialized, torch.tensor(self.momentum, device=x.device), torch.tensor(1.0, device=x.device))
+        self.mean.lerp_(mean, m)
+        self.std.lerp_(std, m)
+        self.initialized.fill_(True)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+
+class ProbabilisticEnsemble(nn.Module):
+    """``M`` Gaussian models of ``p(s' | s, c, a)`` with learned, softly bounded log-variance.
+
+    Each member predicts a diagonal Gaussian over the (normalised) state change and a
+    termination logit. Inputs and targets are normalised with running statistics, so the
+    nets see unit-scale data whatever the env. Members differ by their initialisation (and,
+    in `EnsembleModelLoss`, by bootstrapped batches); their disagreement off the data is the
+    epistemic uncertainty that planners can use.
+
+    Args:
+        state_dim: size of the (latent) state.
+        action_dim: size of the action (one-hot size for discrete actions).
+        context_dim: size of an episode-constant context (e.g. a desired goal), 0 for none.
+        num_members: ensemble size ``M``.
+        hidden_sizes: widths of the hidden layers of every member.
+        num_elites: members used for prediction (the best by running loss); all when None.
+        predict_delta: predict ``s' - s`` (True) or ``s'``.
+        min_logvar, max_logvar: initial soft bounds of the (normalised) log-variance.
+    """
+
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        context_dim: int = 0,
+        *,
+        num_members: int = 5,
+        hidden_sizes: Sequence[int] = (200, 200, 200),
+        activation: type[nn.Module] = nn.SiLU,
+        num_elites: int | None = None,
+        predict_delta: bool = True,
+        min_logvar: float = -10.0,
+        max_logvar: float = 0.5,
+    ):
+        super().__init__()
+        if num_members < 1:
+            raise ValueError(f"ProbabilisticEnsemble needs num_members >= 1; got {num_members}")
+        if num_elites is not None and not 1 <= num_elites <= num_members:
+            raise ValueError(f"num_elites must lie in [1, num_members={num_members}]; got {num_elites}")
+        self.state_dim, self.action_dim, self.context_dim = state_dim, action_dim, context_dim
+        self.num_members = num_members
+        self.num_elites = num_elites or num_members
+        self.predict_delta = predict_delta
+        in_dim = state_dim + context_dim + action_dim
+        sizes = [in_dim, *hidden_sizes]
+        self.layers = nn.ModuleList(EnsembleLinear(num_members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.activation = activation()
+        self.head = EnsembleLinear(num_members, sizes[-1], 2 * state_dim + 1)
+        self.max_logvar = nn.Parameter(torch.full((state_dim,), max_logvar))
+        self.min_logvar = nn.Parameter(torch.full((state_dim,), min_logvar))
+        self.input_normalizer = RunningNormalizer(in_dim)
+        self.target_normalizer = RunningNormalizer(state_dim)
+        self.register_buffer("member_loss", torch.zeros(num_members))
+        self.register_buffer("elites", torch.arange(self.num_elites))
+
+    # ------------------------------------------------------------------ core
+    def inputs(self, state: torch.Tensor, context: torch.Tensor | None, action: torch.Tensor) -> torch.Tensor:
+        parts = [state] + ([context] if context is not None and context.shape[-1] else []) + [action]
+        return torch.cat(parts, -1)
+
+    def normalized_forward(self, x: torch.Tensor, members: torch.Tensor | None = None):
+        """Raw outputs for normalised inputs ``[M', N, in]``: mean, bounded log-var, termination logit."""
+        h = x
+        for layer in self.layers:
+            h = self.activation(layer(h, members))
+        out = self.head(h, members)
+        d = self.state_dim
+        mean, raw_logvar, term_logit = out[..., :d], out[..., d : 2 * d], out[..., 2 * d]
+        logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar, term_logit
+
+    def forward(
+        self,
+        state: torch.Tensor,
+        action: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        members: torch.Tensor | None = None,
+    ):
+        """Predicts ``s'`` for inputs ``[M', N, *]`` (one slice per member in ``members``).
+
+        Returns ``(mean, std, term_prob)`` in the state's own units: ``[M', N, d]``,
+        ``[M', N, d]``, ``[M', N]``.
+        """
+        x = self.input_normalizer.normalize(self.inputs(state, context, action))
+        mean, logvar, term_logit = self.normalized_forward(x, members)
+        std = (0.5 * logvar).exp() * self.target_normalizer.std
+        mean = self.target_normalizer.denormalize(mean)
+        if self.predict_delta:
+            mean = mean + state
+        return mean, std, torch.sigmoid(term_logit)
+
+    def step(
+        self,
+        state: torch.Tensor,
+        action: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ):
+        """One imagined step for particles ``[E, N, *]`` of the elite members: ``(s', p_term)``."""
+        mean, std, term = self(state, action, context, members=self.elites)
+        if deterministic:
+            return mean, term
+        noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        return mean + std * noise, term
+
+    @torch.no_grad()
+    def update_elites(self, member_loss: torch.Tensor, momentum: float = 0.1) -> None:
+        """Tracks each member's loss and keeps the best ``num_elites`` members for prediction."""
+        self.member_loss.lerp_(member_loss.detach(), momentum)
+        if self.num_elites < self.num_members:
+            self.elites.copy_(self.member_loss.topk(self.num_elites, largest=False).indices.sort().values)
+
+    def log_prob(
+        self,
+        state: torch.Tensor,
+        action: torch.Tensor,
+        next_state: torch.Tensor,
+        context: torch.Tensor | None = None,
+        *,
+        std: torch.Tensor | float | None = None,
+    ) -> torch.Tensor:
+        """``log p(s' | s, c, a)`` under the mixture of the elite members, ``[*]`` for inputs ``[*, d]``.
+
+        ``std`` replaces the predicted std (a fixed-width density, as skill learners use).
+        """
+        lead = state.shape[:-1]
+        flat = lambda t: t.reshape(1, -1, t.shape[-1]).expand(self.num_elites, -1, -1)  # noqa: E731
+        ctx = None if context is None else flat(context)
+        mean, pred_std, _ = self(flat(state), flat(action), ctx, members=self.elites)
+        scale = pred_std if std is None else torch.as_tensor(std, device=mean.device, dtype=mean.dtype).expand_as(mean)
+        target = next_state.reshape(1, -1, next_state.shape[-1])
+        per_member = torch.distributions.Normal(mean, scale).log_prob(target).sum(-1)
+        return (per_member.logsumexp(0) - math.log(self.num_elites)).reshape(lead)

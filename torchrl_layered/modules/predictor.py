@@ -1,0 +1,159 @@
+"""Predictors: world models in an encoder's latent space that score action sequences.
+
+A `Predictor` bundles an encoder, a dynamics model, and optional reward, value and
+termination terms. Planners call `Predictor.returns` to score a batch of action sequences;
+skill levels below a planner use its encoder and `log_prob` as their skill-dynamics model.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import nn
+from torchrl.modules import MLP
+
+from torchrl_layered.modules.encoders import Encoder
+from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
+
+
+class KnownModel(nn.Module):
+    """A known deterministic model ``step_fn(state, action, context) -> next_state`` as a predictor model."""
+
+    num_elites = 1
+
+    def __init__(self, step_fn: Callable[..., torch.Tensor]):
+        super().__init__()
+        self.step_fn = step_fn
+
+    def step(self, state, action, context=None, *, deterministic=False, generator=None):
+        next_state = self.step_fn(state, action, context)
+        return next_state, torch.zeros(next_state.shape[:-1], device=next_state.device, dtype=next_state.dtype)
+
+
+class Predictor(nn.Module):
+    """Rolls out action sequences in the encoder's latent and scores them.
+
+    Args:
+        encoder: splits observations into (state, context).
+        model: a dynamics model with ``num_elites`` and ``step(state, action, context, deterministic)``
+            acting on ``[E, K, *]`` particles (e.g. `ProbabilisticEnsemble` or `KnownModel`).
+        reward: ``reward(state, context, action) -> [*]`` per step (a module or a function).
+        value: ``value(state, context) -> [*]``, the bootstrap at the horizon, or None.
+    """
+
+    def __init__(self, encoder: Encoder, model: nn.Module, reward: Callable, value: Callable | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.model = model
+        self.reward = reward
+        self.value = value
+
+    @property
+    def latent_state_dim(self) -> int:
+        return self.encoder.latent_state_dim
+
+    @property
+    def context_dim(self) -> int:
+        return self.encoder.context_dim
+
+    def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encoder(obs)
+
+    def returns(
+        self,
+        state: torch.Tensor,
+        context: torch.Tensor,
+        actions: torch.Tensor,
+        *,
+        particles: int = 1,
+        gamma: float = 1.0,
+        deterministic: bool = False,
+        use_value: bool = True,
+        use_termination: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Discounted predicted returns of ``actions [B, N, H, A]`` from ``state [B, d]``: ``[B, N, E*P]``.
+
+        Each of the ``particles`` per elite member stays with its member for the whole
+        horizon (TS-style), so the spread over the last dim reflects model uncertainty.
+        """
+        b, n, h = actions.shape[:3]
+        e = self.model.num_elites
+        k = b * n * particles
+        s = state[:, None, None].expand(b, n, particles, state.shape[-1]).reshape(1, k, -1).expand(e, k, -1)
+        c = context[:, None, None].expand(b, n, particles, context.shape[-1]).reshape(1, k, -1).expand(e, k, -1)
+        a_seq = actions[:, :, None].expand(b, n, particles, h, actions.shape[-1]).reshape(1, k, h, -1)
+        total = torch.zeros(e, k, device=actions.device, dtype=state.dtype)
+        alive = torch.ones_like(total)
+        for t in range(h):
+            a = a_seq[:, :, t].expand(e, k, -1)
+            total = total + alive * (gamma**t) * self.reward(s, c, a).reshape(e, k)
+            s, term = self.model.step(s, a, c, deterministic=deterministic, generator=generator)
+            if use_termination:
+                alive = alive * (1.0 - term)
+        if use_value and self.value is not None:
+            total = total + alive * (gamma**h) * self.value(s, c).reshape(e, k)
+        return total.reshape(e, b, n, particles).permute(1, 2, 0, 3).reshape(b, n, e * particles)
+
+    def log_prob(self, state, action, next_state, context=None, *, std=None) -> torch.Tensor:
+        """``log q(s' | s, c, a)`` of the dynamics model (for skill learners)."""
+        if not hasattr(self.model, "log_prob"):
+            raise TypeError(f"{type(self.model).__name__} has no log_prob; skill levels need a ProbabilisticEnsemble")
+        return self.model.log_prob(state, action, next_state, context, std=std)
+
+
+class _Head(nn.Module):
+    """An MLP on the concatenation of its inputs, returning ``[*]``."""
+
+    def __init__(self, in_dim: int, hidden_sizes, zero_last: bool = False):
+        super().__init__()
+        self.net = MLP(in_features=in_dim, out_features=1, num_cells=list(hidden_sizes), activation_class=nn.SiLU)
+        if zero_last:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, *parts: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([p for p in parts if p.shape[-1]], -1)).squeeze(-1)
+
+
+class RewardPredictor(Predictor):
+    """A predictor that learns its dynamics, reward, value and termination from transitions.
+
+    Train it with `torchrl_layered.objectives.RewardPredictorLoss`.
+
+    Args:
+        encoder: splits observations into (state, context).
+        action_dim: size of the action.
+        num_members, hidden_sizes, num_elites: of the `ProbabilisticEnsemble`.
+        head_sizes: hidden widths of the reward and value heads.
+        use_value: learn a value head (bootstrap at the planning horizon).
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        action_dim: int,
+        *,
+        num_members: int = 5,
+        hidden_sizes=(200, 200, 200),
+        num_elites: int | None = None,
+        head_sizes=(128, 128),
+        use_value: bool = True,
+    ):
+        model = ProbabilisticEnsemble(
+            encoder.latent_state_dim, action_dim, encoder.context_dim,
+            num_members=num_members, hidden_sizes=hidden_sizes, num_elites=num_elites,
+        )
+        d, c = encoder.latent_state_dim, encoder.context_dim
+        reward = _Head(d + c + action_dim, head_sizes)
+        value = _Head(d + c, head_sizes, zero_last=True) if use_value else None
+        super().__init__(encoder, model, reward, value)
+
+
+def target_copy(module: nn.Module) -> nn.Module:
+    """A frozen copy of ``module`` (for targets that a loss updates by Polyak averaging)."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
