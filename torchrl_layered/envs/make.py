@@ -4,11 +4,45 @@ from __future__ import annotations
 import functools
 
 import gymnasium as gym
+import numpy as np
 from torchrl.envs import EnvBase, GymWrapper
 
+#: The entries of a goal-based observation, in the order `make_env` concatenates them.
+GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
 
-def _make_one(name: str, kwargs: dict) -> gym.Env:
-    return gym.make(name, **kwargs)
+
+class FlattenGoalObservation(gym.ObservationWrapper):
+    """Concatenates a goal env's ``observation``, ``achieved_goal`` and ``desired_goal`` (in that order).
+
+    Flattening inside gymnasium keeps the observation a plain Box, so TorchRL's handling of
+    final observations on auto-reset applies to it.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        spaces = [env.observation_space[key] for key in GOAL_KEYS]
+        self.slices, start = {}, 0
+        for key, space in zip(GOAL_KEYS, spaces):
+            size = int(np.prod(space.shape))
+            self.slices[key] = slice(start, start + size)
+            start += size
+        low = np.concatenate([np.broadcast_to(s.low, s.shape).reshape(-1) for s in spaces]).astype(np.float32)
+        high = np.concatenate([np.broadcast_to(s.high, s.shape).reshape(-1) for s in spaces]).astype(np.float32)
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
+
+    def observation(self, observation):
+        return np.concatenate([np.asarray(observation[key], np.float32).reshape(-1) for key in GOAL_KEYS])
+
+
+def _is_goal_space(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Dict) and set(GOAL_KEYS) <= set(space.spaces)
+
+
+def _make_one(name: str, kwargs: dict, flatten_goals: bool) -> gym.Env:
+    env = gym.make(name, **kwargs)
+    if flatten_goals and _is_goal_space(env.observation_space):
+        env = FlattenGoalObservation(env)
+    return env
 
 
 def make_env(
@@ -16,6 +50,7 @@ def make_env(
     num_envs: int = 1,
     *,
     asynchronous: bool = False,
+    flatten_goals: bool = True,
     device: str | None = None,
     **gym_kwargs,
 ) -> EnvBase:
@@ -29,6 +64,10 @@ def make_env(
         name: a registered gymnasium id (e.g. ``"Pendulum-v1"``, ``"Maze2D-Medium-v0"``).
         num_envs: number of instances (the env's batch size).
         asynchronous: one subprocess per instance (``AsyncVectorEnv``) instead of in-process.
+        flatten_goals: for goal-based envs (dict observations with ``achieved_goal`` and
+            ``desired_goal``), concatenate ``observation``, ``achieved_goal`` and
+            ``desired_goal`` into one flat ``observation``, so a level sees all of it;
+            `goal_slices(env)` tells where each part lies.
         device: where the env writes its tensors.
         **gym_kwargs: passed to ``gym.make`` for each instance.
     """
@@ -38,7 +77,23 @@ def make_env(
         gym.spec(name)
     except gym.error.Error as err:
         raise ValueError(f"make_env: unknown gymnasium env {name!r} ({err})") from None
-    fns = [functools.partial(_make_one, name, gym_kwargs) for _ in range(num_envs)]
+    fns = [functools.partial(_make_one, name, gym_kwargs, flatten_goals) for _ in range(num_envs)]
     vector_cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
     vec = vector_cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    return GymWrapper(vec, categorical_action_encoding=True, device=device)
+    env = GymWrapper(vec, categorical_action_encoding=True, device=device)
+    probe = _make_one(name, gym_kwargs, flatten_goals)
+    env.goal_slices = getattr(probe, "slices", None)
+    probe.close()
+    return env
+
+
+def goal_slices(env: EnvBase) -> dict[str, slice]:
+    """Where ``observation``, ``achieved_goal`` and ``desired_goal`` lie in the flat observation
+    of a goal-based env built by `make_env` (dict observations are flattened in that order)."""
+    slices = getattr(env, "goal_slices", None)
+    if slices is None:
+        raise ValueError(
+            "goal_slices needs a goal-based env (dict observation with achieved_goal and desired_goal) "
+            "built by torchrl_layered.envs.make_env"
+        )
+    return slices

@@ -160,11 +160,15 @@ class ProbabilisticEnsemble(nn.Module):
         generator: torch.Generator | None = None,
     ):
         """One imagined step for particles ``[E, N, *]`` of the elite members: ``(s', p_term)``."""
-        mean, std, term = self(state, action, context, members=self.elites)
+        mean, std, term = self(state, action, context, members=self._prediction_members())
         if deterministic:
             return mean, term
         noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
         return mean + std * noise, term
+
+    def _prediction_members(self) -> torch.Tensor | None:
+        """The elite members' indices, or None when all members predict (no weight gather)."""
+        return None if self.num_elites == self.num_members else self.elites
 
     @torch.no_grad()
     def update_elites(self, member_loss: torch.Tensor, momentum: float = 0.1) -> None:
@@ -189,7 +193,7 @@ class ProbabilisticEnsemble(nn.Module):
         lead = state.shape[:-1]
         flat = lambda t: t.reshape(1, -1, t.shape[-1]).expand(self.num_elites, -1, -1)  # noqa: E731
         ctx = None if context is None else flat(context)
-        mean, pred_std, _ = self(flat(state), flat(action), ctx, members=self.elites)
+        mean, pred_std, _ = self(flat(state), flat(action), ctx, members=self._prediction_members())
         scale = pred_std if std is None else torch.as_tensor(std, device=mean.device, dtype=mean.dtype).expand_as(mean)
         target = next_state.reshape(1, -1, next_state.shape[-1])
         per_member = torch.distributions.Normal(mean, scale).log_prob(target).sum(-1)

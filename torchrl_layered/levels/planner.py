@@ -1,0 +1,241 @@
+"""`PlannerLevel`: model-predictive control with a sampling planner over a learned predictor."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec, Unbounded
+from torchrl.objectives import SoftUpdate
+
+from torchrl_layered.levels.base import Level
+from torchrl_layered.modules.encoders import IdentityEncoder
+from torchrl_layered.modules.predictor import Predictor, RewardPredictor
+from torchrl_layered.objectives.predictor import RewardPredictorLoss
+from torchrl_layered.planners import CEMPlanner, ICEMPlanner, MPPIPlanner, SamplingPlanner
+
+PLANNERS = {"cem": CEMPlanner, "icem": ICEMPlanner, "mppi": MPPIPlanner}
+
+#: Builds a predictor for a level: ``factory(observation_spec, action_spec) -> Predictor``.
+PredictorFactory = Callable[[TensorSpec, TensorSpec], Predictor]
+
+
+def default_predictor_factory(observation_spec: TensorSpec, action_spec: TensorSpec) -> RewardPredictor:
+    """A learned `RewardPredictor` on the raw observation (identity encoder, 5 members)."""
+    return RewardPredictor(IdentityEncoder(observation_spec.shape[-1]), action_spec.shape[-1])
+
+
+class PlannerLevel(Level):
+    """Plans its actions with a sampling planner (CEM, iCEM, MPPI) through a predictor.
+
+    At each of its steps it scores candidate action sequences with the predictor's
+    discounted returns (reward per option step, termination-aware, with a value bootstrap at
+    the horizon) and takes the first action of the plan. Warm starts are per instance and
+    restart with each episode. It learns its predictor from its own semi-MDP transitions
+    (one option = one predicted step), so it can plan over the skills of a level below.
+
+    Exploration: a warm-up of random actions (``warm_up_steps`` env steps), then, with
+    ``alternate_with_noise``, each instance switches between random and planning phases with
+    probabilities ``switch_random_prob`` / ``switch_planner_prob`` per step. In eval mode (or
+    a deterministic exploration type) it always plans, with deterministic model predictions
+    and a fixed sampling seed, and stores nothing.
+
+    Args:
+        predictor: a `Predictor` (learned or known); built with ``predictor_factory`` if None.
+        predictor_factory: ``factory(observation_spec, action_spec) -> Predictor``.
+        planner: ``"icem"``, ``"cem"``, ``"mppi"`` or a `SamplingPlanner` class.
+        horizon, num_samples, num_iterations, num_elites: the planner's budget.
+        planner_kwargs: further planner arguments (e.g. ``momentum``, ``beta``).
+        particles: particles per ensemble member in each imagined rollout.
+        gamma: discount per option step (planning and value targets).
+        use_value, use_termination: bootstrap with the value head / discount by survival.
+        average_reward: learn the option's reward per env step (its sum / duration).
+        learn_predictor: train the predictor from the level's transitions (False for a known model).
+        warm_up_steps: env steps of random actions before planning and learning.
+        buffer_size, batch_size, update_interval, num_updates, lr, tau: learning schedule.
+    """
+
+    supported_action_specs = (Bounded,)
+
+    def __init__(
+        self,
+        predictor: Predictor | None = None,
+        *,
+        predictor_factory: PredictorFactory | None = None,
+        planner: str | type[SamplingPlanner] = "icem",
+        horizon: int = 10,
+        num_samples: int = 256,
+        num_iterations: int = 6,
+        num_elites: int | None = None,
+        planner_kwargs: dict | None = None,
+        particles: int = 1,
+        gamma: float = 0.99,
+        use_value: bool = True,
+        use_termination: bool = True,
+        average_reward: bool = True,
+        learn_predictor: bool = True,
+        warm_up_steps: int = 1000,
+        alternate_with_noise: bool = False,
+        switch_random_prob: float = 0.1,
+        switch_planner_prob: float = 0.1,
+        buffer_size: int = 100_000,
+        batch_size: int = 256,
+        update_interval: int = 1,
+        num_updates: int = 1,
+        lr: float = 1e-3,
+        tau: float = 0.005,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(planner, str) and planner not in PLANNERS:
+            raise ValueError(f"PlannerLevel: unknown planner {planner!r}; choose one of {sorted(PLANNERS)}")
+        if horizon < 1:
+            raise ValueError(f"PlannerLevel needs horizon >= 1; got {horizon}")
+        self.predictor = predictor
+        self.predictor_factory = predictor_factory or default_predictor_factory
+        self.planner_cls = PLANNERS[planner] if isinstance(planner, str) else planner
+        self.planner_args = dict(
+            horizon=horizon,
+            num_samples=num_samples,
+            num_iterations=num_iterations,
+            num_elites=num_elites if num_elites is not None else max(1, num_samples // 10),
+            **(planner_kwargs or {}),
+        )
+        self.particles, self.gamma = particles, gamma
+        self.use_value, self.use_termination = use_value, use_termination
+        self.average_reward = average_reward
+        self.learn_predictor = learn_predictor
+        self.warm_up_steps = warm_up_steps
+        self.alternate_with_noise = alternate_with_noise
+        self.switch_random_prob, self.switch_planner_prob = switch_random_prob, switch_planner_prob
+        self.buffer_size, self.batch_size = buffer_size, batch_size
+        self.update_interval, self.num_updates = update_interval, num_updates
+        self.lr, self.tau = lr, tau
+        self.env_steps = 0
+        self.num_model_updates = 0
+        self._learned_transitions = 0
+
+    # ---------------------------------------------------------------- build
+    def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
+        super().initialize(observation_spec, action_spec, parent)
+        if self.predictor is None:
+            self.predictor = self.predictor_factory(observation_spec, action_spec)
+        self.planner = self.planner_cls(action_spec, **self.planner_args)
+        self._update_in_out_keys()
+        self.replay_buffer = None
+        if self.learn_predictor:
+            if not isinstance(self.predictor, RewardPredictor):
+                raise TypeError(
+                    f"PlannerLevel can only learn a RewardPredictor; got {type(self.predictor).__name__} "
+                    "(pass learn_predictor=False for a known model)"
+                )
+            self.loss = RewardPredictorLoss(self.predictor, gamma=self.gamma)
+            self.target_updater = SoftUpdate(self.loss, tau=self.tau)
+            self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=self.lr)
+            self.replay_buffer = TensorDictReplayBuffer(
+                storage=LazyTensorStorage(self.buffer_size), batch_size=self.batch_size
+            )
+
+    def get_state_spec(self) -> Composite | None:
+        planner = self._modules.get("planner")
+        if planner is None:  # not initialized yet
+            return None
+        return Composite(
+            planner=planner.state_spec(),
+            random_mode=Unbounded((1,), dtype=torch.bool, device=planner.low.device),
+        )
+
+    # ------------------------------------------------------------------ act
+    def get_action(self, tensordict: TensorDictBase) -> torch.Tensor:
+        obs = tensordict.get("observation").float()
+        n = obs.shape[0]
+        deterministic = self.deterministic
+        random_mode = self._random_mode(tensordict.get(("state", "random_mode")), deterministic)
+        tensordict.set(("state", "random_mode"), random_mode)
+        random_action = self._uniform(n, obs.device)
+        if bool(random_mode.all()):
+            return random_action
+        state, context = self.predictor.encode(obs)
+        level_input = tensordict.get("level_input", None)
+        if level_input is not None:
+            context = torch.cat([context, level_input.float()], -1)
+        generator = None
+        if deterministic:
+            generator = torch.Generator(device=obs.device).manual_seed(0)
+
+        def objective(actions: torch.Tensor) -> torch.Tensor:
+            return self.predictor.returns(
+                state, context, actions, particles=self.particles, gamma=self.gamma, deterministic=deterministic,
+                use_value=self.use_value, use_termination=self.use_termination, generator=generator,
+            )
+
+        result = self.planner(objective, state=tensordict.get(("state", "planner")), generator=generator)
+        tensordict.set(("state", "planner"), result.state)
+        return torch.where(random_mode, random_action, result.action[:, 0])
+
+    def _random_mode(self, previous: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        if deterministic:
+            return torch.zeros_like(previous)
+        if self.env_steps < self.warm_up_steps:
+            return torch.ones_like(previous)
+        if not self.alternate_with_noise:
+            return torch.zeros_like(previous)
+        u = torch.rand(previous.shape, device=previous.device)
+        to_random = ~previous & (u < self.switch_random_prob)
+        to_plan = previous & (u < self.switch_planner_prob)
+        return (previous | to_random) & ~to_plan
+
+    def _uniform(self, n: int, device) -> torch.Tensor:
+        low, high = self.action_spec.space.low.to(device), self.action_spec.space.high.to(device)
+        return low + torch.rand(n, *self.action_spec.shape, device=device) * (high - low)
+
+    # ---------------------------------------------------------------- learn
+    def get_reward(self, transitions: TensorDictBase) -> torch.Tensor:
+        reward = transitions.get(("next", "reward"))
+        if self.average_reward:
+            return reward / transitions.get(("next", "duration")).to(reward.dtype)
+        return reward
+
+    def extend(self, transitions: TensorDictBase) -> None:
+        self.env_steps += int(transitions.get(("next", "duration")).sum())
+        if self.replay_buffer is not None:
+            self.replay_buffer.extend(transitions.select("observation", "action", "next"))
+
+    def learn(self) -> dict[str, float]:
+        if self.replay_buffer is None or self.env_steps < self.warm_up_steps or len(self.replay_buffer) < 2:
+            return {}
+        new = self.n_transitions - self._learned_transitions
+        num = (new // self.update_interval) * self.num_updates
+        if num <= 0:
+            return {}
+        self._learned_transitions += (new // self.update_interval) * self.update_interval
+        totals: dict[str, torch.Tensor] = {}
+        for _ in range(num):
+            losses = self.loss(self.replay_buffer.sample())
+            total = sum(v for k, v in losses.items() if k.startswith("loss_"))
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(self.loss.parameters(), 20.0)
+            self.optimizer.step()
+            self.target_updater.step()
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + v.detach()
+        self.num_model_updates += num
+        return {k: float(v) / num for k, v in totals.items()}
+
+    # ---------------------------------------------------------------- state
+    def get_extra_state(self) -> dict:
+        state = super().get_extra_state()
+        state.update(env_steps=self.env_steps, num_model_updates=self.num_model_updates,
+                     learned_transitions=self._learned_transitions)
+        if self.learn_predictor and hasattr(self, "optimizer"):
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.env_steps = int(state.get("env_steps", 0))
+        self.num_model_updates = int(state.get("num_model_updates", 0))
+        self._learned_transitions = int(state.get("learned_transitions", 0))
+        if "optimizer" in state and hasattr(self, "optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])
