@@ -152,3 +152,20 @@ def test_partial_reset_restarts_only_the_ending_instance():
     assert acting[1:, :, 0].int().tolist() == [[1, 0, 0, 0, 0, 0, 1, 0]] * 2
     assert acting[1:, :, 1].int().tolist() == [[1, 0, 1, 0, 1, 0, 1, 0]] * 2
     assert steps[1:, t, 1].tolist() == [2, 2]  # level 1 acted at t=0 and t=2
+
+
+def test_option_index_counts_each_levels_options_per_episode():
+    env = ScriptedEnv([[(6, True)], [(100, False)]])
+    hierarchy = make_hierarchy(env, [None, 2])
+    collector = Collector(TransformedEnv(env, hierarchy.make_transform()), hierarchy, frames_per_batch=2 * 8,
+                          total_frames=2 * 8, auto_register_policy_transforms=False)
+    batch = next(iter(collector))
+    collector.shutdown()
+    top, low = hierarchy.transitions(batch)
+    # instance 0: two episodes of 6 steps -> low options 0..5, 0,1 ; top options (2 steps each) 0,1,2, 0
+    low0 = low[low["observation"][:, 0] == 0]
+    assert low0["option_index"].tolist() == [0, 1, 2, 3, 4, 5, 0, 1]
+    top0 = top[top["observation"][:, 0] == 0]
+    assert top0["option_index"].tolist() == [0, 1, 2, 0]
+    # the collector's episode ids come along, one per episode
+    assert low0["collector", "traj_ids"].unique().numel() == 2

@@ -24,6 +24,7 @@ from torchrl_layered.hierarchy.keys import (
     LEVEL_DONE,
     LEVEL_STATE,
     LEVELS,
+    OPTION_INDEX,
     OPTION_REWARD,
     START_OBSERVATION,
     STEPS,
@@ -33,7 +34,7 @@ from torchrl_layered.hierarchy.keys import (
 
 
 #: What the transform writes at each step; everything else is held by the levels.
-STEP_OUTPUTS = (ACTING, DURATION, OPTION_REWARD, STEPS)
+STEP_OUTPUTS = (ACTING, DURATION, OPTION_REWARD, STEPS, OPTION_INDEX)
 
 
 def _zero_spec(spec: TensorSpec) -> Unbounded:
@@ -58,8 +59,9 @@ class HierarchyTransform(TensorDictPrimer):
 
     State (all reset per instance on partial resets; ``L`` levels, column 0 = top):
     ``("levels", name)`` ``[*B, L]`` for ``acting``, ``level_done``, ``steps`` (own steps
-    in the current control period), ``duration`` (env steps of the current option) and
-    ``option_reward`` (its summed reward); ``("levels", "k", "action")`` and
+    in the current control period), ``duration`` (env steps of the current option),
+    ``option_reward`` (its summed reward) and ``option_index`` (options completed in the
+    episode: consecutive per trajectory, a step key for `SliceSampler`); ``("levels", "k", "action")`` and
     ``("levels", "k", "start_observation")`` for every level but the lowest, and a level's own
     entries (``get_state_spec()``) under ``("levels", "k", "state")``.
 
@@ -96,6 +98,7 @@ class HierarchyTransform(TensorDictPrimer):
             stacked_key(STEPS): Unbounded(shape=(num_levels,), dtype=torch.long),
             stacked_key(DURATION): Unbounded(shape=(num_levels,), dtype=torch.long),
             stacked_key(OPTION_REWARD): Unbounded(shape=(num_levels,), dtype=reward_dtype),
+            stacked_key(OPTION_INDEX): Unbounded(shape=(num_levels,), dtype=torch.long),
         }
         for k in range(num_levels - 1):
             primers[level_key(k, ACTION)] = _zero_spec(level_action_specs[k])
@@ -127,6 +130,7 @@ class HierarchyTransform(TensorDictPrimer):
                     DURATION: state.get(DURATION).masked_fill(acting, 0) + 1,
                     OPTION_REWARD: option_reward.masked_fill(acting, 0) + reward.to(option_reward.dtype),
                     STEPS: (state.get(STEPS) + acting.long()).masked_fill(parent_ends, 0),
+                    OPTION_INDEX: state.get(OPTION_INDEX) + ends.long(),
                 },
                 batch_size=acting.shape[:-1],
             ),

@@ -7,7 +7,10 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
-from torchrl_layered.hierarchy.keys import ACTING, DURATION, OPTION_REWARD, stacked_key
+from torchrl_layered.hierarchy.keys import ACTING, DURATION, OPTION_INDEX, OPTION_REWARD, stacked_key
+
+#: Where collectors write the id of each episode (unique across workers).
+TRAJ_IDS = ("collector", "traj_ids")
 
 
 def _next(key: NestedKey) -> tuple:
@@ -33,8 +36,9 @@ def level_transitions(
     so its start observation is the row's own (``start_observation_key=None``).
 
     Returns a flat TensorDict ``[N]`` with ``observation``, ``level_input`` (below the top),
-    ``action`` and ``("next", ...)``: ``observation``, ``reward``, ``duration``,
-    ``terminated``, ``truncated``, ``done``.
+    ``action``, ``option_index`` (the option's index in its episode), the collector's
+    ``("collector", "traj_ids")`` when the batch has them, and ``("next", ...)``:
+    ``observation``, ``reward``, ``duration``, ``terminated``, ``truncated``, ``done``.
     """
     mask = batch.get(("next", *stacked_key(ACTING)))[..., index]
     done = batch.get(("next", "done"))[mask]
@@ -65,4 +69,8 @@ def level_transitions(
     }
     if level_input_key is not None:
         data["level_input"] = batch.get(level_input_key)[mask]
+    data[OPTION_INDEX] = batch.get(stacked_key(OPTION_INDEX))[..., index][mask]
+    traj_ids = batch.get(TRAJ_IDS, None)
+    if traj_ids is not None:
+        data[TRAJ_IDS] = traj_ids[mask]
     return TensorDict(data, batch_size=[done.shape[0]], device=batch.device)
