@@ -1,4 +1,6 @@
 """TorchRL `LossModule`s of the levels."""
 from torchrl_layered.objectives.ensemble import EnsembleModelLoss
+from torchrl_layered.objectives.predictor import RewardPredictorLoss
+from torchrl_layered.objectives.tdmpc2 import TDMPC2Loss
 
-__all__ = ["EnsembleModelLoss"]
+__all__ = ["EnsembleModelLoss", "RewardPredictorLoss", "TDMPC2Loss"]

@@ -1,0 +1,287 @@
+"""`TDMPC2Level`: a TD-MPC2 agent as a level, planning with MPPI batched over instances."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.data import Bounded, Composite, LazyTensorStorage, SliceSampler, TensorDictReplayBuffer, TensorSpec
+from torchrl.objectives import SoftUpdate
+
+from torchrl_layered.hierarchy.keys import OPTION_INDEX
+from torchrl_layered.hierarchy.transitions import TRAJ_IDS
+from torchrl_layered.levels.base import Level
+from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
+from torchrl_layered.objectives.tdmpc2 import TDMPC2Loss, make_tdmpc2_optimizer
+from torchrl_layered.planners import MPPIPlanner
+from torchrl_layered.tdmpc2.config import resolve_tdmpc2_config
+
+#: ``reward_fn(achieved_goal=[*, g], desired_goal=[*, g]) -> [*]``, batched, for hindsight relabelling.
+GoalRewardFn = Callable[..., torch.Tensor]
+
+
+def _as_slice(value) -> slice | None:
+    if value is None or isinstance(value, slice):
+        return value
+    start, stop = value
+    return slice(start, stop)
+
+
+class TDMPC2Level(Level):
+    """TD-MPC2 (Hansen et al., 2024): a latent world model, MPPI planning, and a policy prior.
+
+    Acting: uniform random actions for ``warm_up_steps`` level transitions, then MPPI over
+    the learned model (policy-prior trajectories mixed in, a warm start per instance that
+    restarts with each episode), or the policy prior alone with ``use_policy=True``. Eval
+    mode plans without exploration noise. Its transitions go to a TorchRL replay buffer with
+    a `SliceSampler` over sub-trajectories of ``horizon`` transitions; it learns with
+    `TDMPC2Loss` every ``update_interval`` transitions after the warm-up. As a higher level
+    its discount applies per option step.
+
+    Goal-based mode (``desired_goal_slice``): the desired goal part of the observation is
+    embedded by its own encoder and conditions reward, Q and policy only; with ``use_her``
+    each sampled sub-trajectory is duplicated ``her_goals`` times with desired goals drawn
+    from achieved goals later in the same sub-trajectory, and rewards recomputed by
+    ``reward_fn(achieved_goal=..., desired_goal=...)`` (batched).
+
+    Args:
+        config: a TD-MPC2 config (`torchrl_layered.tdmpc2.get_default_tdmpc2_config`).
+        desired_goal_slice, achieved_goal_slice: where the goals lie in the observation
+            (``slice`` or ``(start, stop)``; see `torchrl_layered.envs.make.goal_slices`).
+        use_her, her_goals, reward_fn: hindsight relabelling (goal-based mode only).
+        warm_up_steps: level transitions of random actions before planning and learning.
+        update_interval, num_updates: ``num_updates`` updates every ``update_interval`` transitions.
+        use_policy: act with the policy prior instead of planning.
+    """
+
+    supported_action_specs = (Bounded,)
+
+    def __init__(
+        self,
+        config: dict[str, Any] | None = None,
+        *,
+        desired_goal_slice: slice | tuple[int, int] | None = None,
+        achieved_goal_slice: slice | tuple[int, int] | None = None,
+        use_her: bool = False,
+        her_goals: int = 2,
+        reward_fn: GoalRewardFn | None = None,
+        warm_up_steps: int = 2000,
+        update_interval: int = 1,
+        num_updates: int = 1,
+        use_policy: bool = False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.cfg = resolve_tdmpc2_config(config)
+        self.desired_goal_slice = _as_slice(desired_goal_slice)
+        self.achieved_goal_slice = _as_slice(achieved_goal_slice)
+        if use_her and (self.desired_goal_slice is None or self.achieved_goal_slice is None or reward_fn is None):
+            raise ValueError("TDMPC2Level(use_her=True) needs desired_goal_slice, achieved_goal_slice and reward_fn")
+        self.use_her, self.her_goals, self.reward_fn = use_her, her_goals, reward_fn
+        self.warm_up_steps = warm_up_steps
+        self.update_interval, self.num_updates = update_interval, num_updates
+        self.use_policy = use_policy or not self.cfg["mpc"]
+        self.num_model_updates = 0
+        self._learned_transitions = 0
+
+    # ---------------------------------------------------------------- build
+    def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
+        super().initialize(observation_spec, action_spec, parent)
+        cfg = self.cfg
+        obs_dim = observation_spec.shape[-1]
+        goal_dim = 0
+        if self.desired_goal_slice is not None:
+            goal_dim = len(range(*self.desired_goal_slice.indices(obs_dim)))
+        input_spec = self.get_input_spec()
+        # below a parent the level sees its option too
+        self.input_dim = input_dim = torch.Size(input_spec.shape).numel() if parent is not None else 0
+        action_dim = action_spec.shape[-1]
+        self.world_model = TDMPC2WorldModel(obs_dim - goal_dim + input_dim, action_dim, cfg, goal_dim)
+        self.loss = TDMPC2Loss(self.world_model, cfg)
+        self.target_updater = SoftUpdate(self.loss, tau=cfg["tau"])
+        self.optimizer = make_tdmpc2_optimizer(self.loss)
+        unit = Bounded(-1.0, 1.0, shape=(action_dim,), device=action_spec.device)
+        self.planner = MPPIPlanner(
+            unit, cfg["horizon"], cfg["num_samples"], cfg["iterations"], cfg["num_elites"],
+            temperature=1.0 / cfg["temperature"], min_std=cfg["min_std"], max_std=cfg["max_std"],
+            initial_std=cfg["max_std"], result_mode="sample",
+        )
+        self.replay_buffer = TensorDictReplayBuffer(
+            storage=LazyTensorStorage(int(cfg["buffer_size"])),
+            sampler=SliceSampler(slice_len=cfg["horizon"], traj_key=TRAJ_IDS, step_key=OPTION_INDEX,
+                                 fragmented=True, strict_length=True),
+            batch_size=cfg["batch_size"] * cfg["horizon"],
+        )
+        self._update_in_out_keys()
+
+    def get_state_spec(self) -> Composite | None:
+        planner = self._modules.get("planner")
+        return None if planner is None else Composite(planner=planner.state_spec())
+
+    # --------------------------------------------------------- observations
+    def split(self, obs: torch.Tensor, level_input: torch.Tensor | None = None):
+        """``(model observation, desired goal or None)``: the goal is cut out, the level input appended."""
+        goal = None
+        if self.desired_goal_slice is not None:
+            goal = obs[..., self.desired_goal_slice]
+            keep = torch.ones(obs.shape[-1], dtype=torch.bool, device=obs.device)
+            keep[self.desired_goal_slice] = False
+            obs = obs[..., keep]
+        if self.input_dim:
+            obs = torch.cat([obs, level_input.reshape(*obs.shape[:-1], -1).float()], -1)
+        return obs.float(), None if goal is None else goal.float()
+
+    def _to_unit(self, action: torch.Tensor) -> torch.Tensor:
+        low, high = self.action_spec.space.low.to(action.device), self.action_spec.space.high.to(action.device)
+        return 2 * (action - low) / (high - low) - 1
+
+    def _from_unit(self, action: torch.Tensor) -> torch.Tensor:
+        low, high = self.action_spec.space.low.to(action.device), self.action_spec.space.high.to(action.device)
+        return low + 0.5 * (action.clamp(-1, 1) + 1) * (high - low)
+
+    # ------------------------------------------------------------------ act
+    def get_action(self, tensordict: TensorDictBase) -> torch.Tensor:
+        obs, goal = self.split(tensordict.get("observation"), tensordict.get("level_input", None))
+        n = obs.shape[0]
+        deterministic = self.deterministic
+        if not deterministic and self.n_transitions < self.warm_up_steps:
+            return self._from_unit(torch.rand(n, self.world_model.action_dim, device=obs.device) * 2 - 1)
+        with torch.no_grad():
+            z = self.world_model.encode(obs)
+            zg = self.world_model.encode_goal(goal)
+            if self.use_policy:
+                action, _ = self.world_model.pi(z, zg, deterministic=deterministic)
+                return self._from_unit(action)
+            generator = torch.Generator(device=obs.device).manual_seed(0) if deterministic else None
+            result = self.planner(
+                lambda actions: self.estimate_value(z, zg, actions),
+                state=tensordict.get(("state", "planner")),
+                extra_samples=self.policy_trajectories(z, zg),
+                generator=generator,
+            )
+        tensordict.set(("state", "planner"), result.state)
+        action = result.action[:, 0]
+        if not deterministic:
+            action = action + result.std[:, 0] * torch.randn_like(action)
+        return self._from_unit(action)
+
+    @torch.no_grad()
+    def estimate_value(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor:
+        """Discounted, termination-aware return of ``actions [B, N, H, A]`` from latents ``z [B, L]``, ``[B, N]``."""
+        b, n, h, _ = actions.shape
+        wm = self.world_model
+        z = z[:, None].expand(b, n, z.shape[-1])
+        zg = None if zg is None else zg[:, None].expand(b, n, zg.shape[-1])
+        total = torch.zeros(b, n, 1, device=z.device)
+        weight = torch.ones_like(total)
+        for t in range(h):
+            a = actions[:, :, t]
+            total = total + weight * wm.two_hot.decode(wm.reward_logits(z, a, zg))
+            weight = weight * self.cfg["discount"] * (1 - torch.sigmoid(wm.termination_logit(z, a)))
+            z = wm.next(z, a)
+        a, _ = wm.pi(z, zg)
+        q = wm.two_hot.decode(wm.q_logits(z, a, zg)[torch.randperm(wm.qs.num_q, device=z.device)[:2]]).mean(0)
+        return (total + weight * q).squeeze(-1)
+
+    @torch.no_grad()
+    def policy_trajectories(self, z: torch.Tensor, zg: torch.Tensor | None) -> torch.Tensor | None:
+        """``[B, num_pi_trajs, H, A]`` action sequences of the policy prior rolled through the model."""
+        m = self.cfg["num_pi_trajs"]
+        if m <= 0:
+            return None
+        b = z.shape[0]
+        z = z[:, None].expand(b, m, z.shape[-1])
+        zg = None if zg is None else zg[:, None].expand(b, m, zg.shape[-1])
+        actions = []
+        for _ in range(self.cfg["horizon"]):
+            a, _ = self.world_model.pi(z, zg)
+            actions.append(a)
+            z = self.world_model.next(z, a)
+        return torch.stack(actions, 2)
+
+    # ---------------------------------------------------------------- learn
+    def extend(self, transitions: TensorDictBase) -> None:
+        if transitions.get(TRAJ_IDS, None) is None:
+            raise KeyError(
+                f"{type(self).__name__} needs episode ids {TRAJ_IDS} in its transitions to sample sub-trajectories: "
+                "collect with a torchrl Collector (it writes them)"
+            )
+        data = transitions.select("observation", "action", OPTION_INDEX, TRAJ_IDS, "next", *(
+            ["level_input"] if "level_input" in transitions.keys() else []))
+        data.set("action", self._to_unit(data.get("action")))
+        self.replay_buffer.extend(data)
+
+    def sample(self) -> TensorDictBase:
+        """A ``[B, H]`` batch for `TDMPC2Loss` (model observations, goals, HER copies)."""
+        cfg = self.cfg
+        data = self.replay_buffer.sample().reshape(cfg["batch_size"], cfg["horizon"])
+        obs, goal = self.split(data.get("observation"), data.get("level_input", None))
+        next_obs, next_goal = self.split(data.get(("next", "observation")), data.get("level_input", None))
+        batch = data.empty()
+        batch.set("observation", obs)
+        batch.set("action", data.get("action"))
+        batch.set(("next", "observation"), next_obs)
+        batch.set(("next", "reward"), data.get(("next", "reward")).float())
+        batch.set(("next", "terminated"), data.get(("next", "terminated")))
+        if goal is not None:
+            batch.set("goal", goal)
+            if self.use_her:
+                batch = torch.cat([batch] + [self._relabel(batch, data) for _ in range(self.her_goals)], 0)
+        return batch
+
+    def _relabel(self, batch: TensorDictBase, data: TensorDictBase) -> TensorDictBase:
+        """A copy of ``batch`` whose desired goal at step t is the achieved goal at a later step t' >= t."""
+        b, h = batch.shape
+        achieved = data.get(("next", "observation"))[..., self.achieved_goal_slice].float()
+        t = torch.arange(h, device=achieved.device)
+        later = t + (torch.rand(b, h, device=achieved.device) * (h - t)).long()  # uniform in [t, h - 1]
+        new_goal = torch.gather(achieved, 1, later[..., None].expand(-1, -1, achieved.shape[-1]))
+        relabelled = batch.clone()
+        relabelled.set("goal", new_goal)
+        reward = self.reward_fn(achieved_goal=achieved, desired_goal=new_goal)
+        relabelled.set(("next", "reward"), reward.reshape(b, h, 1).to(achieved.dtype))
+        return relabelled
+
+    def learn(self) -> dict[str, float]:
+        if self.n_transitions < self.warm_up_steps:
+            self._learned_transitions = self.n_transitions  # no burst of updates when the warm-up ends
+            return {}
+        new = self.n_transitions - self._learned_transitions
+        num = (new // self.update_interval) * self.num_updates
+        if num <= 0:
+            return {}
+        self._learned_transitions += (new // self.update_interval) * self.update_interval
+        totals: dict[str, torch.Tensor] = {}
+        for _ in range(num):
+            try:
+                batch = self.sample()
+            except RuntimeError as err:  # no trajectory of `horizon` transitions yet
+                if "trajectory" not in str(err):
+                    raise
+                return {}
+            losses = self.loss(batch)
+            total = sum(v for k, v in losses.items() if k.startswith("loss_"))
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(self.loss.parameters(), self.cfg["grad_clip_norm"])
+            self.optimizer.step()
+            self.target_updater.step()
+            for k, v in losses.items():
+                totals[k] = totals.get(k, 0.0) + v.detach()
+        self.num_model_updates += num
+        return {k: float(v) / num for k, v in totals.items()}
+
+    # ---------------------------------------------------------------- state
+    def get_extra_state(self) -> dict:
+        state = super().get_extra_state()
+        state.update(num_model_updates=self.num_model_updates, learned_transitions=self._learned_transitions)
+        if "loss" in self._modules:
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.num_model_updates = int(state.get("num_model_updates", 0))
+        self._learned_transitions = int(state.get("learned_transitions", 0))
+        if "optimizer" in state and "loss" in self._modules:
+            self.optimizer.load_state_dict(state["optimizer"])

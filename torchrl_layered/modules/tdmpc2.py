@@ -1,0 +1,148 @@
+"""The TD-MPC2 world model: encoder, latent dynamics, reward, termination, policy prior, Q ensemble.
+
+Everything acts in a latent space normalised with SimNorm (groups of softmaxes), which keeps
+long imagined rollouts stable. Actions are in [-1, 1]; the level maps them to its spec.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchrl_layered.modules.ensemble import EnsembleLinear
+from torchrl_layered.modules.twohot import TwoHot
+
+
+class SimNorm(nn.Module):
+    """Splits the last dim into groups of ``dim`` entries and softmaxes each group."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        return F.softmax(x.reshape(*shape[:-1], -1, self.dim), -1).reshape(shape)
+
+
+def normed_linear(in_dim: int, out_dim: int, dropout: float = 0.0, act: nn.Module | None = None) -> nn.Sequential:
+    """Linear -> (Dropout) -> LayerNorm -> activation (Mish unless given)."""
+    layers = [nn.Linear(in_dim, out_dim)]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    layers += [nn.LayerNorm(out_dim), act if act is not None else nn.Mish()]
+    return nn.Sequential(*layers)
+
+
+def mlp(in_dim: int, hidden: list[int], out_dim: int, *, out_act: nn.Module | None = None, dropout: float = 0.0,
+        zero_last: bool = False) -> nn.Sequential:
+    """TD-MPC2's MLP: normed hidden layers; the output layer is plain, or normed with ``out_act``."""
+    sizes = [in_dim, *hidden]
+    layers = [normed_linear(a, b, dropout if i == 0 else 0.0) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    if out_act is not None:
+        layers.append(normed_linear(sizes[-1], out_dim, act=out_act))
+    else:
+        last = nn.Linear(sizes[-1], out_dim)
+        if zero_last:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        layers.append(last)
+    return nn.Sequential(*layers)
+
+
+class QEnsemble(nn.Module):
+    """``num_q`` Q-functions over ``[z, a(, zg)]`` in one batched module (dropout on the first layer)."""
+
+    def __init__(self, num_q: int, in_dim: int, hidden: int, num_bins: int, dropout: float):
+        super().__init__()
+        self.num_q = num_q
+        self.layer1 = EnsembleLinear(num_q, in_dim, hidden)
+        self.layer2 = EnsembleLinear(num_q, hidden, hidden)
+        self.out = EnsembleLinear(num_q, hidden, num_bins)
+        self.norm_weight = nn.Parameter(torch.ones(2, num_q, 1, hidden))
+        self.norm_bias = nn.Parameter(torch.zeros(2, num_q, 1, hidden))
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        with torch.no_grad():
+            self.out.weight.zero_()
+            self.out.bias.zero_()
+
+    def _norm(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:]) * self.norm_weight[i] + self.norm_bias[i]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[*, in]`` -> ``[num_q, *, num_bins]`` logits."""
+        lead = x.shape[:-1]
+        h = x.reshape(1, -1, x.shape[-1]).expand(self.num_q, -1, -1)
+        h = F.mish(self._norm(self.dropout(self.layer1(h)), 0))
+        h = F.mish(self._norm(self.layer2(h), 1))
+        return self.out(h).reshape(self.num_q, *lead, -1)
+
+
+class TDMPC2WorldModel(nn.Module):
+    """The TD-MPC2 networks for an observation of size ``obs_dim`` and actions of size ``action_dim``.
+
+    With ``goal_dim > 0`` a separate goal encoder embeds the desired goal; reward, Q and the
+    policy prior see it, dynamics and termination do not (the goal doesn't change the physics).
+
+    Args:
+        obs_dim, action_dim: sizes of the (non-goal) observation and of the action.
+        config: a resolved TD-MPC2 config (`resolve_tdmpc2_config`).
+        goal_dim: size of the desired goal (0: not goal-based).
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any], goal_dim: int = 0):
+        super().__init__()
+        cfg = config
+        self.obs_dim, self.action_dim, self.goal_dim = obs_dim, action_dim, goal_dim
+        latent, mlp_dim = cfg["latent_dim"], cfg["mlp_dim"]
+        self.latent_dim = latent
+        self.log_std_min, self.log_std_max = cfg["log_std_min"], cfg["log_std_max"]
+        enc_hidden = [cfg["enc_dim"]] * max(cfg["num_enc_layers"] - 1, 1)
+        self.encoder = mlp(obs_dim, enc_hidden, latent, out_act=SimNorm(cfg["simnorm_dim"]))
+        self.goal_encoder = mlp(goal_dim, enc_hidden, latent, out_act=SimNorm(cfg["simnorm_dim"])) if goal_dim else None
+        goal_latent = latent if goal_dim else 0
+        self.dynamics = mlp(latent + action_dim, [mlp_dim, mlp_dim], latent, out_act=SimNorm(cfg["simnorm_dim"]))
+        self.reward = mlp(latent + action_dim + goal_latent, [mlp_dim, mlp_dim], cfg["num_bins"], zero_last=True)
+        self.termination = mlp(latent + action_dim, [mlp_dim, mlp_dim], 1) if cfg["episodic"] else None
+        self.policy = mlp(latent + goal_latent, [mlp_dim, mlp_dim], 2 * action_dim)
+        self.qs = QEnsemble(cfg["num_q"], latent + action_dim + goal_latent, mlp_dim, cfg["num_bins"], cfg["dropout"])
+        self.two_hot = TwoHot(cfg["num_bins"], cfg["vmin"], cfg["vmax"])
+
+    def encode(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.encoder(obs)
+
+    def encode_goal(self, goal: torch.Tensor | None) -> torch.Tensor | None:
+        return None if goal is None or self.goal_encoder is None else self.goal_encoder(goal)
+
+    @staticmethod
+    def _cat(*parts: torch.Tensor | None) -> torch.Tensor:
+        return torch.cat([p for p in parts if p is not None], -1)
+
+    def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        return self.dynamics(torch.cat([z, a], -1))
+
+    def reward_logits(self, z, a, zg=None) -> torch.Tensor:
+        return self.reward(self._cat(z, a, zg))
+
+    def termination_logit(self, z, a) -> torch.Tensor:
+        """``[*, 1]`` logit of terminating after ``a`` (zero logits' sigmoid 0.5 never used: None head -> -inf)."""
+        if self.termination is None:
+            return torch.full((*z.shape[:-1], 1), -float("inf"), device=z.device, dtype=z.dtype)
+        return self.termination(torch.cat([z, a], -1))
+
+    def q_logits(self, z, a, zg=None) -> torch.Tensor:
+        return self.qs(self._cat(z, a, zg))
+
+    def pi(self, z: torch.Tensor, zg: torch.Tensor | None = None, deterministic: bool = False):
+        """Squashed-Gaussian policy prior: ``(action in [-1, 1], log_prob [*, 1])``."""
+        mean, log_std = self.policy(self._cat(z, zg)).chunk(2, -1)
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
+        noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
+        pre_tanh = mean + noise * log_std.exp()
+        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
+        action = torch.tanh(pre_tanh)
+        log_prob = log_prob - torch.log(F.relu(1 - action.pow(2)) + 1e-6).sum(-1, keepdim=True)
+        return action, log_prob

@@ -1,0 +1,100 @@
+"""TD-MPC2 hyperparameters as one plain, editable dict, with the paper's model-size presets."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+#: Widths and depths per model size (millions of parameters), as in Hansen et al. (2024).
+MODEL_SIZES: dict[int, dict[str, int]] = {
+    1: dict(enc_dim=256, mlp_dim=384, latent_dim=128, num_enc_layers=2, num_q=2),
+    5: dict(enc_dim=256, mlp_dim=512, latent_dim=512, num_enc_layers=2, num_q=5),
+    19: dict(enc_dim=1024, mlp_dim=1024, latent_dim=768, num_enc_layers=3, num_q=5),
+    48: dict(enc_dim=1792, mlp_dim=1792, latent_dim=768, num_enc_layers=4, num_q=5),
+    317: dict(enc_dim=4096, mlp_dim=4096, latent_dim=1376, num_enc_layers=5, num_q=8),
+}
+
+_DEFAULTS: dict[str, Any] = {
+    # architecture (None: taken from the model_size preset)
+    "model_size": 5,
+    "enc_dim": None,
+    "mlp_dim": None,
+    "latent_dim": None,
+    "num_enc_layers": None,
+    "num_q": None,
+    "simnorm_dim": 8,
+    "dropout": 0.01,
+    "num_bins": 101,
+    "vmin": -10.0,
+    "vmax": 10.0,
+    "log_std_min": -10.0,
+    "log_std_max": 2.0,
+    # learning
+    "batch_size": 256,
+    "horizon": 3,
+    "rho": 0.5,
+    "lr": 3e-4,
+    "enc_lr_scale": 0.3,
+    "grad_clip_norm": 20.0,
+    "tau": 0.01,
+    "consistency_coef": 20.0,
+    "reward_coef": 0.1,
+    "value_coef": 0.1,
+    "termination_coef": 0.05,
+    "entropy_coef": 1e-4,
+    "discount_factor": [0.99],
+    "buffer_size": 1_000_000,
+    "episodic": True,
+    # planning (MPPI)
+    "mpc": True,
+    "iterations": 6,
+    "num_samples": 512,
+    "num_elites": 64,
+    "num_pi_trajs": 24,
+    "min_std": 0.05,
+    "max_std": 2.0,
+    "temperature": 0.5,
+    # speed
+    "compile": False,
+}
+
+
+def get_default_tdmpc2_config() -> dict[str, Any]:
+    """A fresh copy of the default config; edit it freely (e.g. ``cfg["discount_factor"] = [0.95]``)."""
+    return copy.deepcopy(_DEFAULTS)
+
+
+def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> dict[str, Any]:
+    """Fills unset architecture entries from the ``model_size`` preset and checks the values.
+
+    Accepts a dict or an OmegaConf config; returns a plain dict.
+    """
+    cfg = get_default_tdmpc2_config()
+    if config is not None:
+        if hasattr(config, "items") and not isinstance(config, dict):
+            from omegaconf import OmegaConf
+
+            config = OmegaConf.to_container(config, resolve=True)
+        config = {k: v for k, v in dict(config).items() if k != "discount"}  # derived, recomputed below
+        unknown = set(config) - set(cfg)
+        if unknown:
+            raise ValueError(f"unknown TD-MPC2 config entries {sorted(unknown)}; known: {sorted(cfg)}")
+        cfg.update(copy.deepcopy(dict(config)))
+    cfg.update(overrides)
+    if cfg["model_size"] not in MODEL_SIZES:
+        raise ValueError(f"model_size must be one of {sorted(MODEL_SIZES)}; got {cfg['model_size']!r}")
+    for key, value in MODEL_SIZES[cfg["model_size"]].items():
+        if cfg[key] is None:
+            cfg[key] = value
+    discount = cfg["discount_factor"]
+    if isinstance(discount, (list, tuple)):
+        if len(discount) != 1:
+            raise ValueError(f"discount_factor must hold one value (single task); got {list(discount)}")
+        discount = discount[0]
+    cfg["discount"] = float(discount)
+    if not 0.0 < cfg["discount"] <= 1.0:
+        raise ValueError(f"discount_factor must lie in (0, 1]; got {cfg['discount']}")
+    if cfg["latent_dim"] % cfg["simnorm_dim"]:
+        raise ValueError(f"latent_dim ({cfg['latent_dim']}) must be a multiple of simnorm_dim ({cfg['simnorm_dim']})")
+    if cfg["horizon"] < 1:
+        raise ValueError(f"horizon must be >= 1; got {cfg['horizon']}")
+    return cfg
