@@ -104,3 +104,20 @@ def test_eval_mode_plans_deterministically_and_stores_nothing():
     assert torch.equal(a1, a2)
     hierarchy.extend(tenv.rollout(5, hierarchy))
     assert level.n_transitions == 0
+
+
+def test_exploration_alternates_per_instance_after_the_warm_up():
+    torch.manual_seed(0)
+    level = PlannerLevel(horizon=2, num_samples=8, num_iterations=1, warm_up_steps=100, alternate_with_noise=True,
+                         switch_random_prob=0.3, switch_planner_prob=0.1)
+    mode = torch.zeros(64, 1, dtype=torch.bool)
+    assert bool(level._random_mode(mode, deterministic=False).all())  # warm-up: random everywhere
+    level.env_steps = 100
+    history = []
+    for _ in range(300):
+        mode = level._random_mode(mode, deterministic=False)
+        history.append(mode.float().mean())
+    # stationary share of random phases: p_r / (p_r + p_p) = 0.75, reached per instance
+    assert abs(float(torch.stack(history[100:]).mean()) - 0.75) < 0.05
+    assert 0 < float(mode.float().mean()) < 1  # instances are in different phases
+    assert not bool(level._random_mode(mode, deterministic=True).any())  # eval always plans

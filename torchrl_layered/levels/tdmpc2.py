@@ -39,7 +39,8 @@ class TDMPC2Level(Level):
     its discount applies per option step.
 
     Goal-based mode (``desired_goal_slice``): the desired goal part of the observation is
-    embedded by its own encoder and conditions reward, Q and policy only; with ``use_her``
+    embedded by its own encoder and conditions reward, Q and policy only (with
+    ``input_as_goal`` the parent's option is that goal instead, as a skill); with ``use_her``
     each sampled sub-trajectory is duplicated ``her_goals`` times with desired goals drawn
     from achieved goals later in the same sub-trajectory, and rewards recomputed by
     ``reward_fn(achieved_goal=..., desired_goal=...)`` (batched).
@@ -52,6 +53,9 @@ class TDMPC2Level(Level):
         warm_up_steps: level transitions of random actions before planning and learning.
         update_interval, num_updates: ``num_updates`` updates every ``update_interval`` transitions.
         use_policy: act with the policy prior instead of planning.
+        input_as_goal: below a parent, condition reward, Q and policy on the level input
+            through the goal encoder (a skill or a commanded goal) instead of appending it
+            to the observation.
     """
 
     supported_action_specs = (Bounded,)
@@ -69,10 +73,14 @@ class TDMPC2Level(Level):
         update_interval: int = 1,
         num_updates: int = 1,
         use_policy: bool = False,
+        input_as_goal: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.cfg = resolve_tdmpc2_config(config)
+        if input_as_goal and desired_goal_slice is not None:
+            raise ValueError("TDMPC2Level: give either desired_goal_slice or input_as_goal=True, not both (one goal)")
+        self.input_as_goal = input_as_goal
         self.desired_goal_slice = _as_slice(desired_goal_slice)
         self.achieved_goal_slice = _as_slice(achieved_goal_slice)
         if use_her and (self.desired_goal_slice is None or self.achieved_goal_slice is None or reward_fn is None):
@@ -89,15 +97,15 @@ class TDMPC2Level(Level):
         super().initialize(observation_spec, action_spec, parent)
         cfg = self.cfg
         obs_dim = observation_spec.shape[-1]
-        goal_dim = 0
-        if self.desired_goal_slice is not None:
-            goal_dim = len(range(*self.desired_goal_slice.indices(obs_dim)))
         input_spec = self.get_input_spec()
-        # below a parent the level sees its option too
-        self.input_dim = input_dim = torch.Size(input_spec.shape).numel() if parent is not None else 0
+        input_dim = torch.Size(input_spec.shape).numel() if parent is not None and input_spec is not None else 0
+        model_obs_dim, goal_dim, self.input_dim = self._model_dims(obs_dim, input_dim)
         action_dim = action_spec.shape[-1]
-        self.world_model = TDMPC2WorldModel(obs_dim - goal_dim + input_dim, action_dim, cfg, goal_dim)
-        self.loss = TDMPC2Loss(self.world_model, cfg)
+        self.world_model = self.make_world_model(model_obs_dim, action_dim, goal_dim)
+        if cfg["compile"]:
+            for part in self.world_model.children():
+                part.compile()
+        self.loss = self.make_loss()
         self.target_updater = SoftUpdate(self.loss, tau=cfg["tau"])
         self.optimizer = make_tdmpc2_optimizer(self.loss)
         unit = Bounded(-1.0, 1.0, shape=(action_dim,), device=action_spec.device)
@@ -114,6 +122,25 @@ class TDMPC2Level(Level):
         )
         self._update_in_out_keys()
 
+    def _model_dims(self, obs_dim: int, input_dim: int) -> tuple[int, int, int]:
+        """``(model observation size, goal size, appended input size)`` for a mapped observation of
+        ``obs_dim`` entries and a level input of ``input_dim`` entries (0 for a top level)."""
+        if self.input_as_goal:
+            return obs_dim, input_dim, 0
+        goal_dim = 0
+        if self.desired_goal_slice is not None:
+            goal_dim = len(range(*self.desired_goal_slice.indices(obs_dim)))
+        # below a parent the level sees its option too
+        return obs_dim - goal_dim + input_dim, goal_dim, input_dim
+
+    def make_world_model(self, obs_dim: int, action_dim: int, goal_dim: int) -> TDMPC2WorldModel:
+        """Builds the networks (a subclass swaps in its own world model here)."""
+        return TDMPC2WorldModel(obs_dim, action_dim, self.cfg, goal_dim)
+
+    def make_loss(self) -> TDMPC2Loss:
+        """Builds the loss over ``self.world_model`` (a subclass swaps in its own objective here)."""
+        return TDMPC2Loss(self.world_model, self.cfg)
+
     def get_state_spec(self) -> Composite | None:
         planner = self._modules.get("planner")
         return None if planner is None else Composite(planner=planner.state_spec())
@@ -122,6 +149,8 @@ class TDMPC2Level(Level):
     def split(self, obs: torch.Tensor, level_input: torch.Tensor | None = None):
         """``(model observation, desired goal or None)``: the goal is cut out, the level input appended."""
         goal = None
+        if self.input_as_goal and level_input is not None:
+            goal = level_input.reshape(*obs.shape[:-1], -1)
         if self.desired_goal_slice is not None:
             goal = obs[..., self.desired_goal_slice]
             keep = torch.ones(obs.shape[-1], dtype=torch.bool, device=obs.device)

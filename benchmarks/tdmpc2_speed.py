@@ -1,0 +1,76 @@
+"""Env steps per second of a learning `TDMPC2Level`, and the split between acting and updating.
+
+Settings of the issue: 4 x Pendulum-v1, 1 update per env step, batch 256, horizon 3, MPPI with
+512 samples and 6 iterations, the 5M preset; timed over ``--steps`` batched env steps after a
+warm-up that fills the buffer.
+
+    python benchmarks/tdmpc2_speed.py [--model-size 5] [--steps 40] [--compile]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torchrl.envs import TransformedEnv
+
+from torchrl_layered import Hierarchy
+from torchrl_layered.envs import make_env
+from torchrl_layered.levels import TDMPC2Level
+from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-envs", type=int, default=4)
+    parser.add_argument("--model-size", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=40, help="timed batched env steps")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = get_default_tdmpc2_config()
+    cfg.update(model_size=args.model_size, batch_size=256, horizon=3, num_samples=512, iterations=6,
+               compile=args.compile)
+    env = make_env("Pendulum-v1", args.num_envs, device=args.device)
+    level = TDMPC2Level(cfg, warm_up_steps=0, update_interval=1, num_updates=1)
+    hierarchy = Hierarchy([level], env=env).to(args.device)
+    env = TransformedEnv(env, hierarchy.make_transform())
+
+    # fill the buffer with random data so every timed step learns
+    warm = env.rollout(30, break_when_any_done=False)
+    warm["collector", "traj_ids"] = torch.arange(args.num_envs, device=args.device)[:, None].expand(warm.shape)
+    hierarchy.extend(warm)
+    level._learned_transitions = level.n_transitions
+
+    td = env.reset()
+    acting = updating = 0.0
+    for step in range(args.steps + 2):
+        start = time.perf_counter()
+        td = hierarchy(td)
+        mid = time.perf_counter()
+        td, root = env.step_and_maybe_reset(td)
+        data = td.clone().unsqueeze(-1)
+        data["collector", "traj_ids"] = torch.full(data.shape, 10**6, device=args.device) + torch.arange(
+            args.num_envs, device=args.device)[:, None]
+        hierarchy.extend(data)
+        hierarchy.learn()
+        end = time.perf_counter()
+        td = root
+        if step >= 2:  # the first steps include one-off costs (compilation, allocation)
+            acting += mid - start
+            updating += end - mid
+    total = acting + updating
+    frames = args.steps * args.num_envs
+    print(f"{args.num_envs} x Pendulum-v1, model_size {args.model_size}, batch 256, horizon 3, MPPI 512 x 6, "
+          f"1 update / env step, device {args.device}, {args.threads} threads, compile={args.compile}")
+    print(f"env steps/s (learning on): {frames / total:8.2f}")
+    print(f"acting   : {1e3 * acting / args.steps:8.1f} ms per batched step ({acting / total:.0%})")
+    print(f"updating : {1e3 * updating / args.steps:8.1f} ms per batched step ({updating / total:.0%}), "
+          f"{1e3 * updating / frames:.1f} ms per update")
+
+
+if __name__ == "__main__":
+    main()

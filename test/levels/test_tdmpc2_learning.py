@@ -1,0 +1,40 @@
+"""TD-MPC2 learns Pendulum-v1 (budgeted learning run: marker `learning`)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torchrl.collectors import Collector
+from torchrl.envs import RewardSum
+
+from torchrl_layered import Hierarchy
+from torchrl_layered.envs import make_env
+from torchrl_layered.levels import TDMPC2Level
+from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
+
+
+def cpu_config():
+    """A TD-MPC2 small enough to train 15k steps on two CPU cores in minutes."""
+    cfg = get_default_tdmpc2_config()
+    cfg.update(model_size=1, enc_dim=128, mlp_dim=128, latent_dim=64, num_q=2, batch_size=64, lr=1e-3,
+               num_samples=128, iterations=4, num_elites=16, num_pi_trajs=8)
+    return cfg
+
+
+@pytest.mark.learning
+def test_tdmpc2_solves_pendulum_within_15k_env_steps():
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 4)
+    env.set_seed(0)
+    level = TDMPC2Level(cpu_config(), warm_up_steps=1000, update_interval=2)
+    hierarchy = Hierarchy([level], env=env)
+    env = env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
+    collector = Collector(env, hierarchy, frames_per_batch=400, total_frames=15_000, auto_register_policy_transforms=False)
+    returns = []
+    for batch in collector:
+        hierarchy.extend(batch)
+        hierarchy.learn()
+        done = batch["next", "done"].squeeze(-1)
+        returns += batch["next", "episode_reward"][done].reshape(-1).tolist()
+    collector.shutdown()
+    last10 = sum(returns[-10:]) / 10
+    assert len(returns) >= 60 and last10 > -400, f"mean return of the last 10 episodes: {last10:.0f}"
