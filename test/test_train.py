@@ -1,16 +1,199 @@
-"""The training app runs from the command line and leaves logs and a learning-curve PNG."""
+"""The training app: every shipped hierarchy/env pair runs, a resumed run continues its counters, bad settings fail in one line."""
 from __future__ import annotations
 
+import importlib.util
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import torchrl_layered.train as app
+from torchrl_layered.trainers import CheckpointError, ConfigError, compose_config, parse_config, read_checkpoint, train
+from torchrl_layered.trainers.checkpoint import hierarchy_buffers, restore_hierarchy
+from torchrl_layered.trainers.config import CONFIG_DIR
+from torchrl_layered.trainers.trainer import build_env, build_hierarchy
+
+#: A run of a few batches of short episodes.
+TINY = [
+    "collector.num_envs=2", "collector.frames_per_batch=20", "collector.total_frames=40",
+    "env.max_episode_steps=10", "eval.episodes=2", "eval.interval_frames=20",
+    "checkpoint.interval_frames=20", "progress_bar=false",
+]
+#: Small-budget values for hierarchy options, applied where a hierarchy config has the option.
+SMALL_KWARGS = {
+    "warm_up_steps": 10, "num_samples": 16, "num_iterations": 2, "horizon": 3, "num_members": 2,
+    "hidden_sizes": "[16]", "head_sizes": "[16]", "batch_size": 16,
+}
+#: Pairs that cannot work (a continuous-action level on a discrete env): they must fail clearly instead.
+INCOMPATIBLE = {("planner", "cartpole")}
+NEEDS = {"inverted_pendulum": "mujoco"}
 
 
-def test_train_app_writes_logs_and_plot(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "torchrl_layered.train", "collector.total_frames=1600", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300,
-    )
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def small(hierarchy: str) -> list[str]:
+    """Overrides that shrink the named hierarchy's options to the small budget."""
+    kwargs = compose_config([f"hierarchy={hierarchy}"]).hierarchy.get("kwargs") or {}
+    return [f"hierarchy.kwargs.{k}={v}" for k, v in SMALL_KWARGS.items() if k in kwargs]
+
+
+def tiny_config(hierarchy: str = "planner", env: str = "pendulum", *extra: str):
+    return compose_config([f"hierarchy={hierarchy}", f"env={env}", *TINY, *small(hierarchy), *extra])
+
+
+PAIRS = [(h, e) for h in options("hierarchy") for e in options("env") if (h, e) not in INCOMPATIBLE]
+
+
+@pytest.mark.parametrize("hierarchy,env", PAIRS)
+def test_every_shipped_hierarchy_env_pair_trains_and_leaves_logs_checkpoint_and_plot(hierarchy, env, tmp_path):
+    if env in NEEDS and importlib.util.find_spec(NEEDS[env]) is None:
+        pytest.skip(f"env={env} needs {NEEDS[env]}")
+    result = train(tiny_config(hierarchy, env), tmp_path)
+    assert result["frames"] == 40
+    assert result["plot"] == tmp_path / "learning_curve.png" and result["plot"].stat().st_size > 1000
+    scalars = {p.relative_to(tmp_path).as_posix().split("/scalars/")[-1] for p in tmp_path.rglob("*.csv")}
+    assert {"train/episodes.csv", "eval/return.csv"} <= scalars, scalars
+    if env.startswith("maze2d"):
+        assert "eval/success_rate.csv" in scalars
+    folder, state = read_checkpoint(tmp_path)
+    assert folder.name == "frames_0000000040" and state["progress"]["frames"] == 40
+    assert len(list((tmp_path / "checkpoints").glob("frames_*"))) == 2  # checkpoint.keep
+
+
+@pytest.mark.parametrize("hierarchy,env", sorted(INCOMPATIBLE))
+def test_an_incompatible_pair_fails_with_a_clear_error(hierarchy, env, tmp_path):
+    with pytest.raises(ConfigError, match=rf"hierarchy '{hierarchy}' cannot be built for env .*cannot feed the env"):
+        train(tiny_config(hierarchy, env), tmp_path)
+
+
+def test_resume_continues_frames_episodes_level_counters_and_buffers(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    out = train(tiny_config("planner", "pendulum", "checkpoint.save_buffers=true"), first)
+    assert (out["frames"], out["episodes"]) == (40, 4)
+    resumed = train(tiny_config("planner", "pendulum", "checkpoint.save_buffers=true", "collector.total_frames=80",
+                                f"resume={first}"), second)
+    assert (resumed["frames"], resumed["episodes"]) == (80, 8)
+    _, state = read_checkpoint(second)
+    progress = state["progress"]
+    assert progress["eval_frames"] == [0, 20, 40, 60, 80]  # the first run's evaluations carry over
+    assert progress["train_frames"][:4] == read_checkpoint(first)[1]["progress"]["train_frames"]
+    steps = [int(line.split(",")[0]) for line in
+             next(second.rglob("train/episodes.csv")).read_text().splitlines()]
+    assert steps == [60, 80]  # the resumed run logs from where the first stopped, not from 0
+    # the level's counters and replay buffer hold both runs' data
+    config = parse_config(tiny_config("planner", "pendulum"))
+    hierarchy = build_hierarchy(config, build_env(config, 2))
+    restore_hierarchy(*read_checkpoint(second), hierarchy)
+    level = hierarchy.levels[0]
+    assert level.n_transitions == level.env_steps == 80
+    assert len(hierarchy_buffers(hierarchy)["level0.replay_buffer"]) == 80
+
+
+def test_a_corrupt_checkpoint_is_refused_and_left_as_it_is(tmp_path):
+    train(tiny_config(), tmp_path / "run")
+    state_file = tmp_path / "run" / "checkpoints" / "frames_0000000040" / "state.pt"
+    state_file.write_bytes(state_file.read_bytes()[:1000])
+    before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match="cannot read .*corrupt or truncated"):
+        train(tiny_config("planner", "pendulum", "collector.total_frames=80", f"resume={tmp_path / 'run'}"),
+              tmp_path / "resumed")
+    assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "resumed").exists()
+
+
+def test_a_checkpoint_of_another_run_is_refused(tmp_path):
+    train(tiny_config(), tmp_path / "run")
+    with pytest.raises(CheckpointError, match="written by hierarchy=planner on env Pendulum-v1, not hierarchy=random"):
+        train(tiny_config("random", "pendulum", "collector.total_frames=80", f"resume={tmp_path / 'run'}"),
+              tmp_path / "a")
+    with pytest.raises(CheckpointError, match="does not fit this hierarchy"):
+        train(tiny_config("planner", "pendulum", "collector.total_frames=80", "hierarchy.kwargs.hidden_sizes=[8]",
+                          f"resume={tmp_path / 'run'}"), tmp_path / "b")
+    with pytest.raises(ConfigError, match="total_frames must be above the checkpoint's 40 frames to train further; got 40"):
+        train(tiny_config("planner", "pendulum", f"resume={tmp_path / 'run'}"), tmp_path / "c")
+
+
+BAD = [
+    (["collector.total_frames=-5"], "collector.total_frames must be > 0; got -5"),
+    (["collector.total_frames=0"], "collector.total_frames must be > 0; got 0"),
+    (["collector.frames_per_batch=401"], "collector.frames_per_batch must be a multiple of collector.num_envs=4"),
+    (["eval.episodes=-1"], "eval.episodes must be >= 0; got -1"),
+    (["env=atari_pong"], "env=atari_pong is not a known env config; choose one of: cartpole,"),
+    (["env.name=NoSuchEnv-v0"], "env.name 'NoSuchEnv-v0' is not a registered gymnasium env"),
+    (["hierarchy=bogus"], "hierarchy=bogus is not a known hierarchy config"),
+    (["hierarchy.name=bogus"], "hierarchy.name 'bogus' is not a known hierarchy"),
+    (["+hierarchy.kwargs.bogus=1"], "hierarchy.kwargs.bogus is not an option of hierarchy 'planner'"),
+    (["logger=bogus"], "logger=bogus is not a known logger config"),
+    (["logger.backend=bogus"], "logger.backend must be one of ['csv', 'tensorboard', 'wandb']; got 'bogus'"),
+    (["colector.total_frames=5"], "Could not override 'colector.total_frames'"),
+    (["device=gpu"], "device must be a torch device"),
+    (["resume=/no/such/run"], "resume path '/no/such/run' does not exist"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD, ids=[b[0][0] for b in BAD])
+def test_a_bad_setting_stops_the_app_with_one_line_naming_the_key(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        app.main()
+    assert exit_info.value.code == app.EXIT_BAD_CONFIG
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert list(tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_an_unusable_checkpoint_stops_the_app_before_hydra_writes_anything(tmp_path, monkeypatch, capsys):
+    (tmp_path / "old" / "checkpoints" / "frames_0000000040").mkdir(parents=True)
+    (tmp_path / "old" / "checkpoints" / "frames_0000000040" / "state.pt").write_bytes(b"garbage")
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setattr(sys, "argv", ["train", f"resume={tmp_path / 'old'}"])
+    with pytest.raises(SystemExit) as exit_info:
+        app.main()
+    assert exit_info.value.code == app.EXIT_BAD_CONFIG
+    assert "corrupt or truncated" in capsys.readouterr().err
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_device_cuda_without_cuda_is_refused():
+    with pytest.raises(ConfigError, match="device 'cuda' asks for CUDA"):
+        parse_config(compose_config(["device=cuda"]))
+
+
+def run_app(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torchrl_layered.train", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_command_line_trains_the_default_and_prints_the_plot_path(tmp_path):
+    result = run_app(*TINY, *small("planner"), f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "learning_curve.png").stat().st_size > 1000
     assert f"learning curve: {tmp_path / 'learning_curve.png'}" in result.stdout
     assert list(tmp_path.rglob("*.csv")), "the csv logger wrote nothing"
+    assert (tmp_path / "checkpoints" / "frames_0000000040" / "state.pt").is_file()
+
+
+def test_the_command_line_refuses_a_bad_value_in_one_line_without_a_traceback(tmp_path):
+    result = run_app("collector.total_frames=-5", cwd=tmp_path)
+    assert result.returncode == app.EXIT_BAD_CONFIG
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: collector.total_frames must be > 0; got -5"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.learning
+def test_the_default_run_learns_to_hold_the_pendulum_up(tmp_path):
+    result = train(compose_config(["progress_bar=false"]), tmp_path)
+    _, state = read_checkpoint(tmp_path)
+    first_eval = state["progress"]["eval_returns"][0]
+    # random actions score about -1200, the untrained planner about -1600
+    assert result["eval_return"] > -400 and result["train_return"] > -400, (first_eval, result)

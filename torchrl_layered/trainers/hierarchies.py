@@ -1,24 +1,54 @@
-"""Ready-made hierarchies, by name: what ``hierarchy=NAME`` builds in the training app."""
+"""Ready-made hierarchies, by name: what ``hierarchy=NAME`` builds in the training app.
+
+Each entry is a function ``factory(env, **kwargs) -> Hierarchy`` whose keyword arguments are
+the ``kwargs`` of ``configs/hierarchy/NAME.yaml``. A new level plugs into the app with one
+function here (decorated with `register_hierarchy`) and one YAML file.
+"""
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from typing import Callable, Sequence
 
 from torchrl.data import Bounded
 from torchrl.envs import EnvBase
 
 from torchrl_layered.hierarchy import Hierarchy
-from torchrl_layered.levels import RandomLevel
+from torchrl_layered.levels import PlannerLevel, RandomLevel
+from torchrl_layered.modules.encoders import IdentityEncoder
+from torchrl_layered.modules.predictor import RewardPredictor
+from torchrl_layered.predictors import get_default_predictor_factory
+
+HierarchyFactory = Callable[..., Hierarchy]
+
+#: name -> factory(env, **kwargs); filled by `register_hierarchy`.
+HIERARCHIES: dict[str, HierarchyFactory] = {}
 
 
-def random_hierarchy(env: EnvBase, *, option_dim: int = 2, control_interval: int = 10) -> Hierarchy:
-    """A random option chosen every ``control_interval`` steps over a random low level: a baseline."""
-    option = Bounded(-1.0, 1.0, shape=(option_dim,), device=env.device)
-    return Hierarchy([RandomLevel(), RandomLevel(input_spec=option, control_interval=control_interval)], env=env)
+def register_hierarchy(name: str) -> Callable[[HierarchyFactory], HierarchyFactory]:
+    """Registers ``factory(env, **kwargs) -> Hierarchy`` as ``hierarchy=name`` of the app."""
+
+    def register(factory: HierarchyFactory) -> HierarchyFactory:
+        if name in HIERARCHIES:
+            raise ValueError(f"a hierarchy named {name!r} is already registered ({HIERARCHIES[name].__qualname__})")
+        HIERARCHIES[name] = factory
+        return factory
+
+    return register
 
 
-HIERARCHIES: dict[str, Callable[..., Hierarchy]] = {
-    "random": random_hierarchy,
-}
+def check_hierarchy_kwargs(name: str, kwargs: dict) -> None:
+    """Raises a `ConfigError` naming ``hierarchy.kwargs.<key>`` if the factory has no such option."""
+    from torchrl_layered.trainers.config import ConfigError
+
+    params = inspect.signature(HIERARCHIES[name]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    options = list(params)[1:]  # the first parameter is the env
+    for key in kwargs:
+        if key not in options:
+            raise ConfigError(
+                f"hierarchy.kwargs.{key} is not an option of hierarchy {name!r}; its options are {options}"
+            )
 
 
 def make_hierarchy(name: str, env: EnvBase, **kwargs) -> Hierarchy:
@@ -26,3 +56,62 @@ def make_hierarchy(name: str, env: EnvBase, **kwargs) -> Hierarchy:
     if name not in HIERARCHIES:
         raise ValueError(f"unknown hierarchy {name!r}; choose one of {sorted(HIERARCHIES)}")
     return HIERARCHIES[name](env, **kwargs)
+
+
+# ------------------------------------------------------------------ hierarchies
+@register_hierarchy("random")
+def random_hierarchy(env: EnvBase, *, option_dim: int = 2, control_interval: int = 10) -> Hierarchy:
+    """A random option chosen every ``control_interval`` steps over a random low level: a baseline."""
+    option = Bounded(-1.0, 1.0, shape=(option_dim,), device=env.device)
+    return Hierarchy([RandomLevel(), RandomLevel(input_spec=option, control_interval=control_interval)], env=env)
+
+
+@register_hierarchy("planner")
+def planner_hierarchy(
+    env: EnvBase,
+    *,
+    planner: str = "icem",
+    horizon: int = 10,
+    num_samples: int = 64,
+    num_iterations: int = 3,
+    num_members: int = 5,
+    hidden_sizes: Sequence[int] = (128, 128),
+    head_sizes: Sequence[int] = (128, 128),
+    gamma: float = 0.99,
+    warm_up_steps: int = 800,
+    alternate_with_noise: bool = False,
+    batch_size: int = 256,
+    update_interval: int = 2,
+    num_updates: int = 1,
+    lr: float = 1e-3,
+    buffer_size: int = 100_000,
+) -> Hierarchy:
+    """One `PlannerLevel`: a sampling planner over a learned ensemble world model (model-based RL).
+
+    On a goal-based env (Maze2D) the predictor models the achieved goal conditioned on the
+    desired goal (`get_default_predictor_factory`); elsewhere it models the raw observation.
+    The level's arguments are those of `PlannerLevel`; ``num_members``, ``hidden_sizes`` and
+    ``head_sizes`` size its `RewardPredictor`.
+    """
+    sizes = dict(num_members=num_members, hidden_sizes=tuple(hidden_sizes), head_sizes=tuple(head_sizes))
+    if getattr(env, "goal_slices", None) is not None:
+        factory = get_default_predictor_factory(env, **sizes)
+    else:
+        def factory(observation_spec, action_spec):
+            return RewardPredictor(IdentityEncoder(observation_spec.shape[-1]), action_spec.shape[-1], **sizes)
+    level = PlannerLevel(
+        predictor_factory=factory,
+        planner=planner,
+        horizon=horizon,
+        num_samples=num_samples,
+        num_iterations=num_iterations,
+        gamma=gamma,
+        warm_up_steps=warm_up_steps,
+        alternate_with_noise=alternate_with_noise,
+        batch_size=batch_size,
+        update_interval=update_interval,
+        num_updates=num_updates,
+        lr=lr,
+        buffer_size=buffer_size,
+    )
+    return Hierarchy([level], env=env)

@@ -1,59 +1,323 @@
-"""The training loop: collector -> level buffers -> level updates -> logs -> plot."""
+"""The training loop: collector -> level buffers -> level updates -> logs -> evaluation -> checkpoints -> plot."""
 from __future__ import annotations
 
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
+import gymnasium as gym
+import numpy as np
 import torch
-from omegaconf import DictConfig
+from tensordict import TensorDictBase
 from torchrl.collectors import Collector
-from torchrl.envs import Compose, RewardSum
-from torchrl.record.loggers import get_logger
+from torchrl.envs import Compose, EnvBase, RewardSum
+from torchrl.record.loggers import Logger, get_logger
 from tqdm import tqdm
 
 from torchrl_layered.envs import make_env
+from torchrl_layered.hierarchy import Hierarchy
+from torchrl_layered.trainers.checkpoint import (
+    CheckpointError,
+    hierarchy_buffers,
+    read_checkpoint,
+    restore_hierarchy,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from torchrl_layered.trainers.config import ConfigError, TrainConfig, parse_config
+from torchrl_layered.trainers.evaluate import EvalResult, evaluate
 from torchrl_layered.trainers.hierarchies import make_hierarchy
-from torchrl_layered.trainers.plot import plot_returns
+from torchrl_layered.trainers.plot import plot_learning_curve
+
+#: Offset of the evaluation env's seed from the training seed.
+EVAL_SEED_OFFSET = 10_000
 
 
-def train(cfg: DictConfig, output_dir: Path) -> dict[str, float]:
-    """Trains ``cfg.hierarchy`` on ``cfg.env`` and returns the final metrics."""
-    torch.manual_seed(cfg.seed)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    env = make_env(cfg.env.name, cfg.collector.num_envs, device=cfg.device, **cfg.env.get("kwargs", {}))
-    env.set_seed(cfg.seed)
-    hierarchy = make_hierarchy(cfg.hierarchy.name, env, **cfg.hierarchy.get("kwargs", {}))
+@dataclass
+class Progress:
+    """The run's counters and curves: what a checkpoint carries so that a resumed run continues them."""
+
+    frames: int = 0
+    """Env steps collected so far (all instances)."""
+    episodes: int = 0
+    """Training episodes ended so far."""
+    batches: int = 0
+    """Collector batches so far."""
+    train_frames: list[int] = field(default_factory=list)
+    """For each ended training episode: the frame count at its end."""
+    train_returns: list[float] = field(default_factory=list)
+    """For each ended training episode: its return."""
+    train_success: list[float] = field(default_factory=list)
+    """For each ended training episode: its success flag at the last step (envs that report one)."""
+    eval_frames: list[int] = field(default_factory=list)
+    """The frame counts at which evaluations ran."""
+    eval_returns: list[float] = field(default_factory=list)
+    """The mean return of each evaluation."""
+    eval_success: list[float] = field(default_factory=list)
+    """The success rate of each evaluation (envs that report success)."""
+
+    def record_episodes(self, batch: TensorDictBase) -> tuple[list[float], list[float]]:
+        """Adds the episodes that end in ``batch`` (shape ``[num_envs, T]``); returns their returns and successes."""
+        done = batch.get(("next", "done")).squeeze(-1)
+        if not bool(done.any()):
+            return [], []
+        num_envs = done.shape[0] if done.dim() > 1 else 1
+        steps = done.reshape(num_envs, -1).nonzero()[:, 1]
+        ended_at = (self.frames + (steps + 1) * num_envs).tolist()
+        returns = batch.get(("next", "episode_reward")).squeeze(-1)[done].tolist()
+        flag = batch.get(("next", "success"), None)
+        success = flag.reshape(done.shape)[done].float().tolist() if flag is not None else []
+        order = sorted(range(len(returns)), key=ended_at.__getitem__)
+        self.train_frames += [ended_at[i] for i in order]
+        self.train_returns += [returns[i] for i in order]
+        self.train_success += [success[i] for i in order] if success else []
+        self.episodes += len(returns)
+        return returns, success
+
+    def record_eval(self, result: EvalResult) -> None:
+        self.eval_frames.append(self.frames)
+        self.eval_returns.append(result.mean_return)
+        if result.success_rate is not None:
+            self.eval_success.append(result.success_rate)
+
+    def recent_return(self, n: int = 10) -> float:
+        recent = self.train_returns[-n:]
+        return sum(recent) / len(recent) if recent else math.nan
+
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> Progress:
+        return cls(**{k: (list(v) if isinstance(v, (list, tuple)) else int(v)) for k, v in state.items()})
+
+
+# ---------------------------------------------------------------------- building
+def build_env(config: TrainConfig, num_envs: int, *, asynchronous: bool = False) -> EnvBase:
+    """The batched env of the run (``make_env``), or a `ConfigError` that says why it cannot be built."""
+    kwargs = dict(config.env.kwargs)
+    if config.env.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = config.env.max_episode_steps
+    try:
+        return make_env(config.env.name, num_envs, asynchronous=asynchronous, device=config.device, **kwargs)
+    except (gym.error.Error, ImportError, TypeError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"env.name {config.env.name!r} cannot be built: {reason}") from None
+
+
+def build_hierarchy(config: TrainConfig, env: EnvBase) -> Hierarchy:
+    """The configured hierarchy for ``env``, on the run's device, or a `ConfigError` that says why not."""
+    name = config.hierarchy.name
+    try:
+        hierarchy = make_hierarchy(name, env, **config.hierarchy.kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"hierarchy {name!r} cannot be built for env {config.env.name!r}: {err}") from None
+    return hierarchy.to(config.device)
+
+
+def build_logger(config: TrainConfig, output_dir: Path) -> Logger:
+    """A TorchRL logger writing under ``output_dir/logs``."""
+    experiment = f"{config.hierarchy.name}-{config.env.name}"
+    kwargs = {}
+    if config.logger.backend == "wandb":
+        kwargs["wandb_kwargs"] = {"project": config.logger.project, **config.logger.kwargs}
+    return get_logger(config.logger.backend, str(output_dir / "logs"), experiment, **kwargs)
+
+
+def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+    return flat
+
+
+def _close_logger(logger: Logger) -> None:
+    experiment = getattr(logger, "experiment", None)
+    for method in ("flush", "close", "finish"):
+        if callable(getattr(experiment, method, None)):
+            getattr(experiment, method)()
+
+
+def read_resume(config: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
+    """The checkpoint to resume from (folder and state), checked against this run; None without ``resume``."""
+    if config.resume is None:
+        return None
+    folder, state = read_checkpoint(config.resume)
+    missing = sorted({"run", "hierarchy", "collector", "progress", "rng"} - set(state))
+    if missing:
+        raise CheckpointError(f"resume: the checkpoint in {folder} lacks {missing}; it was not written by this app")
+    run = state["run"]
+    if (run.get("hierarchy"), run.get("env")) != (config.hierarchy.name, config.env.name):
+        raise CheckpointError(
+            f"resume: the checkpoint in {folder} was written by hierarchy={run.get('hierarchy')} on env "
+            f"{run.get('env')}, not hierarchy={config.hierarchy.name} on env {config.env.name}; pass the same "
+            "hierarchy= and env= as the run that wrote it"
+        )
+    frames = state["progress"]["frames"]
+    if frames >= config.collector.total_frames:
+        raise ConfigError(
+            f"collector.total_frames must be above the checkpoint's {frames} frames to train further; "
+            f"got {config.collector.total_frames}"
+        )
+    return folder, state
+
+
+# ---------------------------------------------------------------------- training
+def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
+    """Trains the configured hierarchy, writing logs, checkpoints and a learning-curve PNG to ``output_dir``.
+
+    Args:
+        cfg: a `TrainConfig`, or a composed Hydra config (checked with `parse_config`).
+        output_dir: the run folder.
+
+    Returns:
+        The final counters and results (``frames``, ``episodes``, ``train_return``,
+        ``eval_return``, ``eval_success``, ``plot``, ``checkpoint``).
+
+    Raises:
+        ConfigError: a bad setting (checked before anything is built).
+        CheckpointError: ``resume`` points at a checkpoint that is unreadable or from another run.
+    """
+    config = cfg if isinstance(cfg, TrainConfig) else parse_config(cfg)
+    output_dir = Path(output_dir)
+    checkpoint = read_resume(config)
+    progress = Progress.from_state(checkpoint[1]["progress"]) if checkpoint else Progress()
+
+    if config.num_threads is not None:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    random.seed(config.seed)
+    env = build_env(config, config.collector.num_envs, asynchronous=config.collector.asynchronous)
+    env.set_seed(config.seed + progress.frames)  # a resumed run meets new episodes
+    hierarchy = build_hierarchy(config, env)
+    if checkpoint is not None:
+        restore_hierarchy(checkpoint[0], checkpoint[1], hierarchy)
+        set_rng_state(checkpoint[1]["rng"])
     env = env.append_transform(Compose(hierarchy.make_transform(), RewardSum()))
+    eval_env = None
+    if config.eval.episodes:
+        eval_env = build_env(config, config.eval.episodes)
+        eval_env = eval_env.append_transform(Compose(hierarchy.make_transform(), RewardSum()))
     collector = Collector(
         env,
         hierarchy,
-        frames_per_batch=cfg.collector.frames_per_batch,
-        total_frames=cfg.collector.total_frames,
-        device=cfg.device,
+        frames_per_batch=config.collector.frames_per_batch,
+        total_frames=config.collector.total_frames,
+        device=config.device,
         trust_policy=True,
-        auto_register_policy_transforms=False,
+        auto_register_policy_transforms=False,  # the transform is already on the env
     )
-    logger = get_logger(cfg.logger.backend, logger_name=str(output_dir), experiment_name="train")
-    frames, returns, metrics = 0, [], {}
-    curve_frames: list[int] = []
-    bar = tqdm(total=cfg.collector.total_frames, desc=f"{cfg.hierarchy.name} on {cfg.env.name}", unit="step")
-    for batch in collector:
-        frames += batch.numel()
-        hierarchy.extend(batch)
-        metrics = hierarchy.learn()
-        done = batch["next", "done"].squeeze(-1)
-        finished = batch["next", "episode_reward"][done].reshape(-1).tolist()
-        returns += finished
-        curve_frames += [frames] * len(finished)
-        for name, value in metrics.items():
-            logger.log_scalar(name, value, step=frames)
-        if finished:
-            logger.log_scalar("train/episode_return", sum(finished) / len(finished), step=frames)
-        recent = returns[-10:]
-        bar.set_postfix(episodes=len(returns), ret=f"{sum(recent) / len(recent):.1f}" if recent else "-")
-        bar.update(batch.numel())
-    bar.close()
-    collector.shutdown()
-    plot = plot_returns(curve_frames, returns, output_dir / "learning_curve.png", f"{cfg.hierarchy.name} on {cfg.env.name}")
+    if checkpoint is not None:
+        collector.load_state_dict(checkpoint[1]["collector"], strict=False)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    logger = build_logger(config, output_dir)
+    logger.log_hparams(_flat(asdict(config)))
+    title = f"{config.hierarchy.name} on {config.env.name}"
+    checkpoint_dir = output_dir / "checkpoints"
+    last_checkpoint: Path | None = None
+
+    def run_eval() -> None:
+        result = evaluate(hierarchy, eval_env, max_steps=config.eval.max_steps, seed=config.seed + EVAL_SEED_OFFSET)
+        progress.record_eval(result)
+        logger.log_scalar("eval/return", result.mean_return, step=progress.frames)
+        if result.success_rate is not None:
+            logger.log_scalar("eval/success_rate", result.success_rate, step=progress.frames)
+
+    def save() -> Path:
+        state = {
+            "run": {"hierarchy": config.hierarchy.name, "env": config.env.name, "config": _flat(asdict(config))},
+            "hierarchy": hierarchy.state_dict(),
+            # the collector's own counters, as its state_dict has them (it may be shut down by now)
+            "collector": {"frames": progress.frames, "iter": progress.batches - 1},
+            "progress": progress.state_dict(),
+            "rng": rng_state(),
+        }
+        buffers = hierarchy_buffers(hierarchy) if config.checkpoint.save_buffers else None
+        return save_checkpoint(checkpoint_dir, progress.frames, state, buffers, keep=config.checkpoint.keep)
+
+    def next_multiple(interval: int) -> float:
+        return (progress.frames // interval + 1) * interval if interval else math.inf
+
+    bar = tqdm(total=config.collector.total_frames, initial=progress.frames, desc=title, unit="frame",
+               disable=not config.progress_bar, dynamic_ncols=True)
+    if eval_env is not None and (not progress.eval_frames or progress.eval_frames[-1] != progress.frames):
+        run_eval()
+    next_eval = next_multiple(config.eval.interval_frames)
+    next_save = next_multiple(config.checkpoint.interval_frames)
+    start_time, start_frames = time.perf_counter(), progress.frames
+    metrics: dict[str, float] = {}
+    try:
+        for batch in collector:
+            hierarchy.extend(batch)
+            metrics = hierarchy.learn()
+            returns, success = progress.record_episodes(batch)
+            progress.frames += batch.numel()
+            progress.batches += 1
+            sps = (progress.frames - start_frames) / max(time.perf_counter() - start_time, 1e-9)
+            for name, value in metrics.items():
+                logger.log_scalar(name, value, step=progress.frames)
+            logger.log_scalar("train/sps", sps, step=progress.frames)
+            logger.log_scalar("train/episodes", progress.episodes, step=progress.frames)
+            if returns:
+                logger.log_scalar("train/return", sum(returns) / len(returns), step=progress.frames)
+            if success:
+                logger.log_scalar("train/success_rate", sum(success) / len(success), step=progress.frames)
+            if eval_env is not None and progress.frames >= next_eval:
+                run_eval()
+                next_eval = next_multiple(config.eval.interval_frames)
+            if progress.frames >= next_save:
+                last_checkpoint = save()
+                next_save = next_multiple(config.checkpoint.interval_frames)
+            postfix = {"return": f"{progress.recent_return():.1f}"}
+            if progress.train_success:
+                recent = progress.train_success[-10:]
+                postfix["success"] = f"{sum(recent) / len(recent):.2f}"
+            if progress.eval_returns:
+                postfix["eval"] = f"{progress.eval_returns[-1]:.1f}"
+            postfix["sps"] = f"{sps:.0f}"
+            bar.set_postfix(postfix, refresh=False)
+            bar.update(batch.numel())
+    finally:
+        bar.close()
+        collector.shutdown()
+    if eval_env is not None:
+        if progress.eval_frames[-1] != progress.frames:
+            run_eval()
+        eval_env.close()
+    if last_checkpoint is None or not last_checkpoint.name.endswith(f"{progress.frames:010d}"):
+        last_checkpoint = save()
+    _close_logger(logger)
+    plot = plot_learning_curve(
+        output_dir / "learning_curve.png", title, progress.train_frames, progress.train_returns,
+        progress.eval_frames, progress.eval_returns, progress.eval_success or None,
+    )
+    result = {
+        "frames": progress.frames,
+        "episodes": progress.episodes,
+        "train_return": progress.recent_return(),
+        "eval_return": progress.eval_returns[-1] if progress.eval_returns else math.nan,
+        "eval_success": progress.eval_success[-1] if progress.eval_success else None,
+        "plot": plot,
+        "checkpoint": last_checkpoint,
+        **metrics,
+    }
+    summary = (f"frames {progress.frames}, episodes {progress.episodes}, "
+               f"train return (last 10) {result['train_return']:.1f}")
+    if progress.eval_returns:
+        summary += f", eval return {result['eval_return']:.1f}"
+    if result["eval_success"] is not None:
+        summary += f", eval success {result['eval_success']:.2f}"
+    print(summary)
+    print(f"checkpoint: {last_checkpoint}")
+    print(f"logs: {output_dir / 'logs'}")
     print(f"learning curve: {plot}")
-    recent = returns[-10:]
-    return {"frames": frames, "episodes": len(returns), "mean_return_last10": sum(recent) / max(len(recent), 1), **metrics}
+    return result

@@ -1,0 +1,50 @@
+"""The tutorial notebooks run top to bottom on the small budget, and are committed with their outputs."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+nbclient = pytest.importorskip("nbclient")
+pytest.importorskip("ipykernel")
+
+TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
+NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+
+
+def builder():
+    spec = importlib.util.spec_from_file_location("make_notebooks", TUTORIALS / "make_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_notebook_of_the_builder_is_committed_with_its_current_cells():
+    make = builder()
+    assert sorted(f"{name}.ipynb" for name in make.NOTEBOOKS) == [p.name for p in NOTEBOOKS]
+    for path in NOTEBOOKS:
+        committed = [cell.source for cell in nbformat.read(path, as_version=4).cells]
+        built = [cell.source for cell in make.build(make.NOTEBOOKS[path.stem]).cells]
+        assert committed == built, f"{path.name} is stale: run python tutorials/make_notebooks.py {path.stem[:2]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_committed_notebook_holds_real_outputs_and_plots(path):
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in cells), "a code cell was never run"
+    outputs = [o for c in cells for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    assert any("image/png" in o.get("data", {}) for o in outputs), "no plot in the saved outputs"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_notebook_runs_top_to_bottom_on_the_small_budget(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUTORIAL_SMALL", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    nb = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()

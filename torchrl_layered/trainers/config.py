@@ -1,0 +1,288 @@
+"""The training app's settings as one typed object, checked before anything is built.
+
+The Hydra YAML files under ``configs/`` hold the values; `parse_config` turns the composed
+config into a `TrainConfig` and refuses a bad value with a `ConfigError` whose message
+starts with the key (``collector.total_frames must be > 0; got -5``), so the command line
+can print one line instead of a traceback.
+"""
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+#: The app's Hydra config folder (``train.yaml`` and the groups ``hierarchy/``, ``env/``, ``logger/``).
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: The logger backends the app knows, and the package each needs.
+LOGGER_PACKAGES = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the key: ``collector.total_frames must be > 0; got -5``."""
+
+
+@dataclass
+class EnvConfig:
+    """The environment to train and evaluate on."""
+
+    name: str
+    """A registered gymnasium id (``Pendulum-v1``, ``Maze2D-Medium-v0``, ...)."""
+    max_episode_steps: int | None = None
+    """Overrides the env's time limit; ``None`` keeps the registered one."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments of ``gym.make``."""
+
+
+@dataclass
+class HierarchyConfig:
+    """Which ready-made hierarchy to build (`torchrl_layered.trainers.HIERARCHIES`)."""
+
+    name: str
+    """The registry name, e.g. ``random`` or ``planner``."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the hierarchy's factory function."""
+
+
+@dataclass
+class CollectorConfig:
+    """How data is collected."""
+
+    num_envs: int = 4
+    """Env instances stepped together (the batch of the env)."""
+    frames_per_batch: int = 400
+    """Env steps (over all instances) per collector batch: the levels update after each batch."""
+    total_frames: int = 3200
+    """Env steps to train for, over the whole run (a resumed run counts from the checkpoint)."""
+    asynchronous: bool = False
+    """Step the instances in subprocesses (gymnasium ``AsyncVectorEnv``)."""
+
+
+@dataclass
+class EvalConfig:
+    """Periodic evaluation in eval mode on a separate env."""
+
+    episodes: int = 4
+    """Episodes per evaluation, one per eval env instance; 0 turns evaluation off."""
+    interval_frames: int = 800
+    """Evaluate at the start and every this many training frames; 0: at the start and the end only."""
+    max_steps: int = 10_000
+    """Stop an evaluation after this many steps, even if some episodes have not ended."""
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints written under ``<run dir>/checkpoints/frames_<N>/``."""
+
+    interval_frames: int = 1600
+    """Save every this many frames, and always at the end; 0: at the end only."""
+    save_buffers: bool = False
+    """Also save the levels' replay buffers (TorchRL ``dumps``), so a resumed run keeps its data."""
+    keep: int = 2
+    """How many of the latest checkpoints to keep."""
+
+
+@dataclass
+class LoggerConfig:
+    """Where scalars go: a TorchRL logger."""
+
+    backend: str = "csv"
+    """``csv``, ``tensorboard`` or ``wandb``."""
+    project: str = "torchrl_layered"
+    """The wandb project (ignored by the other backends)."""
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments of the backend (``wandb.init`` for wandb, e.g. ``mode: offline``)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``python -m torchrl_layered.train`` needs."""
+
+    hierarchy: HierarchyConfig
+    """The hierarchy to train."""
+    env: EnvConfig
+    """The environment."""
+    collector: CollectorConfig = field(default_factory=CollectorConfig)
+    """Data collection."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Evaluation."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Checkpoints."""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """Logging."""
+    seed: int = 0
+    """Seeds torch, numpy, python and the envs."""
+    device: str = "cpu"
+    """Where the levels run and the env writes its tensors (``cpu``, ``cuda``, ``cuda:1``)."""
+    resume: str | None = None
+    """A checkpoint folder, a ``checkpoints/`` folder or a run folder to continue from."""
+    progress_bar: bool = True
+    """Show a tqdm progress bar."""
+    num_threads: int | None = None
+    """``torch.set_num_threads``; ``None`` keeps torch's default."""
+
+
+# ---------------------------------------------------------------------- checks
+def _int(value: Any, key: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key} must be an integer; got {value!r}")
+    if value < minimum:
+        bound = "> 0" if minimum == 1 else f">= {minimum}"
+        raise ConfigError(f"{key} must be {bound}; got {value}")
+    return value
+
+
+def _bool(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false; got {value!r}")
+    return value
+
+
+def _str(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} must be a non-empty string; got {value!r}")
+    return value
+
+
+def _dict(value: Any, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must be a mapping of keyword arguments; got {value!r}")
+    return dict(value)
+
+
+def _section(cfg: Mapping, key: str) -> Mapping:
+    value = cfg.get(key)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} is missing or not a section; got {value!r}")
+    return value
+
+
+def _check_env(section: Mapping) -> EnvConfig:
+    import gymnasium as gym
+
+    import torchrl_layered.envs  # noqa: F401  (registers the Maze2D ids)
+
+    name = _str(section.get("name"), "env.name")
+    if name not in gym.registry:
+        mazes = sorted(k for k in gym.registry if k.startswith("Maze2D"))
+        raise ConfigError(
+            f"env.name {name!r} is not a registered gymnasium env; pick a config with env=NAME "
+            f"(see configs/env/) or a registered id such as Pendulum-v1 or {mazes[0] if mazes else 'CartPole-v1'}"
+        )
+    steps = section.get("max_episode_steps")
+    if steps is not None:
+        steps = _int(steps, "env.max_episode_steps", 1)
+    return EnvConfig(name=name, max_episode_steps=steps, kwargs=_dict(section.get("kwargs"), "env.kwargs"))
+
+
+def _check_hierarchy(section: Mapping) -> HierarchyConfig:
+    from torchrl_layered.trainers.hierarchies import HIERARCHIES, check_hierarchy_kwargs
+
+    name = _str(section.get("name"), "hierarchy.name")
+    if name not in HIERARCHIES:
+        raise ConfigError(f"hierarchy.name {name!r} is not a known hierarchy; choose one of {sorted(HIERARCHIES)}")
+    kwargs = _dict(section.get("kwargs"), "hierarchy.kwargs")
+    check_hierarchy_kwargs(name, kwargs)
+    return HierarchyConfig(name=name, kwargs=kwargs)
+
+
+def _check_device(value: Any) -> str:
+    import torch
+
+    device = _str(value, "device")
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device must be a torch device such as cpu, cuda or cuda:1; got {device!r}") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asks for CUDA, but torch.cuda.is_available() is False here")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type not in ("cpu", "mps"):
+        raise ConfigError(f"device must be cpu or cuda[:N]; got {device!r}")
+    return device
+
+
+def _check_logger(section: Mapping) -> LoggerConfig:
+    backend = _str(section.get("backend"), "logger.backend")
+    if backend not in LOGGER_PACKAGES:
+        raise ConfigError(f"logger.backend must be one of {sorted(LOGGER_PACKAGES)}; got {backend!r}")
+    package = LOGGER_PACKAGES[backend]
+    if package is not None and importlib.util.find_spec(package) is None:
+        raise ConfigError(f"logger.backend {backend!r} needs the {package} package: pip install {package}")
+    return LoggerConfig(
+        backend=backend,
+        project=_str(section.get("project", "torchrl_layered"), "logger.project"),
+        kwargs=_dict(section.get("kwargs"), "logger.kwargs"),
+    )
+
+
+def compose_config(overrides: Sequence[str] = ()):
+    """The app's config (a ``DictConfig``) composed from command-line style ``overrides``, without running it.
+
+    For notebooks and tests: ``train(compose_config(["env=maze2d_open"]), "outputs/run")``.
+    ``hydra.*`` overrides are ignored (they only matter to the command line).
+    """
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=[o for o in overrides if not o.lstrip("+~").startswith("hydra.")])
+
+
+def parse_config(cfg: Mapping) -> TrainConfig:
+    """Checks a composed config (a ``DictConfig`` or a plain mapping) and returns the typed settings.
+
+    Raises:
+        ConfigError: naming the first bad key, before anything is built.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    collector = _section(cfg, "collector")
+    num_envs = _int(collector.get("num_envs"), "collector.num_envs", 1)
+    frames_per_batch = _int(collector.get("frames_per_batch"), "collector.frames_per_batch", 1)
+    if frames_per_batch % num_envs:
+        raise ConfigError(
+            f"collector.frames_per_batch must be a multiple of collector.num_envs={num_envs}; got {frames_per_batch}"
+        )
+    collector_config = CollectorConfig(
+        num_envs=num_envs,
+        frames_per_batch=frames_per_batch,
+        total_frames=_int(collector.get("total_frames"), "collector.total_frames", 1),
+        asynchronous=_bool(collector.get("asynchronous", False), "collector.asynchronous"),
+    )
+    evaluation = _section(cfg, "eval")
+    eval_config = EvalConfig(
+        episodes=_int(evaluation.get("episodes"), "eval.episodes", 0),
+        interval_frames=_int(evaluation.get("interval_frames"), "eval.interval_frames", 0),
+        max_steps=_int(evaluation.get("max_steps", 10_000), "eval.max_steps", 1),
+    )
+    checkpoint = _section(cfg, "checkpoint")
+    checkpoint_config = CheckpointConfig(
+        interval_frames=_int(checkpoint.get("interval_frames"), "checkpoint.interval_frames", 0),
+        save_buffers=_bool(checkpoint.get("save_buffers", False), "checkpoint.save_buffers"),
+        keep=_int(checkpoint.get("keep", 2), "checkpoint.keep", 1),
+    )
+    resume = cfg.get("resume")
+    if resume is not None:
+        resume = _str(resume, "resume")
+        if not Path(resume).exists():
+            raise ConfigError(f"resume path {resume!r} does not exist")
+    num_threads = cfg.get("num_threads")
+    return TrainConfig(
+        logger=_check_logger(_section(cfg, "logger")),
+        collector=collector_config,
+        eval=eval_config,
+        checkpoint=checkpoint_config,
+        seed=_int(cfg.get("seed"), "seed", 0),
+        device=_check_device(cfg.get("device")),
+        resume=resume,
+        progress_bar=_bool(cfg.get("progress_bar", True), "progress_bar"),
+        num_threads=None if num_threads is None else _int(num_threads, "num_threads", 1),
+        env=_check_env(_section(cfg, "env")),
+        hierarchy=_check_hierarchy(_section(cfg, "hierarchy")),
+    )
