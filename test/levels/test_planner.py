@@ -13,14 +13,32 @@ from torchrl_layered.levels import PlannerLevel
 from torchrl_layered.predictors import FixedEncoder, KnownModel, Predictor, get_default_predictor_factory
 
 
+class MazeDynamics:
+    """The true open-maze dynamics as a (picklable) model: position, velocity -> next position."""
+
+    def __init__(self):
+        self.maze = Maze2D(layout="open")
+
+    def __call__(self, state, action, context=None):
+        return self.maze.torch_dynamics(state, action)
+
+
+class DistanceReward:
+    """Minus the distance to the goal (the context) after the step."""
+
+    def __init__(self, dynamics):
+        self.dynamics = dynamics
+
+    def __call__(self, state, context, action):
+        return -(self.dynamics(state, action) - context).norm(dim=-1)
+
+
 def known_maze_predictor(env):
-    maze = Maze2D(layout="open")
     slices = goal_slices(env)
     encoder = FixedEncoder(range(slices["achieved_goal"].start, slices["achieved_goal"].stop),
                            range(slices["desired_goal"].start, slices["desired_goal"].stop))
-    model = KnownModel(lambda s, a, c: maze.torch_dynamics(s, a))
-    reward = lambda s, c, a: -(maze.torch_dynamics(s, a) - c).norm(dim=-1)  # noqa: E731
-    return Predictor(encoder, model, reward)
+    dynamics = MazeDynamics()
+    return Predictor(encoder, KnownModel(dynamics), DistanceReward(dynamics))
 
 
 def final_distances(batch):
@@ -121,3 +139,24 @@ def test_exploration_alternates_per_instance_after_the_warm_up():
     assert abs(float(torch.stack(history[100:]).mean()) - 0.75) < 0.05
     assert 0 < float(mode.float().mean()) < 1  # instances are in different phases
     assert not bool(level._random_mode(mode, deterministic=True).any())  # eval always plans
+
+
+def test_warm_up_clock_reaches_multi_process_collector_workers():
+    import functools
+
+    from torchrl.collectors import MultiSyncCollector
+
+    make = functools.partial(make_env, "Maze2D-Open-v0", 2)
+    env = make()
+    level = PlannerLevel(known_maze_predictor(env), learn_predictor=False, warm_up_steps=50, horizon=3,
+                         num_samples=16, num_iterations=2, use_value=False)
+    hierarchy = Hierarchy([level], env=env)
+    collector = MultiSyncCollector([make, make], hierarchy, frames_per_batch=40, total_frames=80,
+                                   auto_register_policy_transforms=True)
+    random_mode = []
+    for batch in collector:
+        random_mode.append(bool(batch["levels", "0", "state", "random_mode"].all()))
+        level.env_steps = 100  # the warm-up ends in the learner process...
+        collector.update_policy_weights_()  # ...and the workers learn of it with the weights
+    collector.shutdown()
+    assert random_mode == [True, False]

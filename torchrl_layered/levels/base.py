@@ -91,7 +91,8 @@ class Level(TensorDictModuleBase):
         self.always_acts = False
         #: The level's column in the hierarchy's stacked state; ``None`` for a plain policy.
         self.state_index: int | None = None
-        self.n_transitions = 0
+        # a buffer, not an int: collectors copy buffers to their worker processes with the weights
+        self.register_buffer("transition_count", torch.zeros((), dtype=torch.long))
         self._parent_ref: list[Level] = []
         self.tensor_keys = LevelKeys()
         self._update_in_out_keys()
@@ -153,6 +154,15 @@ class Level(TensorDictModuleBase):
         self._parent_ref = [parent] if parent is not None else []
         self.is_top = parent is None
         self._update_in_out_keys()
+
+    @property
+    def n_transitions(self) -> int:
+        """Semi-MDP transitions the level has stored (its own steps, summed over instances)."""
+        return int(self.transition_count)
+
+    @n_transitions.setter
+    def n_transitions(self, value: int) -> None:
+        self.transition_count.fill_(value)
 
     @property
     def initialized(self) -> bool:
@@ -284,10 +294,10 @@ class Level(TensorDictModuleBase):
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict[str, Any]:
-        return {"n_transitions": self.n_transitions}
+        return {}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        self.n_transitions = int(state.get("n_transitions", 0))
+        pass
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(action_spec={type(self.action_spec).__name__ if self.action_spec is not None else None}, control_interval={self.control_interval})"

@@ -111,7 +111,7 @@ class PlannerLevel(Level):
         self.buffer_size, self.batch_size = buffer_size, batch_size
         self.update_interval, self.num_updates = update_interval, num_updates
         self.lr, self.tau = lr, tau
-        self.env_steps = 0
+        self.register_buffer("env_step_count", torch.zeros((), dtype=torch.long))  # synced to collector workers
         self.num_model_updates = 0
         self._learned_transitions = 0
 
@@ -173,6 +173,15 @@ class PlannerLevel(Level):
         tensordict.set(("state", "planner"), result.state)
         return torch.where(random_mode, random_action, result.action[:, 0])
 
+    @property
+    def env_steps(self) -> int:
+        """Env steps covered by the level's stored transitions (its warm-up clock)."""
+        return int(self.env_step_count)
+
+    @env_steps.setter
+    def env_steps(self, value: int) -> None:
+        self.env_step_count.fill_(value)
+
     def _random_mode(self, previous: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:
             return torch.zeros_like(previous)
@@ -197,7 +206,7 @@ class PlannerLevel(Level):
         return reward
 
     def extend(self, transitions: TensorDictBase) -> None:
-        self.env_steps += int(transitions.get(("next", "duration")).sum())
+        self.env_step_count += transitions.get(("next", "duration")).sum()
         if self.replay_buffer is not None:
             self.replay_buffer.extend(transitions.select("observation", "action", "next"))
 
@@ -226,15 +235,13 @@ class PlannerLevel(Level):
     # ---------------------------------------------------------------- state
     def get_extra_state(self) -> dict:
         state = super().get_extra_state()
-        state.update(env_steps=self.env_steps, num_model_updates=self.num_model_updates,
-                     learned_transitions=self._learned_transitions)
+        state.update(num_model_updates=self.num_model_updates, learned_transitions=self._learned_transitions)
         if self.learn_predictor and hasattr(self, "optimizer"):
             state["optimizer"] = self.optimizer.state_dict()
         return state
 
     def set_extra_state(self, state: dict) -> None:
         super().set_extra_state(state)
-        self.env_steps = int(state.get("env_steps", 0))
         self.num_model_updates = int(state.get("num_model_updates", 0))
         self._learned_transitions = int(state.get("learned_transitions", 0))
         if "optimizer" in state and hasattr(self, "optimizer"):
