@@ -28,7 +28,7 @@ SMALL_KWARGS = {
     "hidden_sizes": "[16]", "head_sizes": "[16]", "batch_size": 16,
 }
 #: Pairs that cannot work (a continuous-action level on a discrete env): they must fail clearly instead.
-INCOMPATIBLE = {("planner", "cartpole")}
+INCOMPATIBLE = {("planner", "cartpole"), ("tdmpc2", "cartpole")}
 NEEDS = {"inverted_pendulum": "mujoco"}
 
 

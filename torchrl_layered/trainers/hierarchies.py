@@ -13,10 +13,11 @@ from torchrl.data import Bounded
 from torchrl.envs import EnvBase
 
 from torchrl_layered.hierarchy import Hierarchy
-from torchrl_layered.levels import PlannerLevel, RandomLevel
+from torchrl_layered.levels import PlannerLevel, RandomLevel, TDMPC2Level
 from torchrl_layered.modules.encoders import IdentityEncoder
 from torchrl_layered.modules.predictor import RewardPredictor
 from torchrl_layered.predictors import get_default_predictor_factory
+from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
 
 HierarchyFactory = Callable[..., Hierarchy]
 
@@ -115,3 +116,35 @@ def planner_hierarchy(
         buffer_size=buffer_size,
     )
     return Hierarchy([level], env=env)
+
+
+@register_hierarchy("tdmpc2")
+def tdmpc2_hierarchy(
+    env: EnvBase,
+    *,
+    config: dict | None = None,
+    warm_up_steps: int = 1000,
+    update_interval: int = 2,
+    num_updates: int = 1,
+    use_policy: bool = False,
+) -> Hierarchy:
+    """One `TDMPC2Level`; ``config`` entries override `get_default_tdmpc2_config()`.
+
+    On a goal-based env (Maze2D) the desired goal conditions reward, Q and policy, with
+    hindsight relabelling on the env's own reward (minus the distance, scaled like Maze2D's).
+    """
+    cfg = get_default_tdmpc2_config()
+    cfg.update(config or {})
+    goal = {}
+    slices = getattr(env, "goal_slices", None)
+    if slices is not None:
+        goal = dict(desired_goal_slice=slices["desired_goal"], achieved_goal_slice=slices["achieved_goal"],
+                    use_her=True, reward_fn=negative_distance)
+    level = TDMPC2Level(cfg, warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates,
+                        use_policy=use_policy, **goal)
+    return Hierarchy([level], env=env)
+
+
+def negative_distance(achieved_goal, desired_goal):
+    """A goal reward for hindsight relabelling: minus the Euclidean distance."""
+    return -(achieved_goal - desired_goal).norm(dim=-1)
