@@ -9,6 +9,7 @@ from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplay
 from torchrl.objectives import SoftUpdate
 
 from torchrl_layered.levels.base import Level
+from torchrl_layered.levels.learning import UpdateSchedule, gradient_steps
 from torchrl_layered.modules.encoders import IdentityEncoder
 from torchrl_layered.modules.predictor import Predictor, RewardPredictor
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
@@ -109,11 +110,10 @@ class PlannerLevel(Level):
         self.alternate_with_noise = alternate_with_noise
         self.switch_random_prob, self.switch_planner_prob = switch_random_prob, switch_planner_prob
         self.buffer_size, self.batch_size = buffer_size, batch_size
-        self.update_interval, self.num_updates = update_interval, num_updates
+        self.schedule = UpdateSchedule(update_interval, num_updates)
         self.lr, self.tau = lr, tau
         self.register_buffer("env_step_count", torch.zeros((), dtype=torch.long))  # synced to collector workers
         self.num_model_updates = 0
-        self._learned_transitions = 0
 
     # ---------------------------------------------------------------- build
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
@@ -211,31 +211,18 @@ class PlannerLevel(Level):
             self.replay_buffer.extend(transitions.select("observation", "action", "next"))
 
     def learn(self) -> dict[str, float]:
-        if self.replay_buffer is None or self.env_steps < self.warm_up_steps or len(self.replay_buffer) < 2:
+        if self.replay_buffer is None:
             return {}
-        new = self.n_transitions - self._learned_transitions
-        num = (new // self.update_interval) * self.num_updates
+        num = self.schedule.due(self.n_transitions, self.env_steps >= self.warm_up_steps and len(self.replay_buffer) > 1)
         if num <= 0:
             return {}
-        self._learned_transitions += (new // self.update_interval) * self.update_interval
-        totals: dict[str, torch.Tensor] = {}
-        for _ in range(num):
-            losses = self.loss(self.replay_buffer.sample())
-            total = sum(v for k, v in losses.items() if k.startswith("loss_"))
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(self.loss.parameters(), 20.0)
-            self.optimizer.step()
-            self.target_updater.step()
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + v.detach()
         self.num_model_updates += num
-        return {k: float(v) / num for k, v in totals.items()}
+        return gradient_steps(self.loss, self.optimizer, self.target_updater, self.replay_buffer.sample, num, 20.0)
 
     # ---------------------------------------------------------------- state
     def get_extra_state(self) -> dict:
         state = super().get_extra_state()
-        state.update(num_model_updates=self.num_model_updates, learned_transitions=self._learned_transitions)
+        state.update(num_model_updates=self.num_model_updates, learned_transitions=self.schedule.learned)
         if self.learn_predictor and hasattr(self, "optimizer"):
             state["optimizer"] = self.optimizer.state_dict()
         return state
@@ -243,6 +230,6 @@ class PlannerLevel(Level):
     def set_extra_state(self, state: dict) -> None:
         super().set_extra_state(state)
         self.num_model_updates = int(state.get("num_model_updates", 0))
-        self._learned_transitions = int(state.get("learned_transitions", 0))
+        self.schedule.learned = int(state.get("learned_transitions", 0))
         if "optimizer" in state and hasattr(self, "optimizer"):
             self.optimizer.load_state_dict(state["optimizer"])

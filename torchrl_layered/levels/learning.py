@@ -1,0 +1,55 @@
+"""What learning levels share: their update schedule and their gradient-step loop."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from tensordict import TensorDictBase
+from torchrl.objectives import LossModule, SoftUpdate
+
+
+class UpdateSchedule:
+    """``num_updates`` gradient steps per ``update_interval`` new transitions, once warmed up.
+
+    Transitions seen during the warm-up are not owed updates afterwards, so the end of the
+    warm-up brings no burst of updates.
+    """
+
+    def __init__(self, update_interval: int = 1, num_updates: int = 1):
+        if update_interval < 1 or num_updates < 1:
+            raise ValueError(f"update_interval and num_updates must be >= 1; got {update_interval}, {num_updates}")
+        self.update_interval, self.num_updates = update_interval, num_updates
+        self.learned = 0
+
+    def due(self, n_transitions: int, warmed_up: bool) -> int:
+        """How many gradient steps are due now (and marks them as taken)."""
+        if not warmed_up:
+            self.learned = n_transitions
+            return 0
+        rounds = (n_transitions - self.learned) // self.update_interval
+        self.learned += rounds * self.update_interval
+        return rounds * self.num_updates
+
+
+def gradient_steps(
+    loss: LossModule,
+    optimizer: torch.optim.Optimizer,
+    target_updater: SoftUpdate | None,
+    sample: Callable[[], TensorDictBase],
+    num: int,
+    max_grad_norm: float,
+) -> dict[str, float]:
+    """``num`` steps on the sum of the ``loss_*`` entries; returns every entry averaged over the steps."""
+    totals: dict[str, torch.Tensor] = {}
+    for _ in range(num):
+        losses = loss(sample())
+        total = sum(v for k, v in losses.items() if k.startswith("loss_"))
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(loss.parameters(), max_grad_norm)
+        optimizer.step()
+        if target_updater is not None:
+            target_updater.step()
+        for key, value in losses.items():
+            totals[key] = totals.get(key, 0.0) + value.detach()
+    return {key: float(value) / num for key, value in totals.items()}
