@@ -1,0 +1,345 @@
+"""`TianshouLevel`: configs and placeholders, SMDP targets, a two-level hierarchy, eval mode, learning."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tensordict import TensorDict
+from torchrl.collectors import Collector
+from torchrl.data import Bounded, Categorical, Unbounded
+from torchrl.envs import TransformedEnv
+
+import torchrl_layered
+from torchrl_layered import Hierarchy, RandomLevel
+from torchrl_layered.envs import make_env
+from torchrl_layered.levels import TianshouLevel, default_dqn_config, default_sac_config
+
+CONFIGS = Path(torchrl_layered.__file__).parent / "configs" / "level"
+
+
+def initialized(config, observation_spec=Unbounded((3,)), action_spec=Bounded(-2.0, 2.0, (1,)), input_spec=None,
+                **kwargs) -> TianshouLevel:
+    """A level built on its own: with ``input_spec``, as the child of a random parent."""
+    level = TianshouLevel(config, input_spec=input_spec, **kwargs)
+    parent = None
+    if input_spec is not None:
+        parent = RandomLevel()
+        parent.initialize(observation_spec, input_spec)
+    level.initialize(observation_spec, action_spec, parent=parent)
+    return level
+
+
+def fake_transitions(n: int, obs_dim: int, action_spec, input_spec=None, seed: int = 0) -> TensorDict:
+    """Random semi-MDP transitions with durations 1..5 and some terminal ones."""
+    g = torch.Generator().manual_seed(seed)
+    terminated = torch.rand(n, 1, generator=g) < 0.3
+    truncated = ~terminated & (torch.rand(n, 1, generator=g) < 0.2)
+    data = {
+        "observation": torch.randn(n, obs_dim, generator=g),
+        "action": action_spec.rand((n,)),
+        "next": {
+            "observation": torch.randn(n, obs_dim, generator=g),
+            "reward": torch.randn(n, 1, generator=g),
+            "duration": torch.randint(1, 6, (n, 1), generator=g),
+            "terminated": terminated,
+            "truncated": truncated,
+            "done": terminated | truncated,
+        },
+    }
+    if input_spec is not None:
+        data["level_input"] = input_spec.rand((n,))
+    return TensorDict(data, batch_size=[n])
+
+
+# --------------------------------------------------------------------------- configs
+def test_placeholders_resolve_to_specs_and_built_objects():
+    input_spec = Bounded(-1.0, 1.0, (2,))
+    level = initialized(default_sac_config(hidden_sizes=[16]), Unbounded((3,)), Bounded(-2.0, 2.0, (1,)), input_spec)
+    algorithm, policy = level.algorithm, level.policy
+    # n_critics separate critics, wired into the algorithm
+    critics = [level.components["__critic_0__"], level.components["__critic_1__"]]
+    assert critics[0] is not critics[1]
+    assert algorithm.critic is critics[0] and algorithm.critic2 is critics[1]
+    assert policy is level.components["__policy__"] and policy.actor is level.components["__actor__"]
+    # the action space comes from the Bounded spec; the networks see observation + level input
+    assert policy.action_space == gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    assert policy.observation_space.shape == (5,)
+    assert critics[0].preprocess.model.model[0].in_features == 5 + 1
+    assert algorithm.alpha._target_entropy == -1.0
+
+    dqn = initialized(default_dqn_config(hidden_sizes=[16]), Unbounded((4,)), Categorical(3), Categorical(4))
+    assert dqn.policy.action_space == gym.spaces.Discrete(3)
+    assert dqn.components["__model__"].model.model[0].in_features == 4 + 4  # one-hot level input
+    assert dqn.components["__model__"].get_output_dim() == 3
+
+
+def test_placeholders_are_filled_inside_lists_and_omegaconf_configs():
+    config = OmegaConf.create(default_sac_config(hidden_sizes=[8]))
+    config.actor.preprocess_net.hidden_sizes = ["__action_dim__", 8]  # a placeholder inside a list
+    level = initialized(config, Unbounded((3,)), Bounded(-1.0, 1.0, (4,)))
+    assert level.components["__actor__"].preprocess.model.model[0].out_features == 4
+
+
+def test_unknown_placeholders_and_missing_targets_are_refused_with_the_key_path():
+    config = default_sac_config()
+    config["actor"]["preprocess_net"]["state_shape"] = "__obs_size__"
+    with pytest.raises(ValueError, match=r"tianshou_config\.actor\.preprocess_net\.state_shape: unknown placeholder '__obs_size__'"):
+        TianshouLevel(config)
+    config = default_sac_config(n_critics=1)
+    config["algorithm"]["critic2"] = "__critic_1__"
+    with pytest.raises(ValueError, match=r"algorithm\.critic2: __critic_1__ does not exist.*set n_critics: 2"):
+        TianshouLevel(config)
+    config = default_sac_config()
+    config["actor"]["action_shape"] = "__policy__"  # the policy is built after the actor
+    with pytest.raises(ValueError, match="not built before this entry"):
+        TianshouLevel(config)
+    config = default_sac_config()
+    del config["critic"]["_target_"]
+    with pytest.raises(ValueError, match=r"tianshou_config\.critic has no '_target_'"):
+        TianshouLevel(config)
+    config = default_sac_config()
+    del config["algorithm"]["critic_optim"]["_target_"]
+    with pytest.raises(ValueError, match=r"tianshou_config\.algorithm\.critic_optim has no '_target_'.*AdamOptimizerFactory"):
+        TianshouLevel(config)
+    with pytest.raises(ValueError, match="no 'algorithm' entry"):
+        TianshouLevel({"model": default_dqn_config()["model"]})
+    config = default_sac_config()
+    config["algorithm"]["n_step_return_horizon"] = 3
+    with pytest.raises(ValueError, match="n_step_return_horizon = 3"):
+        TianshouLevel(config)
+    with pytest.raises(ValueError, match="__num_actions__ needs a discrete"):
+        initialized(default_dqn_config(), Unbounded((3,)), Bounded(-1.0, 1.0, (1,)))
+    epsilon = default_dqn_config()["exploration"]
+    with pytest.raises(ValueError, match="SACPolicy has no epsilon-greedy exploration"):
+        initialized({**default_sac_config(), "exploration": epsilon})
+    with pytest.raises(ValueError, match="exploration needs exactly the keys"):
+        TianshouLevel({**default_dqn_config(), "exploration": {"eps": 0.1}})
+
+
+def test_on_policy_algorithms_are_refused_at_construction():
+    config = {
+        "algorithm": {
+            "_target_": "tianshou.algorithm.PPO",
+            "policy": {"_target_": "tianshou.algorithm.modelfree.reinforce.ProbabilisticActorPolicy"},
+        }
+    }
+    with pytest.raises(ValueError, match=r"does not support on-policy algorithms \(PPO\).*off-policy"):
+        TianshouLevel(config)
+
+
+def test_yaml_configs_equal_the_python_defaults():
+    assert OmegaConf.to_container(OmegaConf.load(CONFIGS / "sac.yaml")) == default_sac_config()
+    assert OmegaConf.to_container(OmegaConf.load(CONFIGS / "dqn.yaml")) == default_dqn_config()
+    level = TianshouLevel(OmegaConf.load(CONFIGS / "dqn.yaml"))
+    assert level.tianshou_config == default_dqn_config()
+
+
+# ------------------------------------------------------------------------ SMDP targets
+def test_sac_target_discounts_with_gamma_to_the_duration():
+    input_spec = Bounded(-1.0, 1.0, (2,))
+    level = initialized(default_sac_config(hidden_sizes=[16], gamma=0.9), Unbounded((3,)), Bounded(-2.0, 2.0, (1,)), input_spec)
+    data = fake_transitions(32, 3, level.action_spec, input_spec)
+    data["raw_action"] = level.raw_action(data["action"])
+    torch.manual_seed(1)
+    target = level.targets(data)
+
+    torch.manual_seed(1)  # the same sampled next actions
+    algorithm = level.algorithm
+    next_obs = torch.cat([data["next", "observation"], data["level_input"]], -1)
+    with torch.no_grad():
+        (mu, sigma), _ = level.policy.actor(next_obs)
+        u = torch.distributions.Normal(mu, sigma).rsample()
+        a = torch.tanh(u)
+        log_prob = torch.distributions.Normal(mu, sigma).log_prob(u).sum(-1, keepdim=True)
+        log_prob = log_prob - torch.log(1 - a.pow(2) + np.finfo(np.float32).eps).sum(-1, keepdim=True)
+        q = torch.min(algorithm.critic_old(next_obs, a), algorithm.critic2_old(next_obs, a))
+        v = q - algorithm.alpha.value * log_prob
+    tau = data["next", "duration"].float()
+    expected = data["next", "reward"] + 0.9**tau * (~data["next", "terminated"]).float() * v
+    assert torch.allclose(target, expected, atol=1e-5)
+    assert not torch.allclose(target, data["next", "reward"] + 0.9 * (~data["next", "terminated"]).float() * v)
+
+
+def test_dqn_target_discounts_with_gamma_to_the_duration():
+    level = initialized(default_dqn_config(hidden_sizes=[16], gamma=0.8), Unbounded((4,)), Categorical(3))
+    data = fake_transitions(32, 4, level.action_spec)
+    data["raw_action"] = level.raw_action(data["action"])
+    target = level.targets(data)
+    with torch.no_grad():  # double DQN: online argmax, target-network value
+        next_obs = data["next", "observation"]
+        best = level.policy.model(next_obs)[0].argmax(-1)
+        q = level.algorithm.model_old(next_obs)[0].gather(-1, best[:, None])
+    tau = data["next", "duration"].float()
+    expected = data["next", "reward"] + 0.8**tau * (~data["next", "terminated"]).float() * q
+    assert torch.allclose(target, expected, atol=1e-6)
+
+
+# ------------------------------------------------------------------------- hierarchy
+def test_sac_on_top_of_a_random_level_learns_from_options_of_five_steps():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    env = make_env("Pendulum-v1", 3)
+    top = TianshouLevel(default_sac_config(hidden_sizes=[32]), batch_size=16)
+    low = RandomLevel(input_spec=Bounded(-1.0, 1.0, (2,)), control_interval=5)
+    hierarchy = Hierarchy([top, low], env=env)
+    collector = Collector(env, hierarchy, frames_per_batch=60, total_frames=240, auto_register_policy_transforms=True)
+    durations, metrics = [], {}
+    for batch in collector:
+        transitions = hierarchy.extend(batch)
+        durations.append(transitions[0]["next", "duration"])
+        metrics.update(hierarchy.learn())
+    collector.shutdown()
+    assert torch.cat(durations).unique().tolist() == [5]
+    assert len(top.replay_buffer) == top.n_transitions == 240 // 5
+    assert top.num_gradient_updates > 0 and np.isfinite(metrics["level0/critic1_loss"])
+    stored = top.replay_buffer[:]
+    assert stored["raw_action"].abs().max() <= 1.0  # tianshou's own [-1, 1] action, not the spec's
+    mapped = torch.as_tensor(top.policy.map_action(stored["raw_action"].numpy()))
+    assert torch.allclose(mapped, stored["action"], atol=1e-5)
+
+
+def test_eval_mode_acts_deterministically_and_stores_nothing():
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 2)
+    level = TianshouLevel(default_sac_config(hidden_sizes=[16]), batch_size=4)
+    hierarchy = Hierarchy([level], env=env)
+    tenv = TransformedEnv(env, hierarchy.make_transform())
+    td = tenv.reset()
+    explore = [hierarchy(td.clone())["action"] for _ in range(2)]
+    assert not torch.equal(*explore)
+    hierarchy.eval()
+    a1, a2 = hierarchy(td.clone())["action"], hierarchy(td.clone())["action"]
+    assert torch.equal(a1, a2)
+    with torch.no_grad():  # the mode of the squashed Gaussian, scaled to [-2, 2]
+        (mu, _), _ = level.policy.actor(td["observation"].float())
+    assert torch.allclose(a1, 2.0 * torch.tanh(mu), atol=1e-5)
+    hierarchy.extend(tenv.rollout(5, hierarchy))
+    assert level.n_transitions == 0 and len(level.replay_buffer) == 0 and hierarchy.learn() == {}
+
+
+def test_dqn_explores_with_the_epsilon_schedule_and_not_in_eval():
+    level = initialized(default_dqn_config(eps_start=1.0, eps_end=0.1, eps_decay_steps=100), Unbounded((4,)), Categorical(2))
+    td = TensorDict({"observation": torch.zeros(2000, 4), "steps": torch.ones(2000, 1, dtype=torch.long)}, [2000])
+    np.random.seed(0)
+    greedy = level.policy.model(td["observation"])[0].argmax(-1)
+    assert level.epsilon == 1.0
+    assert 0.4 < (level.get_action(td) != greedy).float().mean() < 0.6  # random half the time
+    level.env_steps = 50
+    assert level.epsilon == pytest.approx(0.55)
+    level.env_steps = 1000
+    assert level.epsilon == pytest.approx(0.1)
+    assert (level.get_action(td) != greedy).float().mean() < 0.1
+    level.eval()
+    assert torch.equal(level.get_action(td), greedy)
+
+
+def test_state_dict_round_trips_networks_optimizers_and_counters():
+    torch.manual_seed(0)
+    level = initialized(default_sac_config(hidden_sizes=[16]), batch_size=8)
+    level.observe(fake_transitions(16, 3, level.action_spec))
+    level.learn()
+    level.learn()
+    assert level.num_gradient_updates == 16
+    state = level.state_dict()
+    other = initialized(default_sac_config(hidden_sizes=[16]), batch_size=8)
+    other.load_state_dict(state)
+    assert other.env_steps == level.env_steps and other.num_gradient_updates == 16
+    for p, q in zip(level.algorithm.parameters(), other.algorithm.parameters()):
+        assert torch.equal(p, q)
+    assert other.algorithm.critic_optim.state_dict()["state"][0]["step"] == 16
+    assert other._module_optimizers()[0].state_dict()["state"][0]["step"] == 16  # AutoAlpha's Adam
+
+
+def td3_config() -> dict:
+    """TD3 written out by hand: any off-policy tianshou algorithm fits the same layout."""
+    net = {"_target_": "tianshou.utils.net.common.Net", "state_shape": "__obs_dim__", "hidden_sizes": [16]}
+    adam = {"_target_": "tianshou.algorithm.optim.AdamOptimizerFactory", "lr": 1e-3}
+    return {
+        "actor": {"_target_": "tianshou.utils.net.continuous.ContinuousActorDeterministic",
+                  "preprocess_net": net, "action_shape": "__action_shape__"},
+        "critic": {"_target_": "tianshou.utils.net.continuous.ContinuousCritic",
+                   "preprocess_net": {**net, "action_shape": "__action_shape__", "concat": True}},
+        "n_critics": 2,
+        "algorithm": {
+            "_target_": "tianshou.algorithm.TD3",
+            "policy": {"_target_": "tianshou.algorithm.modelfree.ddpg.ContinuousDeterministicPolicy",
+                       "actor": "__actor__", "action_space": "__action_space__", "exploration_noise": "default"},
+            "policy_optim": adam, "critic": "__critic_0__", "critic_optim": adam,
+            "critic2": "__critic_1__", "critic2_optim": adam, "gamma": 0.9,
+        },
+    }
+
+
+def test_td3_with_exploration_noise_acts_in_bounds_and_learns_from_options():
+    torch.manual_seed(0)
+    np.random.seed(0)
+    env = make_env("Pendulum-v1", 2)
+    top = TianshouLevel(td3_config(), batch_size=8)
+    hierarchy = Hierarchy([top, RandomLevel(input_spec=Bounded(-1.0, 1.0, (2,)), control_interval=3)], env=env)
+    collector = Collector(env, hierarchy, frames_per_batch=48, total_frames=96, auto_register_policy_transforms=True)
+    for batch in collector:
+        hierarchy.extend(batch)
+        metrics = hierarchy.learn()
+    collector.shutdown()
+    assert top.num_gradient_updates > 0 and np.isfinite(metrics["level0/critic1_loss"])
+    assert batch["levels", "0", "action"].abs().max() <= 1.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_level_on_cuda_acts_and_learns_there():
+    level = initialized(default_sac_config(hidden_sizes=[16]), Unbounded((3,), device="cuda"),
+                        Bounded(-2.0, 2.0, (1,), device="cuda"), batch_size=8)
+    assert next(level.algorithm.parameters()).device.type == "cuda"
+    td = TensorDict({"observation": torch.zeros(4, 3, device="cuda"),
+                     "steps": torch.ones(4, 1, dtype=torch.long, device="cuda")}, [4], device="cuda")
+    assert level.get_action(td).device.type == "cuda"
+    level.observe(fake_transitions(16, 3, level.action_spec).to("cuda"))
+    assert np.isfinite(level.learn()["critic1_loss"])
+
+
+# --------------------------------------------------------------------------- learning
+def train(level: TianshouLevel, name: str, steps: int = 15_000, num_envs: int = 3, seed: int = 0) -> Hierarchy:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    env = make_env(name, num_envs)
+    env.set_seed(seed)
+    hierarchy = Hierarchy([level], env=env)
+    collector = Collector(env, hierarchy, frames_per_batch=100 * num_envs, total_frames=steps,
+                          auto_register_policy_transforms=True)
+    for batch in collector:
+        hierarchy.extend(batch)
+        hierarchy.learn()
+    collector.shutdown()
+    return hierarchy
+
+
+def evaluate(hierarchy: Hierarchy, name: str, max_steps: int, num_envs: int = 5, seed: int = 1000) -> float:
+    """Mean return of each eval instance's first episode, in eval mode (deterministic)."""
+    env = make_env(name, num_envs)
+    env.set_seed(seed)
+    hierarchy.eval()
+    with torch.no_grad():
+        rollout = TransformedEnv(env, hierarchy.make_transform()).rollout(max_steps, hierarchy, break_when_any_done=False)
+    reward, done = rollout["next", "reward"][..., 0], rollout["next", "done"][..., 0].long()
+    first_episode = (done.cumsum(-1) - done) == 0
+    return float((reward * first_episode).sum(-1).mean())
+
+
+@pytest.mark.learning
+def test_dqn_learns_cartpole_in_15k_steps():
+    hierarchy = train(TianshouLevel(default_dqn_config(), batch_size=128), "CartPole-v1")
+    score = evaluate(hierarchy, "CartPole-v1", max_steps=500)
+    assert score > 200, f"mean evaluation return {score:.0f}"
+
+
+@pytest.mark.learning
+def test_sac_learns_inverted_pendulum_in_15k_steps():
+    # two updates of 128 per vector step (3 transitions)
+    level = TianshouLevel(default_sac_config(), batch_size=128, update_interval=3, num_updates=2)
+    hierarchy = train(level, "InvertedPendulum-v5")
+    score = evaluate(hierarchy, "InvertedPendulum-v5", max_steps=1000)
+    assert score > 600, f"mean evaluation return {score:.0f}"

@@ -1,0 +1,322 @@
+"""`TianshouLevel`: any off-policy Tianshou 2.x algorithm as a level of a hierarchy.
+
+The algorithm is built from a config (a dict or a Hydra/OmegaConf config of ``_target_``
+entries with placeholders filled from the level's specs; the layout is documented in
+`torchrl_layered.levels.tianshou_config`). The level acts with the algorithm's policy, keeps
+its semi-MDP transitions in a TorchRL replay buffer, and at each update hands a sampled batch
+to the algorithm's own ``update`` as a tianshou ``ReplayBuffer``. Targets are discounted per
+transition with ``gamma ** duration`` (`SMDPReturn`), so the level can sit above others.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDictBase
+from tianshou.algorithm.algorithm_base import Algorithm, Policy
+from tianshou.data import Batch, ReplayBuffer, to_numpy, to_torch_as
+from tianshou.utils.torch_utils import policy_within_training_step, torch_train_mode
+from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec
+
+from torchrl_layered.levels.base import Level
+from torchrl_layered.levels.tianshou_config import build, check_config, spec_placeholders, to_plain_config
+
+
+class SMDPReturn:
+    """Tianshou's TD target for semi-MDP transitions: ``r + gamma ** duration * (1 - terminated) * Q'(s')``.
+
+    It replaces `Algorithm.compute_nstep_return` on one algorithm instance, the function that
+    the ``_preprocess_batch`` of SAC, TD3, DDPG, DQN (and their variants) call to turn their
+    own target values ``Q'(s')`` into returns; so each algorithm keeps its target (twin-critic
+    minimum and entropy term, double-DQN, ...) and only the discount changes. ``duration`` (env
+    steps of the option) is read from the batch's ``info``; a reward is the option's summed
+    reward. ``calls`` counts uses, so a level can tell an algorithm that never calls it.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, batch: Batch, buffer: ReplayBuffer, indices: np.ndarray, target_q_fn, gamma: float = 0.99,
+                 n_step: int = 1) -> Batch:
+        if n_step != 1:
+            raise ValueError(f"semi-MDP targets need n_step_return_horizon == 1; got {n_step}")
+        self.calls += 1
+        with torch.no_grad():
+            target_q = target_q_fn(buffer, indices)
+        target_q = target_q.reshape(len(indices), -1)
+        reward = to_torch_as(np.asarray(batch.rew, dtype=np.float32), target_q).reshape(-1, 1)
+        duration = to_torch_as(np.asarray(batch.info.duration, dtype=np.float32), target_q).reshape(-1, 1)
+        not_terminated = to_torch_as(~np.asarray(batch.terminated, dtype=bool), target_q).reshape(-1, 1)
+        # the semi-MDP TD target: the next value is discounted over the option's duration
+        batch.returns = reward + gamma**duration * not_terminated * target_q
+        if hasattr(batch, "weight"):
+            batch.weight = to_torch_as(batch.weight, target_q)
+        return batch
+
+
+def _load_tianshou_optimizers(module: Algorithm, state_dict: dict, prefix: str, *args) -> None:
+    """Loads the optimiser states that tianshou's ``Algorithm.state_dict`` adds under ``_optimizers``.
+
+    ``Algorithm.load_state_dict`` restores them only when the algorithm is loaded on its own;
+    as a submodule of a level, this pre-hook does it (and removes the non-tensor entry).
+    """
+    states = state_dict.pop(prefix + Algorithm._STATE_DICT_KEY_OPTIMIZERS, None)
+    if states is not None:
+        for optimizer, state in zip(module._optimizers, states, strict=True):
+            optimizer.load_state_dict(state)
+
+
+class TianshouLevel(Level):
+    """A level that acts and learns with a Tianshou 2.x off-policy algorithm (SAC, TD3, DQN, ...).
+
+    It builds the algorithm at `initialize` from ``tianshou_config`` (see
+    `torchrl_layered.levels.tianshou_config` for the layout and the placeholders). The policy
+    sees one flat vector: the observation, then the level input (one-hot when discrete). Its
+    raw action (e.g. SAC's tanh-squashed ``[-1, 1]``) is mapped to the action spec with
+    ``policy.map_action`` and stored raw, as tianshou expects. Training mode explores
+    (stochastic policy, exploration noise, epsilon-greedy with the config's epsilon schedule);
+    eval mode or a deterministic exploration type acts deterministically and stores nothing.
+
+    Learning: the level's semi-MDP transitions go to a TorchRL ``TensorDictReplayBuffer``.
+    Every ``update_interval`` new transitions it runs ``num_updates`` updates, once the buffer
+    holds ``batch_size`` transitions and ``warm_up_steps`` env steps have passed (actions are
+    uniformly random until then). Each update samples a batch, converts it
+    (`to_tianshou_buffer`) and calls ``algorithm.update`` inside a training step; TD targets
+    use ``gamma ** duration`` (`SMDPReturn`). On-policy algorithms (PPO, A2C, ...) are refused.
+
+    Args:
+        tianshou_config: a dict or OmegaConf config, e.g. `default_sac_config()`.
+        buffer_size: capacity of the replay buffer, in transitions.
+        batch_size: transitions per update.
+        update_interval: new transitions between update rounds.
+        num_updates: updates per round.
+        warm_up_steps: env steps of uniformly random actions before acting with the policy
+            and learning.
+        input_spec: the spec of the option it accepts from a parent (``None``: top only).
+        control_interval: own steps before it hands control back (``None``: episode end).
+
+    Example:
+        >>> level = TianshouLevel(default_sac_config(), batch_size=128)
+        >>> hierarchy = Hierarchy([level], env=make_env("Pendulum-v1", 4))
+    """
+
+    supported_action_specs = (Bounded, Categorical)
+
+    def __init__(
+        self,
+        tianshou_config: Any,
+        *,
+        buffer_size: int = 100_000,
+        batch_size: int = 256,
+        update_interval: int = 1,
+        num_updates: int = 1,
+        warm_up_steps: int = 0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value, low in [("buffer_size", buffer_size, 1), ("batch_size", batch_size, 1),
+                                 ("update_interval", update_interval, 1), ("num_updates", num_updates, 0),
+                                 ("warm_up_steps", warm_up_steps, 0)]:
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"TianshouLevel needs an int {name} >= {low}; got {value!r}")
+        self.tianshou_config = to_plain_config(tianshou_config)
+        self.plan = check_config(self.tianshou_config)
+        self.buffer_size, self.batch_size = buffer_size, batch_size
+        self.update_interval, self.num_updates = update_interval, num_updates
+        self.warm_up_steps = warm_up_steps
+        self.env_steps = 0
+        self.num_gradient_updates = 0
+        self._learned_transitions = 0
+        self.replay_buffer: TensorDictReplayBuffer | None = None
+        self.components: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- build
+    def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
+        super().initialize(observation_spec, action_spec, parent)
+        if isinstance(observation_spec, Composite):
+            raise TypeError("TianshouLevel needs a single-tensor observation spec; map the observation with an obs_map")
+        self._level_input_spec = None if parent is None else self.get_input_spec()
+        values = spec_placeholders(observation_spec, action_spec, self._level_input_spec)
+        algorithm, built = build(self.tianshou_config, self.plan, values)
+        if not isinstance(algorithm, Algorithm):
+            raise TypeError(f"tianshou_config.algorithm built a {type(algorithm).__name__}, not a tianshou Algorithm")
+        if self.plan.exploration is not None and not hasattr(algorithm.policy, "set_eps_training"):
+            raise ValueError(
+                f"tianshou_config.exploration sets an epsilon schedule, but {type(algorithm.policy).__name__} has no "
+                "epsilon-greedy exploration; remove the section (or use e.g. DiscreteQLearningPolicy)"
+            )
+        device = action_spec.device if action_spec.device is not None else torch.device("cpu")
+        self.algorithm = algorithm.to(device)
+        self.components = built
+        self._smdp_return = SMDPReturn()
+        # the algorithm's _preprocess_batch calls self.compute_nstep_return: this instance gets SMDP targets
+        self.algorithm.compute_nstep_return = self._smdp_return
+        self.algorithm.register_load_state_dict_pre_hook(_load_tianshou_optimizers)
+        self.replay_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(self.buffer_size),
+                                                    batch_size=self.batch_size)
+
+    @property
+    def policy(self) -> Policy:
+        """The tianshou policy the level acts with (``algorithm.policy``)."""
+        return self.algorithm.policy
+
+    # ------------------------------------------------------------------ act
+    def policy_input(self, observation: torch.Tensor, level_input: torch.Tensor | None = None) -> torch.Tensor:
+        """The flat float vector the networks see: ``[n, obs_dim]`` (observation, then level input)."""
+        n = observation.shape[0]
+        features = observation.reshape(n, -1).float()
+        spec = self._level_input_spec
+        if spec is None:
+            return features
+        if isinstance(spec, Categorical):
+            level_input = torch.nn.functional.one_hot(level_input.long(), int(spec.n))
+        return torch.cat([features, level_input.reshape(n, -1).float()], -1)
+
+    def get_action(self, tensordict: TensorDictBase) -> torch.Tensor:
+        obs = self.policy_input(tensordict.get("observation"), tensordict.get("level_input", None))
+        n = obs.shape[0]
+        deterministic = self.deterministic
+        if not deterministic and self.env_steps < self.warm_up_steps:
+            return self.action_spec.rand((n,)).to(obs.device)
+        raw = self._raw_action(obs, explore=not deterministic)
+        action = torch.as_tensor(self.policy.map_action(raw), device=obs.device)
+        return action.to(self.action_spec.dtype).reshape(n, *self.action_spec.shape)
+
+    @torch.no_grad()
+    def _raw_action(self, obs: torch.Tensor, explore: bool) -> np.ndarray:
+        policy = self.policy
+        batch = Batch(obs=obs, info={})
+        if explore:  # inside a training step: sampled actions, exploration noise / epsilon
+            epsilon = self.epsilon
+            if epsilon is not None:
+                policy.set_eps_training(epsilon)
+            with policy_within_training_step(policy), torch_train_mode(policy, False):
+                return policy.add_exploration_noise(to_numpy(policy(batch).act), batch)
+        # outside a training step and with deterministic_eval forced on: the mode / argmax
+        forced = hasattr(policy, "deterministic_eval")
+        saved = getattr(policy, "deterministic_eval", None)
+        try:
+            if forced:
+                policy.deterministic_eval = True
+            with policy_within_training_step(policy, enabled=False), torch_train_mode(policy, False):
+                return to_numpy(policy(batch).act)
+        finally:
+            if forced:
+                policy.deterministic_eval = saved
+
+    @property
+    def epsilon(self) -> float | None:
+        """The current epsilon of the config's ``exploration`` schedule (``None`` without one)."""
+        schedule = self.plan.exploration
+        if schedule is None:
+            return None
+        decay = schedule["eps_decay_steps"]
+        progress = 1.0 if decay <= 0 else min(1.0, self.env_steps / decay)
+        return schedule["eps_start"] + progress * (schedule["eps_end"] - schedule["eps_start"])
+
+    # ---------------------------------------------------------------- learn
+    def raw_action(self, action: torch.Tensor) -> torch.Tensor:
+        """The policy's own action for a spec action (``policy.map_action_inverse``), as tianshou stores it."""
+        if isinstance(self.action_spec, Categorical):
+            return action
+        raw = self.policy.map_action_inverse(action.detach().cpu().numpy().astype(np.float32))
+        if self.policy.action_scaling:
+            raw = np.clip(raw, -1.0, 1.0)  # float round-off of the scaling
+        return torch.as_tensor(raw, dtype=torch.float32, device=action.device)
+
+    def extend(self, transitions: TensorDictBase) -> None:
+        self.env_steps += int(transitions.get(("next", "duration")).sum())
+        keys = ["observation", "action", "next"] + ([] if self._level_input_spec is None else ["level_input"])
+        data = transitions.select(*keys)
+        data.set("raw_action", self.raw_action(data.get("action")))
+        self.replay_buffer.extend(data)
+
+    def to_tianshou_buffer(self, transitions: TensorDictBase) -> ReplayBuffer:
+        """The transitions as a tianshou ``ReplayBuffer`` (in order; ``info.duration`` holds the durations).
+
+        The next observation keeps the transition's level input: a level bootstraps with the
+        option it was given.
+        """
+        n = transitions.shape[0]
+        level_input = transitions.get("level_input", None)
+
+        def column(key, dtype):  # one scalar per transition
+            return transitions.get(key).reshape(n).detach().cpu().numpy().astype(dtype)
+
+        action = transitions.get("raw_action")
+        discrete = isinstance(self.action_spec, Categorical)
+        arrays = {
+            "obs": self.policy_input(transitions.get("observation"), level_input).detach().cpu().numpy(),
+            "act": action.reshape(n).cpu().numpy().astype(np.int64) if discrete else action.detach().cpu().numpy(),
+            "rew": column(("next", "reward"), np.float32),
+            "terminated": column(("next", "terminated"), bool),
+            "truncated": column(("next", "truncated"), bool),
+            "done": column(("next", "done"), bool),
+            "obs_next": self.policy_input(transitions.get(("next", "observation")), level_input).detach().cpu().numpy(),
+        }
+        buffer = ReplayBuffer.from_data(**arrays)
+        buffer.set_batch(Batch(**arrays, info=Batch(duration=column(("next", "duration"), np.float32))))
+        return buffer
+
+    def targets(self, transitions: TensorDictBase) -> torch.Tensor:
+        """The TD targets ``[n, 1]`` the algorithm's critic would regress onto for these transitions."""
+        buffer = self.to_tianshou_buffer(transitions)
+        batch, indices = buffer.sample(0)
+        with policy_within_training_step(self.policy), torch.no_grad():
+            batch = self.algorithm._preprocess_batch(batch, buffer, indices)
+        return torch.as_tensor(batch.returns).reshape(transitions.shape[0], -1)
+
+    def learn(self) -> dict[str, float]:
+        if self.replay_buffer is None or len(self.replay_buffer) < self.batch_size or self.env_steps < self.warm_up_steps:
+            self._learned_transitions = self.n_transitions  # no burst of updates for the data before the start
+            return {}
+        rounds = (self.n_transitions - self._learned_transitions) // self.update_interval
+        if rounds <= 0 or self.num_updates == 0:
+            return {}
+        self._learned_transitions += rounds * self.update_interval
+        totals: dict[str, float] = {}
+        num = rounds * self.num_updates
+        for _ in range(num):
+            for key, value in self._update(self.replay_buffer.sample()).items():
+                totals[key] = totals.get(key, 0.0) + float(value)
+        self.num_gradient_updates += num
+        metrics = {key: value / num for key, value in totals.items()}
+        if self.epsilon is not None:
+            metrics["epsilon"] = self.epsilon
+        return metrics
+
+    def _update(self, sample: TensorDictBase) -> dict[str, float]:
+        buffer = self.to_tianshou_buffer(sample)
+        calls = self._smdp_return.calls
+        with policy_within_training_step(self.policy):
+            stats = self.algorithm.update(buffer=buffer, sample_size=0)
+        if self._smdp_return.calls == calls and bool((sample.get(("next", "duration")) != 1).any()):
+            raise RuntimeError(
+                f"{type(self.algorithm).__name__} does not compute its targets with compute_nstep_return, so "
+                "TianshouLevel cannot discount them with gamma ** duration; use it only as the lowest level "
+                "or choose SAC, TD3, DDPG, DQN or another algorithm that does"
+            )
+        return stats.get_loss_stats_dict()
+
+    # ---------------------------------------------------------------- state
+    def _module_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Optimisers that tianshou keeps outside ``Algorithm._optimizers`` (e.g. `AutoAlpha`'s)."""
+        if getattr(self, "algorithm", None) is None:
+            return []
+        return [m._optim for m in self.algorithm.modules() if isinstance(getattr(m, "_optim", None), torch.optim.Optimizer)]
+
+    def get_extra_state(self) -> dict:
+        state = super().get_extra_state()
+        state.update(env_steps=self.env_steps, num_gradient_updates=self.num_gradient_updates,
+                     learned_transitions=self._learned_transitions,
+                     module_optimizers=[o.state_dict() for o in self._module_optimizers()])
+        return state
+
+    def set_extra_state(self, state: dict) -> None:
+        super().set_extra_state(state)
+        self.env_steps = int(state.get("env_steps", 0))
+        self.num_gradient_updates = int(state.get("num_gradient_updates", 0))
+        self._learned_transitions = int(state.get("learned_transitions", 0))
+        for optimizer, saved in zip(self._module_optimizers(), state.get("module_optimizers", [])):
+            optimizer.load_state_dict(saved)
