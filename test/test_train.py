@@ -69,7 +69,7 @@ def test_every_shipped_hierarchy_env_pair_trains_and_leaves_logs_checkpoint_and_
 
 @pytest.mark.parametrize("hierarchy,env", sorted(INCOMPATIBLE))
 def test_an_incompatible_pair_fails_with_a_clear_error(hierarchy, env, tmp_path):
-    with pytest.raises(ConfigError, match=rf"hierarchy '{hierarchy}' cannot be built for env .*(cannot feed the env|needs a discrete|Box)"):
+    with pytest.raises(ConfigError, match=rf"hierarchy '{hierarchy}' cannot be built for env .*cannot feed the env"):
         train(tiny_config(hierarchy, env), tmp_path)
 
 

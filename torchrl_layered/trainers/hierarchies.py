@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 from typing import Callable, Sequence
 
-from torchrl.data import Bounded
+from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
 from torchrl_layered.hierarchy import Hierarchy
@@ -156,6 +156,7 @@ def sac_hierarchy(env: EnvBase, *, hidden_sizes: Sequence[int] = (64, 64), lr: f
     """One `TianshouLevel` running Tianshou's SAC (continuous actions)."""
     from torchrl_layered.levels import TianshouLevel, default_sac_config
 
+    _require_action_spec(env, Bounded, "SAC")
     level = TianshouLevel(default_sac_config(hidden_sizes=list(hidden_sizes), lr=lr), batch_size=batch_size,
                           update_interval=update_interval, num_updates=num_updates, warm_up_steps=warm_up_steps)
     return Hierarchy([level], env=env)
@@ -167,6 +168,14 @@ def dqn_hierarchy(env: EnvBase, *, hidden_sizes: Sequence[int] = (64, 64), lr: f
     """One `TianshouLevel` running Tianshou's (double) DQN with an epsilon schedule (discrete actions)."""
     from torchrl_layered.levels import TianshouLevel, default_dqn_config
 
+    _require_action_spec(env, Categorical, "DQN")
     level = TianshouLevel(default_dqn_config(hidden_sizes=list(hidden_sizes), lr=lr), batch_size=batch_size,
                           update_interval=update_interval, num_updates=num_updates, warm_up_steps=warm_up_steps)
     return Hierarchy([level], env=env)
+
+
+def _require_action_spec(env: EnvBase, kind: type, algorithm: str) -> None:
+    spec = env.action_spec_unbatched
+    if not isinstance(spec, kind):
+        raise TypeError(f"{algorithm} cannot feed the env, which needs a {type(spec).__name__} action; "
+                        f"{algorithm} produces {kind.__name__} actions")
