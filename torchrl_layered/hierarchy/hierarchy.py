@@ -217,6 +217,7 @@ class Hierarchy(TensorDictSequential):
                 start_observation_key=None if i == n - 1 else level_key(i, START_OBSERVATION),
                 observation_key=self.observation_key,
                 obs_map=level.obs_map,
+                state_key=level_key(i, LEVEL_STATE),
             )
             for i, level in enumerate(self.module)
         ]

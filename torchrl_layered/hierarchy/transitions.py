@@ -26,6 +26,7 @@ def level_transitions(
     start_observation_key: NestedKey | None,
     observation_key: NestedKey = "observation",
     obs_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    state_key: NestedKey | None = None,
 ) -> TensorDict:
     """The semi-MDP transitions of level ``index`` whose option ended within ``batch``.
 
@@ -37,8 +38,11 @@ def level_transitions(
 
     Returns a flat TensorDict ``[N]`` with ``observation``, ``level_input`` (below the top),
     ``action``, ``option_index`` (the option's index in its episode), the collector's
-    ``("collector", "traj_ids")`` when the batch has them, and ``("next", ...)``:
-    ``observation``, ``reward``, ``duration``, ``terminated``, ``truncated``, ``done``.
+    ``("collector", "traj_ids")`` when the batch has them, ``level_state`` (the level's own
+    carried entries as its ``get_action`` left them when it chose the action, when
+    ``state_key`` is given and the batch has them: e.g. a skill's start and step, so that a
+    reward can be recomputed later), and ``("next", ...)``: ``observation``, ``reward``,
+    ``duration``, ``terminated``, ``truncated``, ``done``.
     """
     mask = batch.get(("next", *stacked_key(ACTING)))[..., index]
     done = batch.get(("next", "done"))[mask]
@@ -70,6 +74,10 @@ def level_transitions(
     if level_input_key is not None:
         data["level_input"] = batch.get(level_input_key)[mask]
     data[OPTION_INDEX] = batch.get(stacked_key(OPTION_INDEX))[..., index][mask]
+    # the level acts only at an option's start, so the row where it ends still holds that state
+    level_state = batch.get(state_key, None) if state_key is not None else None
+    if level_state is not None:
+        data["level_state"] = level_state[mask]
     traj_ids = batch.get(TRAJ_IDS, None)
     if traj_ids is not None:
         data[TRAJ_IDS] = traj_ids[mask]

@@ -1,10 +1,15 @@
 """Levels: the layers of a hierarchy, each a TensorDict module."""
 from torchrl_layered.levels.base import Level, LevelKeys
+from torchrl_layered.levels.dads import DADSLevel
 from torchrl_layered.levels.planner import PlannerLevel
 from torchrl_layered.levels.simple import ActionSequenceLevel, ConstantLevel, RandomLevel
+from torchrl_layered.levels.splates import SPlaTESLevel
 from torchrl_layered.levels.tdmpc2 import TDMPC2Level
 
-__all__ = ["Level", "LevelKeys", "PlannerLevel", "TDMPC2Level", "RandomLevel", "ConstantLevel", "ActionSequenceLevel"]
+__all__ = [
+    "Level", "LevelKeys", "PlannerLevel", "TDMPC2Level", "DADSLevel", "SPlaTESLevel",
+    "RandomLevel", "ConstantLevel", "ActionSequenceLevel",
+]
 
 # TianshouLevel imports tianshou (about a second), so it loads on first use
 _TIANSHOU_EXPORTS = {

@@ -177,6 +177,11 @@ class ProbabilisticEnsemble(nn.Module):
         if self.num_elites < self.num_members:
             self.elites.copy_(self.member_loss.topk(self.num_elites, largest=False).indices.sort().values)
 
+    def normalized_target(self, state: torch.Tensor, next_state: torch.Tensor) -> torch.Tensor:
+        """What the members predict for ``s -> s'``: the (normalised) state change, or ``s'`` itself."""
+        target = next_state - state if self.predict_delta else next_state
+        return self.target_normalizer.normalize(target)
+
     def log_prob(
         self,
         state: torch.Tensor,
@@ -185,16 +190,27 @@ class ProbabilisticEnsemble(nn.Module):
         context: torch.Tensor | None = None,
         *,
         std: torch.Tensor | float | None = None,
+        normalized: bool = False,
     ) -> torch.Tensor:
         """``log p(s' | s, c, a)`` under the mixture of the elite members, ``[*]`` for inputs ``[*, d]``.
 
         ``std`` replaces the predicted std (a fixed-width density, as skill learners use).
+        With ``normalized=True`` the density is taken in the model's normalised target space
+        (the state change scaled by its running std, ``std`` in those units): a fixed width
+        then means the same in every state dimension, whatever its scale.
         """
         lead = state.shape[:-1]
         flat = lambda t: t.reshape(1, -1, t.shape[-1]).expand(self.num_elites, -1, -1)  # noqa: E731
-        ctx = None if context is None else flat(context)
-        mean, pred_std, _ = self(flat(state), flat(action), ctx, members=self._prediction_members())
+        members = self._prediction_members()
+        if normalized:
+            x = self.input_normalizer.normalize(self.inputs(state, context, action))
+            mean, logvar, _ = self.normalized_forward(flat(x), members)
+            pred_std = (0.5 * logvar).exp()
+            target = self.normalized_target(state, next_state).reshape(1, -1, next_state.shape[-1])
+        else:
+            ctx = None if context is None else flat(context)
+            mean, pred_std, _ = self(flat(state), flat(action), ctx, members=members)
+            target = next_state.reshape(1, -1, next_state.shape[-1])
         scale = pred_std if std is None else torch.as_tensor(std, device=mean.device, dtype=mean.dtype).expand_as(mean)
-        target = next_state.reshape(1, -1, next_state.shape[-1])
         per_member = torch.distributions.Normal(mean, scale).log_prob(target).sum(-1)
         return (per_member.logsumexp(0) - math.log(self.num_elites)).reshape(lead)

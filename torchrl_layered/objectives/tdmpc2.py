@@ -27,7 +27,9 @@ class TDMPC2Loss(LossModule):
     - ``loss_consistency``: the unrolled latent vs the (detached) encoding of the next observation;
     - ``loss_reward``: two-hot cross-entropy of the predicted reward;
     - ``loss_value``: two-hot cross-entropy of every Q to the TD target
-      ``r + gamma * (1 - terminated) * min(two random target Qs)(z', pi(z'))``;
+      ``r + gamma * (1 - terminated) * min(two random target Qs)(z', pi(z'))`` (conditioned
+      on ``("next", "goal")`` where the batch has it, else on the step's own goal; subclasses
+      change the bootstrap term with `bootstrap_value`);
     - ``loss_termination``: binary cross-entropy of the termination head;
     - ``loss_policy``: ``entropy_coef * log pi - Q / scale`` on detached latents and Q weights
       (``scale`` is a running 5-95 percentile range of Q).
@@ -95,11 +97,22 @@ class TDMPC2Loss(LossModule):
         return self.world_model.two_hot.decode(logits[index])
 
     @torch.no_grad()
+    def next_value(self, next_z, zg=None) -> torch.Tensor:
+        """``min(two random target Qs)(z', pi(z'))``, ``[*, 1]``."""
+        next_action, _ = self.world_model.pi(next_z, zg)
+        return self._two_q(self._q(self.target_qvalue_network_params, next_z, next_action, zg)).min(0).values
+
+    @torch.no_grad()
     def value_target(self, next_z, reward, terminated, zg=None) -> torch.Tensor:
         """``r + gamma * (1 - terminated) * min(two random target Qs)(z', pi(z'))``."""
-        next_action, _ = self.world_model.pi(next_z, zg)
-        target_q = self._two_q(self._q(self.target_qvalue_network_params, next_z, next_action, zg)).min(0).values
-        return reward + self.cfg["discount"] * (1 - terminated) * target_q
+        return reward + self.cfg["discount"] * (1 - terminated) * self.next_value(next_z, zg)
+
+    def bootstrap_value(self, tensordict: TensorDictBase, next_z: torch.Tensor, next_zg: torch.Tensor | None) -> torch.Tensor:
+        """The value of the next step in the TD target, ``[T, B, 1]``; ``tensordict`` is the time-major batch.
+
+        A hook: skill learners bootstrap differently where a skill ends.
+        """
+        return self.next_value(next_z, next_zg)
 
     @dispatch
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
@@ -119,7 +132,9 @@ class TDMPC2Loss(LossModule):
 
         with torch.no_grad():
             next_z = wm.encode(next_obs)
-            td_target = self.value_target(next_z, reward, terminated, None if zg is None else zg.detach())
+            next_goal = td.get(keys.next_goal, None) if wm.goal_dim else None
+            next_zg = wm.encode_goal(next_goal.float()) if next_goal is not None else None if zg is None else zg.detach()
+            td_target = reward + cfg["discount"] * (1 - terminated) * self.bootstrap_value(td, next_z, next_zg)
 
         z = wm.encode(obs[0])
         latents, consistency = [], 0.0

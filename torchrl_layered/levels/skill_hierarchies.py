@@ -1,0 +1,165 @@
+"""Ready hierarchies: a planner over learned skills (SPlaTES or DADS), as in the papers' maze examples.
+
+Both put a `PlannerLevel` (a sampling planner over a learned `RewardPredictor` whose state is
+the achieved goal and context the desired goal) over a skill level that learns its skills in
+that predictor's space. The settings follow the reference examples (LayeredRL
+``splates_hierarchy.py`` / ``dads_hierarchy.py``); the TD-MPC2 agent and the predictor are
+scaled down so that a CPU trains them (`cpu_tdmpc2_config`). Every setting can be overridden.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from torchrl.envs import EnvBase
+
+from torchrl_layered.hierarchy import Hierarchy
+from torchrl_layered.levels.dads import DADSLevel
+from torchrl_layered.levels.planner import PlannerLevel
+from torchrl_layered.levels.splates import SPlaTESLevel
+from torchrl_layered.predictors import get_default_predictor_factory
+from torchrl_layered.tdmpc2.config import get_default_tdmpc2_config
+
+
+def cpu_tdmpc2_config(**overrides) -> dict[str, Any]:
+    """A TD-MPC2 config small enough to train on a CPU; ``overrides`` win.
+
+    The ``model_size`` 1 preset narrowed to MLPs of 128, a latent of 32 and an encoder of 64
+    (2-D maze skills need no more; each update costs about a quarter of the 256/64 variant),
+    batches of 64 sub-trajectories of 3 steps, and a lighter MPPI (128 samples, 3 iterations).
+    """
+    cfg = get_default_tdmpc2_config()
+    cfg.update(model_size=1, enc_dim=64, mlp_dim=128, latent_dim=32, num_q=2, batch_size=64, horizon=3,
+               num_samples=128, iterations=3, num_elites=16, num_pi_trajs=8)
+    cfg.update(overrides)
+    return cfg
+
+
+def _planner_level(env: EnvBase, predictor: dict | None, **kwargs) -> PlannerLevel:
+    # the value head stays (use_value=False planning ignores it): PlannerLevel's SoftUpdate needs a target
+    sizes = dict(num_members=1, hidden_sizes=(128, 128), head_sizes=(128, 128))
+    sizes.update(predictor or {})
+    return PlannerLevel(predictor_factory=get_default_predictor_factory(env, **sizes), **kwargs)
+
+
+def planner_over_splates(
+    env: EnvBase,
+    *,
+    skill_dim: int = 2,
+    control_interval: int = 10,
+    fixed_std: float = 0.5,
+    n_skill_samples: int = 32,
+    potential_diff_reward: bool = True,
+    symmetry_breaking_steps: int = 8000,
+    use_policy: bool = True,
+    skill_warm_up_steps: int = 1000,
+    skill_update_interval: int = 2,
+    horizon: int = 15,
+    num_samples: int = 256,
+    num_iterations: int = 6,
+    elite_ratio: float = 0.05,
+    momentum: float = 0.1,
+    warm_up_steps: int = 2000,
+    switch_random_prob: float = 0.3,
+    switch_planner_prob: float = 0.3,
+    planner_update_interval: int = 2,
+    planner_batch_size: int = 256,
+    planner_buffer_size: int = 20_000,
+    predictor: dict | None = None,
+    tdmpc2: dict | None = None,
+    planner_level: dict | None = None,
+    skill_level: dict | None = None,
+) -> Hierarchy:
+    """`PlannerLevel` (iCEM) over `SPlaTESLevel` skills, for a goal-based env such as ``Maze2D-Medium-v0``.
+
+    Args:
+        env: a goal-based env from `torchrl_layered.envs.make_env` (e.g. ``make_env("Maze2D-Medium-v0", 4)``).
+        skill_dim, control_interval, fixed_std, n_skill_samples, potential_diff_reward,
+            symmetry_breaking_steps: the skills (`SPlaTESLevel`). The CPU defaults differ from
+            the reference in three places, each to learn within minutes: the dense potential
+            form of the reward (same optimum, feedback at every step), a symmetry-breaking prior
+            over the first ``symmetry_breaking_steps`` env steps, and 32 contrastive skills.
+        use_policy: the skills act with TD-MPC2's policy prior instead of MPPI (CPU cost).
+        skill_warm_up_steps, skill_update_interval: the skill level's learning schedule.
+        horizon, num_samples, num_iterations, elite_ratio, momentum: the iCEM planner
+            (``num_elites = round(num_samples * elite_ratio)``).
+        warm_up_steps: env steps of random skills before the planner plans and learns its
+            predictor (the skill reward needs that predictor: keep it within the prior's span).
+        switch_random_prob, switch_planner_prob: the planner's alternation with random skills.
+        planner_update_interval, planner_batch_size, planner_buffer_size: the predictor's learning.
+        predictor: `RewardPredictor` sizes (default 1 member, (128, 128) nets).
+        tdmpc2: entries of the skill level's TD-MPC2 config over `cpu_tdmpc2_config`.
+        planner_level, skill_level: further keyword arguments of `PlannerLevel` / `SPlaTESLevel`.
+    """
+    planner_args = dict(
+        planner="icem", horizon=horizon, num_samples=num_samples, num_iterations=num_iterations,
+        num_elites=max(2, round(num_samples * elite_ratio)), planner_kwargs=dict(momentum=momentum),
+        use_value=False, use_termination=False, alternate_with_noise=True, switch_random_prob=switch_random_prob,
+        switch_planner_prob=switch_planner_prob, warm_up_steps=warm_up_steps, buffer_size=planner_buffer_size,
+        batch_size=planner_batch_size, update_interval=planner_update_interval,
+    )
+    planner_args.update(planner_level or {})
+    skill_args = dict(
+        control_interval=control_interval, fixed_std=fixed_std, n_skill_samples=n_skill_samples,
+        potential_diff_reward=potential_diff_reward, symmetry_breaking_steps=symmetry_breaking_steps,
+        use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
+    )
+    skill_args.update(skill_level or {})
+    top = _planner_level(env, predictor, **planner_args)
+    low = SPlaTESLevel(skill_dim, cpu_tdmpc2_config(**(tdmpc2 or {})), **skill_args)
+    return Hierarchy([top, low], env=env)
+
+
+def planner_over_dads(
+    env: EnvBase,
+    *,
+    skill_dim: int = 2,
+    control_interval: int = 1,
+    fixed_std: float = 1.0,
+    n_skill_samples: int = 32,
+    symmetry_breaking_steps: int = 8000,
+    use_policy: bool = True,
+    skill_warm_up_steps: int = 1000,
+    skill_update_interval: int = 2,
+    horizon: int = 10,
+    num_samples: int = 256,
+    num_iterations: int = 6,
+    elite_ratio: float = 0.05,
+    momentum: float = 0.1,
+    initial_std: float = 0.5,
+    warm_up_steps: int = 2000,
+    switch_random_prob: float = 0.02,
+    switch_planner_prob: float = 0.02,
+    planner_update_interval: int = 10,
+    planner_batch_size: int = 256,
+    planner_buffer_size: int = 100_000,
+    predictor: dict | None = None,
+    tdmpc2: dict | None = None,
+    planner_level: dict | None = None,
+    skill_level: dict | None = None,
+) -> Hierarchy:
+    """`PlannerLevel` (CEM) over `DADSLevel` skills, for a goal-based env such as ``Maze2D-Medium-v0``.
+
+    Arguments as `planner_over_splates` (no reward form: DADS rewards every step);
+    ``initial_std`` is the CEM's initial std (a fraction of the skill range's half width).
+    """
+    planner_args = dict(
+        planner="cem", horizon=horizon, num_samples=num_samples, num_iterations=num_iterations,
+        num_elites=max(2, round(num_samples * elite_ratio)),
+        planner_kwargs=dict(momentum=momentum, initial_std=initial_std),
+        use_value=False, use_termination=False, alternate_with_noise=True, switch_random_prob=switch_random_prob,
+        switch_planner_prob=switch_planner_prob, warm_up_steps=warm_up_steps, buffer_size=planner_buffer_size,
+        batch_size=planner_batch_size, update_interval=planner_update_interval,
+    )
+    planner_args.update(planner_level or {})
+    skill_args = dict(
+        control_interval=control_interval, fixed_std=fixed_std, n_skill_samples=n_skill_samples,
+        symmetry_breaking_steps=symmetry_breaking_steps, use_policy=use_policy,
+        warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
+    )
+    skill_args.update(skill_level or {})
+    top = _planner_level(env, predictor, **planner_args)
+    low = DADSLevel(skill_dim, cpu_tdmpc2_config(**(tdmpc2 or {})), **skill_args)
+    return Hierarchy([top, low], env=env)
+
+
+__all__: Sequence[str] = ["planner_over_splates", "planner_over_dads", "cpu_tdmpc2_config"]

@@ -1,0 +1,249 @@
+"""`SPlaTESLevel`: temporally extended, predictable, diverse skills (Gürtler & Martius, 2025)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torchrl.data import Bounded, Composite, TensorSpec, Unbounded
+
+from torchrl_layered.hierarchy.keys import OPTION_INDEX
+from torchrl_layered.hierarchy.transitions import TRAJ_IDS
+from torchrl_layered.levels.base import Level
+from torchrl_layered.levels.dads import parent_predictor
+from torchrl_layered.levels.tdmpc2 import TDMPC2Level
+from torchrl_layered.modules.splates import SPlaTESWorldModel
+from torchrl_layered.objectives.splates import SPlaTESLoss
+
+
+class SPlaTESLevel(TDMPC2Level):
+    """Skills in ``[-1, 1]^skill_dim`` of ``control_interval`` steps, rewarded where they end.
+
+    The reward (`SPlaTESLoss`) is the contrastive log-density of the skill's end under the
+    parent's predictor (e.g. a `PlannerLevel`'s `RewardPredictor`, which learns where skills
+    end from its own transitions), relative to the skill's start: the planner above gets
+    skills it can predict, that differ from each other, and that go somewhere.
+
+    Per instance the level carries (``get_state_spec``) the observation where the current
+    skill started and the step ``k`` within it; both are stored with each transition, so the
+    reward is recomputed at sample time under the parent's current model. The TD-MPC2 agent
+    sees ``[k / CI, s_start, skill]`` in reward, Q and policy (`SPlaTESWorldModel`); its MPPI
+    planning stops accumulating rewards where the skill ends and then bootstraps from the
+    skill-averaged value ``V_avg`` at the converter's estimate of the new start.
+
+    Args:
+        skill_dim: size of the skill.
+        config: the TD-MPC2 config (`get_default_tdmpc2_config`).
+        control_interval: ``CI``, steps per skill (fixed-length skills).
+        n_skill_samples, fixed_std, reward_clipping_low, reward_clipping_high,
+            potential_clipping_low, reward_offset, potential_diff_reward,
+            inter_skill_bootstrap, converter_coef, norm_momentum, symmetry_breaking_steps: of
+            `SPlaTESLoss` (the symmetry-breaking prior's duration counts this level's transitions).
+        **kwargs: of `TDMPC2Level` (``warm_up_steps``, ``update_interval``, ``use_policy``, ...).
+    """
+
+    def __init__(
+        self,
+        skill_dim: int = 2,
+        config: dict[str, Any] | None = None,
+        *,
+        control_interval: int = 10,
+        n_skill_samples: int = 100,
+        fixed_std: float = 0.1,
+        reward_clipping_low: float = -50.0,
+        reward_clipping_high: float = 50.0,
+        potential_clipping_low: float = -50.0,
+        reward_offset: float = 1.0,
+        potential_diff_reward: bool = False,
+        inter_skill_bootstrap: bool = True,
+        converter_coef: float = 1.0,
+        norm_momentum: float = 0.005,
+        symmetry_breaking_steps: int = 0,
+        warm_up_steps: int = 1000,
+        **kwargs,
+    ):
+        if not isinstance(control_interval, int) or control_interval < 1:
+            raise ValueError(f"SPlaTESLevel needs fixed-length skills: an int control_interval >= 1; got {control_interval!r}")
+        if kwargs.get("desired_goal_slice") is not None or kwargs.get("use_her") or kwargs.get("input_as_goal"):
+            raise ValueError("SPlaTESLevel conditions on its skill itself; it takes no desired_goal_slice, use_her or input_as_goal")
+        if not isinstance(skill_dim, int) or skill_dim < 1:
+            raise ValueError(f"SPlaTESLevel needs an int skill_dim >= 1; got {skill_dim!r}")
+        super().__init__(config, control_interval=control_interval, warm_up_steps=warm_up_steps, **kwargs)
+        self.skill_dim = skill_dim
+        self.reward_args = dict(
+            n_skill_samples=n_skill_samples, fixed_std=fixed_std, reward_clipping_low=reward_clipping_low,
+            reward_clipping_high=reward_clipping_high, potential_clipping_low=potential_clipping_low,
+            reward_offset=reward_offset, potential_diff_reward=potential_diff_reward,
+            inter_skill_bootstrap=inter_skill_bootstrap, converter_coef=converter_coef, norm_momentum=norm_momentum,
+            symmetry_breaking_steps=symmetry_breaking_steps,
+        )
+
+    # ---------------------------------------------------------------- build
+    def get_input_spec(self) -> Bounded:
+        return Bounded(-1.0, 1.0, shape=(self.skill_dim,))
+
+    def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
+        predictor = parent_predictor(self, parent, observation_spec)
+        self._skill_model = [predictor]  # a reference, not a submodule: the parent owns and trains it
+        self.start_dim = predictor.latent_state_dim
+        super().initialize(observation_spec, action_spec, parent)
+
+    def _model_dims(self, obs_dim: int, input_dim: int) -> tuple[int, int, int]:
+        return obs_dim, 1 + self.start_dim + self.skill_dim, 0
+
+    def make_world_model(self, obs_dim: int, action_dim: int, goal_dim: int) -> SPlaTESWorldModel:
+        return SPlaTESWorldModel(obs_dim, action_dim, self.cfg, self.skill_dim, self.start_dim)
+
+    def make_loss(self) -> SPlaTESLoss:
+        return SPlaTESLoss(self.world_model, self.skill_model, self.cfg, control_interval=self.control_interval,
+                           **self.reward_args)
+
+    @property
+    def skill_model(self):
+        """The parent's predictor (referenced: it is not part of this level's state dict).
+
+        Not called ``predictor``: a level below must not mistake it for a model of its own skills.
+        """
+        return self._skill_model[0]
+
+    def get_state_spec(self) -> Composite | None:
+        planner = self._modules.get("planner")
+        if planner is None:
+            return None
+        device = planner.low.device
+        return Composite(
+            planner=planner.state_spec(),
+            skill_start=Unbounded(self.observation_spec.shape, dtype=torch.float32, device=device),
+            skill_step=Unbounded((1,), dtype=torch.long, device=device),
+        )
+
+    # ------------------------------------------------------------------ act
+    def get_action(self, tensordict: TensorDictBase) -> torch.Tensor:
+        obs = tensordict.get("observation").float()
+        skill = tensordict.get("level_input").float()
+        step = (tensordict.get("steps") - 1).clamp(0, self.control_interval - 1)
+        start = torch.where(step == 0, obs, tensordict.get(("state", "skill_start")).float())
+        tensordict.set(("state", "skill_start"), start)
+        tensordict.set(("state", "skill_step"), step)
+        n = obs.shape[0]
+        deterministic = self.deterministic
+        if not deterministic and self.n_transitions < self.warm_up_steps:
+            return self._from_unit(torch.rand(n, self.world_model.action_dim, device=obs.device) * 2 - 1)
+        wm = self.world_model
+        with torch.no_grad():
+            start_state, _ = self.skill_model.encode(start)
+            z = wm.encode(obs)
+            if self.use_policy:
+                zg = wm.encode_goal(wm.conditioning(step.float() / self.control_interval, start_state, skill))
+                action, _ = wm.pi(z, zg, deterministic=deterministic)
+                return self._from_unit(action)
+            horizon = self.cfg["horizon"]
+            ahead = step[:, None] + torch.arange(horizon + 1, device=obs.device)[:, None]  # [B, H+1, 1]
+            # policy-prior rollouts keep the skill and wrap k, as if the same skill were chosen again
+            progress = (ahead % self.control_interval).float() / self.control_interval
+            goals = wm.encode_goal(wm.conditioning(
+                progress, start_state[:, None].expand(-1, horizon + 1, -1), skill[:, None].expand(-1, horizon + 1, -1)))
+            generator = torch.Generator(device=obs.device).manual_seed(0) if deterministic else None
+            result = self.planner(
+                lambda actions: self.estimate_skill_value(z, goals, step, actions),
+                state=tensordict.get(("state", "planner")),
+                extra_samples=self.skill_policy_trajectories(z, goals),
+                generator=generator,
+            )
+        tensordict.set(("state", "planner"), result.state)
+        action = result.action[:, 0]
+        if not deterministic:
+            action = action + result.std[:, 0] * torch.randn_like(action)
+        return self._from_unit(action)
+
+    @torch.no_grad()
+    def estimate_skill_value(self, z: torch.Tensor, goals: torch.Tensor, step: torch.Tensor,
+                             actions: torch.Tensor) -> torch.Tensor:
+        """Return of ``actions [B, N, H, A]`` until the skill ends, then ``V_avg``; ``[B, N]``.
+
+        ``z [B, L]`` the latent now, ``goals [B, H+1, L]`` the embedded conditioning per step
+        ahead, ``step [B, 1]`` the step within the skill now. Past the skill's last step the
+        latent stops (the next skill's actions are not this plan's), and the value there is
+        the skill-averaged ``V_avg`` at the converter's estimate of the new start; a skill
+        still running at the horizon bootstraps with its Q.
+        """
+        b, n, h, _ = actions.shape
+        wm = self.world_model
+        z = z[:, None].expand(b, n, z.shape[-1])
+        total = torch.zeros(b, n, 1, device=z.device)
+        weight = torch.ones_like(total)
+        for t in range(h):
+            running = (step + t < self.control_interval)[:, None]  # [B, 1, 1]
+            zg = goals[:, None, t].expand(b, n, goals.shape[-1])
+            a = actions[:, :, t]
+            reward = wm.two_hot.decode(wm.reward_logits(z, a, zg))
+            total = total + torch.where(running, weight * reward, 0.0)
+            survive = self.cfg["discount"] * (1 - torch.sigmoid(wm.termination_logit(z, a)))
+            weight = torch.where(running, weight * survive, weight)
+            z = torch.where(running, wm.next(z, a), z)
+        still_running = (step + h < self.control_interval)[:, None]
+        zg = goals[:, None, h].expand(b, n, goals.shape[-1])
+        a, _ = wm.pi(z, zg)
+        q = wm.two_hot.decode(wm.q_logits(z, a, zg)[torch.randperm(wm.qs.num_q, device=z.device)[:2]]).mean(0)
+        v_avg = wm.avg_value_of(z, wm.to_start(z))
+        return (total + weight * torch.where(still_running, q, v_avg)).squeeze(-1)
+
+    @torch.no_grad()
+    def skill_policy_trajectories(self, z: torch.Tensor, goals: torch.Tensor) -> torch.Tensor | None:
+        """``[B, num_pi_trajs, H, A]`` action sequences of the policy prior rolled through the model."""
+        m = self.cfg["num_pi_trajs"]
+        if m <= 0:
+            return None
+        b = z.shape[0]
+        z = z[:, None].expand(b, m, z.shape[-1])
+        actions = []
+        for t in range(self.cfg["horizon"]):
+            a, _ = self.world_model.pi(z, goals[:, None, t].expand(b, m, goals.shape[-1]))
+            actions.append(a)
+            z = self.world_model.next(z, a)
+        return torch.stack(actions, 2)
+
+    # ---------------------------------------------------------------- learn
+    def extend(self, transitions: TensorDictBase) -> None:
+        if transitions.get(TRAJ_IDS, None) is None:
+            raise KeyError(
+                f"SPlaTESLevel needs episode ids {TRAJ_IDS} in its transitions to sample sub-trajectories: "
+                "collect with a torchrl Collector (it writes them)"
+            )
+        state = transitions.get("level_state", None)
+        if state is None:
+            raise KeyError("SPlaTESLevel needs its level state (skill start and step) in its transitions: "
+                           "build them with Hierarchy.transitions(batch) / Hierarchy.extend(batch)")
+        data = transitions.select("observation", "action", "level_input", OPTION_INDEX, TRAJ_IDS, "next")
+        data.set("action", self._to_unit(data.get("action")))
+        data.set("skill_start", state.get("skill_start"))
+        data.set("skill_step", state.get("skill_step"))
+        self.replay_buffer.extend(data)
+
+    def sample(self) -> TensorDictBase:
+        """A ``[B, H]`` batch for `SPlaTESLoss`: observations, actions, skills, skill starts and steps."""
+        cfg = self.cfg
+        data = self.replay_buffer.sample().reshape(cfg["batch_size"], cfg["horizon"])
+        return TensorDict(
+            {
+                "observation": data.get("observation").float(),
+                "action": data.get("action"),
+                "skill": data.get("level_input").float(),
+                "skill_start": data.get("skill_start").float(),
+                "skill_step": data.get("skill_step"),
+                "next": {
+                    "observation": data.get(("next", "observation")).float(),
+                    "reward": data.get(("next", "reward")).float(),
+                    "terminated": data.get(("next", "terminated")),
+                },
+            },
+            batch_size=data.shape,
+            device=data.device,
+        )
+
+    def learn(self) -> dict[str, float]:
+        self.loss.symmetry_breaking.step.fill_(self.n_transitions)
+        metrics = super().learn()
+        if metrics and self.loss.symmetry_breaking.duration > 0:
+            metrics["symmetry_breaking_weight"] = self.loss.symmetry_breaking.weight()
+        return metrics
