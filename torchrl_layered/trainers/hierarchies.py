@@ -14,6 +14,7 @@ from torchrl.envs import EnvBase
 
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.levels import PlannerLevel, RandomLevel, TDMPC2Level
+from torchrl_layered.levels.skill_hierarchies import planner_over_dads, planner_over_splates
 from torchrl_layered.modules.encoders import IdentityEncoder
 from torchrl_layered.modules.predictor import RewardPredictor
 from torchrl_layered.predictors import get_default_predictor_factory
@@ -179,3 +180,8 @@ def _require_action_spec(env: EnvBase, kind: type, algorithm: str) -> None:
     if not isinstance(spec, kind):
         raise TypeError(f"{algorithm} cannot feed the env, which needs a {type(spec).__name__} action; "
                         f"{algorithm} produces {kind.__name__} actions")
+
+
+# planners over skills (goal-based envs such as Maze2D); options: see their docstrings
+register_hierarchy("planner_splates")(planner_over_splates)
+register_hierarchy("planner_dads")(planner_over_dads)
