@@ -43,7 +43,7 @@ def main() -> None:
     warm = env.rollout(30, break_when_any_done=False)
     warm["collector", "traj_ids"] = torch.arange(args.num_envs, device=args.device)[:, None].expand(warm.shape)
     hierarchy.extend(warm)
-    level._learned_transitions = level.n_transitions
+    level.schedule.learned = level.n_transitions
 
     td = env.reset()
     acting = updating = 0.0

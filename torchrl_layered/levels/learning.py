@@ -16,8 +16,8 @@ class UpdateSchedule:
     """
 
     def __init__(self, update_interval: int = 1, num_updates: int = 1):
-        if update_interval < 1 or num_updates < 1:
-            raise ValueError(f"update_interval and num_updates must be >= 1; got {update_interval}, {num_updates}")
+        if update_interval < 1 or num_updates < 0:
+            raise ValueError(f"need update_interval >= 1 and num_updates >= 0; got {update_interval}, {num_updates}")
         self.update_interval, self.num_updates = update_interval, num_updates
         self.learned = 0
 

@@ -11,6 +11,7 @@ from torchrl.objectives import SoftUpdate
 from torchrl_layered.hierarchy.keys import OPTION_INDEX
 from torchrl_layered.hierarchy.transitions import TRAJ_IDS
 from torchrl_layered.levels.base import Level
+from torchrl_layered.levels.learning import UpdateSchedule, gradient_steps
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.objectives.tdmpc2 import TDMPC2Loss, make_tdmpc2_optimizer
 from torchrl_layered.planners import MPPIPlanner
@@ -87,10 +88,9 @@ class TDMPC2Level(Level):
             raise ValueError("TDMPC2Level(use_her=True) needs desired_goal_slice, achieved_goal_slice and reward_fn")
         self.use_her, self.her_goals, self.reward_fn = use_her, her_goals, reward_fn
         self.warm_up_steps = warm_up_steps
-        self.update_interval, self.num_updates = update_interval, num_updates
+        self.schedule = UpdateSchedule(update_interval, num_updates)
         self.use_policy = use_policy or not self.cfg["mpc"]
         self.num_model_updates = 0
-        self._learned_transitions = 0
 
     # ---------------------------------------------------------------- build
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
@@ -272,38 +272,27 @@ class TDMPC2Level(Level):
         return relabelled
 
     def learn(self) -> dict[str, float]:
-        if self.n_transitions < self.warm_up_steps:
-            self._learned_transitions = self.n_transitions  # no burst of updates when the warm-up ends
+        num = self.schedule.due(self.n_transitions, self.n_transitions >= self.warm_up_steps)
+        if num <= 0 or not self._can_sample():
             return {}
-        new = self.n_transitions - self._learned_transitions
-        num = (new // self.update_interval) * self.num_updates
-        if num <= 0:
-            return {}
-        self._learned_transitions += (new // self.update_interval) * self.update_interval
-        totals: dict[str, torch.Tensor] = {}
-        for _ in range(num):
-            try:
-                batch = self.sample()
-            except RuntimeError as err:  # no trajectory of `horizon` transitions yet
-                if "trajectory" not in str(err):
-                    raise
-                return {}
-            losses = self.loss(batch)
-            total = sum(v for k, v in losses.items() if k.startswith("loss_"))
-            self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(self.loss.parameters(), self.cfg["grad_clip_norm"])
-            self.optimizer.step()
-            self.target_updater.step()
-            for k, v in losses.items():
-                totals[k] = totals.get(k, 0.0) + v.detach()
         self.num_model_updates += num
-        return {k: float(v) / num for k, v in totals.items()}
+        return gradient_steps(self.loss, self.optimizer, self.target_updater, self.sample, num,
+                              self.cfg["grad_clip_norm"])
+
+    def _can_sample(self) -> bool:
+        """Whether the buffer holds a trajectory of ``horizon`` transitions yet."""
+        try:
+            self.replay_buffer.sample()
+        except RuntimeError as err:
+            if "trajectory" not in str(err):
+                raise
+            return False
+        return True
 
     # ---------------------------------------------------------------- state
     def get_extra_state(self) -> dict:
         state = super().get_extra_state()
-        state.update(num_model_updates=self.num_model_updates, learned_transitions=self._learned_transitions)
+        state.update(num_model_updates=self.num_model_updates, learned_transitions=self.schedule.learned)
         if "loss" in self._modules:
             state["optimizer"] = self.optimizer.state_dict()
         return state
@@ -311,6 +300,6 @@ class TDMPC2Level(Level):
     def set_extra_state(self, state: dict) -> None:
         super().set_extra_state(state)
         self.num_model_updates = int(state.get("num_model_updates", 0))
-        self._learned_transitions = int(state.get("learned_transitions", 0))
+        self.schedule.learned = int(state.get("learned_transitions", 0))
         if "optimizer" in state and "loss" in self._modules:
             self.optimizer.load_state_dict(state["optimizer"])

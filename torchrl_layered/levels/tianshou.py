@@ -20,6 +20,7 @@ from tianshou.utils.torch_utils import policy_within_training_step, torch_train_
 from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec
 
 from torchrl_layered.levels.base import Level
+from torchrl_layered.levels.learning import UpdateSchedule
 from torchrl_layered.levels.tianshou_config import build, check_config, spec_placeholders, to_plain_config
 
 
@@ -123,11 +124,10 @@ class TianshouLevel(Level):
         self.tianshou_config = to_plain_config(tianshou_config)
         self.plan = check_config(self.tianshou_config)
         self.buffer_size, self.batch_size = buffer_size, batch_size
-        self.update_interval, self.num_updates = update_interval, num_updates
+        self.schedule = UpdateSchedule(update_interval, num_updates)
         self.warm_up_steps = warm_up_steps
-        self.env_steps = 0
+        self.register_buffer("env_step_count", torch.zeros((), dtype=torch.long))  # synced to collector workers
         self.num_gradient_updates = 0
-        self._learned_transitions = 0
         self.replay_buffer: TensorDictReplayBuffer | None = None
         self.components: dict[str, Any] = {}
 
@@ -267,16 +267,22 @@ class TianshouLevel(Level):
             batch = self.algorithm._preprocess_batch(batch, buffer, indices)
         return torch.as_tensor(batch.returns).reshape(transitions.shape[0], -1)
 
+    @property
+    def env_steps(self) -> int:
+        """Env steps covered by the level's stored transitions (its warm-up and epsilon clock)."""
+        return int(self.env_step_count)
+
+    @env_steps.setter
+    def env_steps(self, value: int) -> None:
+        self.env_step_count.fill_(value)
+
     def learn(self) -> dict[str, float]:
-        if self.replay_buffer is None or len(self.replay_buffer) < self.batch_size or self.env_steps < self.warm_up_steps:
-            self._learned_transitions = self.n_transitions  # no burst of updates for the data before the start
+        warmed_up = (self.replay_buffer is not None and len(self.replay_buffer) >= self.batch_size
+                     and self.env_steps >= self.warm_up_steps)
+        num = self.schedule.due(self.n_transitions, warmed_up)
+        if num <= 0:
             return {}
-        rounds = (self.n_transitions - self._learned_transitions) // self.update_interval
-        if rounds <= 0 or self.num_updates == 0:
-            return {}
-        self._learned_transitions += rounds * self.update_interval
         totals: dict[str, float] = {}
-        num = rounds * self.num_updates
         for _ in range(num):
             for key, value in self._update(self.replay_buffer.sample()).items():
                 totals[key] = totals.get(key, 0.0) + float(value)
@@ -308,15 +314,14 @@ class TianshouLevel(Level):
 
     def get_extra_state(self) -> dict:
         state = super().get_extra_state()
-        state.update(env_steps=self.env_steps, num_gradient_updates=self.num_gradient_updates,
-                     learned_transitions=self._learned_transitions,
+        state.update(num_gradient_updates=self.num_gradient_updates,
+                     learned_transitions=self.schedule.learned,
                      module_optimizers=[o.state_dict() for o in self._module_optimizers()])
         return state
 
     def set_extra_state(self, state: dict) -> None:
         super().set_extra_state(state)
-        self.env_steps = int(state.get("env_steps", 0))
         self.num_gradient_updates = int(state.get("num_gradient_updates", 0))
-        self._learned_transitions = int(state.get("learned_transitions", 0))
+        self.schedule.learned = int(state.get("learned_transitions", 0))
         for optimizer, saved in zip(self._module_optimizers(), state.get("module_optimizers", [])):
             optimizer.load_state_dict(saved)
