@@ -185,7 +185,7 @@ def test_skills_become_diverse_after_a_short_budget():
         f"trained spread {trained_spread:.3f} vs initial {initial_spread:.3f} / random {random_spread:.3f}")
 
 
-@pytest.mark.learning
+@pytest.mark.benchmark
 def test_planner_over_splates_reaches_the_goal_on_the_medium_maze_within_28_minutes(tmp_path):
     """`benchmarks/splates_maze.py` with its default budget (28 minutes of wall time on 4 instances)."""
     import argparse

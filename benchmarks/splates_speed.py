@@ -1,0 +1,71 @@
+"""Env steps per second of a learning planner over SPlaTES skills, split into acting and learning.
+
+Settings of the issue: `planner_over_splates` on Maze2D-Medium-v0 with 4 instances, iCEM with
+256 samples, 6 iterations and horizon 15 (planning at every planner decision: no random
+phases), both levels learning (the planner's predictor every 2 of its transitions, the
+skills every 2 env steps). Timed over ``--steps`` batched env steps after a warm-up batch
+that fills the buffers; ``--skill-mpc`` makes the skills act with MPPI instead of their
+policy prior.
+
+    python benchmarks/splates_speed.py [--steps 200] [--skill-mpc] [--threads 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+from torchrl.collectors import Collector
+
+from torchrl_layered.envs import make_env
+from torchrl_layered.levels.skill_hierarchies import planner_over_splates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num-envs", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=200, help="timed batched env steps")
+    parser.add_argument("--skill-mpc", action="store_true", help="skills plan with MPPI instead of the policy prior")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    env = make_env("Maze2D-Medium-v0", args.num_envs, device=args.device)
+    hierarchy = planner_over_splates(
+        env, warm_up_steps=0, skill_warm_up_steps=0, use_policy=not args.skill_mpc, num_samples=256,
+        num_iterations=6, horizon=15, planner_level=dict(alternate_with_noise=False),
+    ).to(args.device)
+    top, skills = hierarchy.levels
+    steps_per_batch = 10  # one planner decision per instance per batch
+    frames = args.num_envs * steps_per_batch
+    batches = max(1, args.steps // steps_per_batch)
+    warm_up = 400 // frames
+    collector = Collector(env, hierarchy, frames_per_batch=frames, total_frames=frames * (warm_up + batches),
+                          auto_register_policy_transforms=True, device=args.device)
+    act = learn = 0.0
+    tick = time.perf_counter()
+    for i, batch in enumerate(collector):
+        collected = time.perf_counter()
+        hierarchy.extend(batch)
+        hierarchy.learn()
+        done = time.perf_counter()
+        if i >= warm_up:
+            act += collected - tick
+            learn += done - collected
+        tick = time.perf_counter()
+    collector.shutdown()
+    timed = batches * frames
+    result = dict(
+        num_envs=args.num_envs, device=args.device, threads=args.threads,
+        skills_act_with="MPPI" if args.skill_mpc else "policy prior",
+        env_steps=timed, env_steps_per_s=round(timed / (act + learn), 1),
+        acting_s_per_env_step=round(act / timed, 5), learning_s_per_env_step=round(learn / timed, 5),
+        planner_updates=top.num_model_updates, skill_updates=skills.num_model_updates,
+    )
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
