@@ -60,6 +60,8 @@ def run(args) -> dict:
         if out_of_time:
             break
     collector.shutdown()
+    if getattr(args, "save", None):
+        torch.save(hierarchy.state_dict(), args.save)
     best = max((s for s in curve["eval_success"] if s is not None), default=0.0)
     return dict(env=args.env, num_envs=args.num_envs, seed=args.seed, frames=frames,
                 minutes=round((time.perf_counter() - start) / 60, 2), best_eval_success=best,
@@ -99,6 +101,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results/splates_maze.png")
+    parser.add_argument("--save", default=None, help="write the trained hierarchy's state_dict here")
     args = parser.parse_args()
     result = run(args)
     out = Path(args.out)

@@ -99,12 +99,14 @@ def test_three_levels_with_a_middle_skill_level_learn_without_errors_on_desynchr
 
 
 def test_splates_below_a_planner_learns_on_the_maze_and_keeps_the_parent_model_out_of_its_state():
+    """Also: the skill agent can be kept from seeing the desired goal (task-agnostic skills)."""
     torch.manual_seed(0)
     env = make_env("Maze2D-Open-v0", 2, max_episode_steps=25)
     factory = get_default_predictor_factory(env, num_members=1, hidden_sizes=(16,), head_sizes=(16,))
     skill = SPlaTESLevel(2, tiny_config(), control_interval=5, warm_up_steps=20, n_skill_samples=8,
-                         potential_diff_reward=False)
+                         potential_diff_reward=False, hidden_slice=(4, 6))
     hierarchy = Hierarchy([small_planner(predictor_factory=factory, warm_up_steps=40), skill], env=env)
+    assert skill.world_model.obs_dim == 4  # the desired goal is hidden from the skill agent
     collector = Collector(env, hierarchy, frames_per_batch=50, total_frames=200, auto_register_policy_transforms=True)
     for batch in collector:
         hierarchy.extend(batch)

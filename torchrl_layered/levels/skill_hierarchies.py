@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from torchrl.envs import EnvBase
 
+from torchrl_layered.envs.make import goal_slices
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.levels.dads import DADSLevel
 from torchrl_layered.levels.planner import PlannerLevel
@@ -36,7 +37,7 @@ def cpu_tdmpc2_config(**overrides) -> dict[str, Any]:
 
 def _planner_level(env: EnvBase, predictor: dict | None, **kwargs) -> PlannerLevel:
     # the value head stays (use_value=False planning ignores it): PlannerLevel's SoftUpdate needs a target
-    sizes = dict(num_members=1, hidden_sizes=(128, 128), head_sizes=(128, 128))
+    sizes = dict(num_members=1, hidden_sizes=(200, 200), head_sizes=(128, 128))
     sizes.update(predictor or {})
     return PlannerLevel(predictor_factory=get_default_predictor_factory(env, **sizes), **kwargs)
 
@@ -51,6 +52,7 @@ def planner_over_splates(
     potential_diff_reward: bool = True,
     symmetry_breaking_steps: int = 8000,
     use_policy: bool = True,
+    hide_goal_from_skills: bool = True,
     skill_warm_up_steps: int = 1000,
     skill_update_interval: int = 2,
     horizon: int = 15,
@@ -62,6 +64,7 @@ def planner_over_splates(
     switch_random_prob: float = 0.3,
     switch_planner_prob: float = 0.3,
     planner_update_interval: int = 2,
+    planner_num_updates: int = 4,
     planner_batch_size: int = 256,
     planner_buffer_size: int = 20_000,
     predictor: dict | None = None,
@@ -79,14 +82,18 @@ def planner_over_splates(
             form of the reward (same optimum, feedback at every step), a symmetry-breaking prior
             over the first ``symmetry_breaking_steps`` env steps, and 32 contrastive skills.
         use_policy: the skills act with TD-MPC2's policy prior instead of MPPI (CPU cost).
+        hide_goal_from_skills: the skill agent does not see the desired goal (task-agnostic
+            skills, as in the paper; the planner above handles the task).
         skill_warm_up_steps, skill_update_interval: the skill level's learning schedule.
         horizon, num_samples, num_iterations, elite_ratio, momentum: the iCEM planner
             (``num_elites = round(num_samples * elite_ratio)``).
         warm_up_steps: env steps of random skills before the planner plans and learns its
             predictor (the skill reward needs that predictor: keep it within the prior's span).
         switch_random_prob, switch_planner_prob: the planner's alternation with random skills.
-        planner_update_interval, planner_batch_size, planner_buffer_size: the predictor's learning.
-        predictor: `RewardPredictor` sizes (default 1 member, (128, 128) nets).
+        planner_update_interval, planner_num_updates, planner_batch_size, planner_buffer_size:
+            the predictor's learning (``planner_num_updates`` updates every
+            ``planner_update_interval`` planner transitions).
+        predictor: `RewardPredictor` sizes (default 1 member, a (200, 200) dynamics net, (128, 128) heads).
         tdmpc2: entries of the skill level's TD-MPC2 config over `cpu_tdmpc2_config`.
         planner_level, skill_level: further keyword arguments of `PlannerLevel` / `SPlaTESLevel`.
     """
@@ -95,7 +102,7 @@ def planner_over_splates(
         num_elites=max(2, round(num_samples * elite_ratio)), planner_kwargs=dict(momentum=momentum),
         use_value=False, use_termination=False, alternate_with_noise=True, switch_random_prob=switch_random_prob,
         switch_planner_prob=switch_planner_prob, warm_up_steps=warm_up_steps, buffer_size=planner_buffer_size,
-        batch_size=planner_batch_size, update_interval=planner_update_interval,
+        batch_size=planner_batch_size, update_interval=planner_update_interval, num_updates=planner_num_updates,
     )
     planner_args.update(planner_level or {})
     skill_args = dict(
@@ -103,6 +110,8 @@ def planner_over_splates(
         potential_diff_reward=potential_diff_reward, symmetry_breaking_steps=symmetry_breaking_steps,
         use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
     )
+    if hide_goal_from_skills and getattr(env, "goal_slices", None) is not None:
+        skill_args["hidden_slice"] = goal_slices(env)["desired_goal"]
     skill_args.update(skill_level or {})
     top = _planner_level(env, predictor, **planner_args)
     low = SPlaTESLevel(skill_dim, cpu_tdmpc2_config(**(tdmpc2 or {})), **skill_args)

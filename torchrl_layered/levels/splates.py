@@ -11,7 +11,7 @@ from torchrl_layered.hierarchy.keys import OPTION_INDEX
 from torchrl_layered.hierarchy.transitions import TRAJ_IDS
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.dads import parent_predictor
-from torchrl_layered.levels.tdmpc2 import TDMPC2Level
+from torchrl_layered.levels.tdmpc2 import TDMPC2Level, _as_slice
 from torchrl_layered.modules.splates import SPlaTESWorldModel
 from torchrl_layered.objectives.splates import SPlaTESLoss
 
@@ -39,6 +39,9 @@ class SPlaTESLevel(TDMPC2Level):
             potential_clipping_low, reward_offset, potential_diff_reward,
             inter_skill_bootstrap, converter_coef, norm_momentum, symmetry_breaking_steps: of
             `SPlaTESLoss` (the symmetry-breaking prior's duration counts this level's transitions).
+        hidden_slice: observation entries the skill agent does not see (``slice`` or
+            ``(start, stop)``), e.g. the desired goal, so that skills do not depend on the task;
+            the reward still encodes the whole observation with the parent's encoder.
         **kwargs: of `TDMPC2Level` (``warm_up_steps``, ``update_interval``, ``use_policy``, ...).
     """
 
@@ -60,6 +63,7 @@ class SPlaTESLevel(TDMPC2Level):
         norm_momentum: float = 0.005,
         symmetry_breaking_steps: int = 0,
         warm_up_steps: int = 1000,
+        hidden_slice: slice | tuple[int, int] | None = None,
         **kwargs,
     ):
         if not isinstance(control_interval, int) or control_interval < 1:
@@ -70,6 +74,7 @@ class SPlaTESLevel(TDMPC2Level):
             raise ValueError(f"SPlaTESLevel needs an int skill_dim >= 1; got {skill_dim!r}")
         super().__init__(config, control_interval=control_interval, warm_up_steps=warm_up_steps, **kwargs)
         self.skill_dim = skill_dim
+        self.hidden_slice = _as_slice(hidden_slice)
         self.reward_args = dict(
             n_skill_samples=n_skill_samples, fixed_std=fixed_std, reward_clipping_low=reward_clipping_low,
             reward_clipping_high=reward_clipping_high, potential_clipping_low=potential_clipping_low,
@@ -89,7 +94,16 @@ class SPlaTESLevel(TDMPC2Level):
         super().initialize(observation_spec, action_spec, parent)
 
     def _model_dims(self, obs_dim: int, input_dim: int) -> tuple[int, int, int]:
-        return obs_dim, 1 + self.start_dim + self.skill_dim, 0
+        hidden = len(range(*self.hidden_slice.indices(obs_dim))) if self.hidden_slice is not None else 0
+        return obs_dim - hidden, 1 + self.start_dim + self.skill_dim, 0
+
+    def agent_observation(self, obs: torch.Tensor) -> torch.Tensor:
+        """What the TD-MPC2 agent sees: the observation without ``hidden_slice``."""
+        if self.hidden_slice is None:
+            return obs
+        keep = torch.ones(obs.shape[-1], dtype=torch.bool, device=obs.device)
+        keep[self.hidden_slice] = False
+        return obs[..., keep]
 
     def make_world_model(self, obs_dim: int, action_dim: int, goal_dim: int) -> SPlaTESWorldModel:
         return SPlaTESWorldModel(obs_dim, action_dim, self.cfg, self.skill_dim, self.start_dim)
@@ -132,7 +146,7 @@ class SPlaTESLevel(TDMPC2Level):
         wm = self.world_model
         with torch.no_grad():
             start_state, _ = self.skill_model.encode(start)
-            z = wm.encode(obs)
+            z = wm.encode(self.agent_observation(obs))
             if self.use_policy:
                 zg = wm.encode_goal(wm.conditioning(step.float() / self.control_interval, start_state, skill))
                 action, _ = wm.pi(z, zg, deterministic=deterministic)
@@ -224,15 +238,18 @@ class SPlaTESLevel(TDMPC2Level):
         """A ``[B, H]`` batch for `SPlaTESLoss`: observations, actions, skills, skill starts and steps."""
         cfg = self.cfg
         data = self.replay_buffer.sample().reshape(cfg["batch_size"], cfg["horizon"])
+        obs, next_obs = data.get("observation").float(), data.get(("next", "observation")).float()
         return TensorDict(
             {
-                "observation": data.get("observation").float(),
+                "observation": self.agent_observation(obs),
+                "parent_observation": obs,
                 "action": data.get("action"),
                 "skill": data.get("level_input").float(),
                 "skill_start": data.get("skill_start").float(),
                 "skill_step": data.get("skill_step"),
                 "next": {
-                    "observation": data.get(("next", "observation")).float(),
+                    "observation": self.agent_observation(next_obs),
+                    "parent_observation": next_obs,
                     "reward": data.get(("next", "reward")).float(),
                     "terminated": data.get(("next", "terminated")),
                 },

@@ -75,11 +75,17 @@ class SPlaTESLoss(TDMPC2Loss):
 
     @dataclass
     class _AcceptedKeys(TDMPC2Loss._AcceptedKeys):
-        """Keys: the TD-MPC2 ones, plus the skill, the skill's start observation and the step within it."""
+        """Keys: the TD-MPC2 ones, plus the skill, the skill's start observation and the step within it.
+
+        ``parent_observation`` (and its ``next``) is what the parent's predictor encodes, where it
+        differs from what the world model sees (``observation``); absent, ``observation`` serves both.
+        """
 
         skill: NestedKey = "skill"
         skill_start: NestedKey = "skill_start"
         skill_step: NestedKey = "skill_step"
+        parent_observation: NestedKey = "parent_observation"
+        next_parent_observation: NestedKey = ("next", "parent_observation")
 
     default_keys = _AcceptedKeys
     tensor_keys: _AcceptedKeys
@@ -203,7 +209,11 @@ class SPlaTESLoss(TDMPC2Loss):
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         keys, wm = self.tensor_keys, self.world_model
         td = tensordict if tensordict.batch_dims >= 2 else tensordict.unsqueeze(-1)
-        obs, next_obs = td.get(keys.observation).float(), td.get(keys.next_observation).float()
+        model_obs = td.get(keys.observation).float()
+        obs = td.get(keys.parent_observation, model_obs).float()
+        next_obs = td.get(keys.next_parent_observation, None)
+        next_obs = td.get(keys.next_observation) if next_obs is None else next_obs
+        next_obs = next_obs.float()
         skill, start_obs = td.get(keys.skill).float(), td.get(keys.skill_start).float()
         step = td.get(keys.skill_step).long()
         raw = self.intrinsic_reward(start_obs, skill, step, obs, next_obs)
@@ -226,7 +236,7 @@ class SPlaTESLoss(TDMPC2Loss):
 
         # V_avg: the value where a skill starts, averaged over skills drawn from the prior
         with torch.no_grad():
-            z = wm.encode(obs)
+            z = wm.encode(model_obs)
             prior = sample_skill_prior(
                 z[..., 0].numel(), self.skill_dim, device=z.device, generator=self.generator
             ).reshape(*z.shape[:-1], self.skill_dim)
