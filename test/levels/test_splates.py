@@ -199,6 +199,6 @@ def test_planner_over_splates_reaches_the_goal_on_the_medium_maze_within_28_minu
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     args = argparse.Namespace(env="Maze2D-Medium-v0", num_envs=4, eval_envs=8, frames=200_000, frames_per_batch=400,
-                              eval_every=4000, minutes=28.0, seed=0, threads=1, out=str(tmp_path / "curve.png"))
+                              eval_every=4000, minutes=28.0, seed=0, threads=1, out=str(tmp_path / "curve.png"), hierarchy_kwargs="{}")
     result = bench.run(args)
     assert result["best_eval_success"] > 0, result["curve"]

@@ -44,3 +44,16 @@ def test_an_unfinished_evaluation_reports_no_episodes():
     hierarchy = Hierarchy([RandomLevel()], env=make_env("Pendulum-v1", 1))
     result = evaluate(hierarchy, eval_env("Pendulum-v1", 2, hierarchy, 50), max_steps=5)
     assert result.episodes == 0 and result.mean_return != result.mean_return  # NaN
+
+
+def test_success_counts_episodes_that_reach_the_goal_and_final_success_those_that_stay():
+    # a constant push to the right from the left of an open room: the agent passes the goal
+    # (1.5 cells right of the start) and ends against the far wall
+    env = make_env("Maze2D-Open-v0", 1, max_episode_steps=60, start_cells=[(1, 3)], goal_cells=[(3, 3)])
+    hierarchy = Hierarchy([ConstantLevel([1.0, 0.0])], env=env)
+    eval_env_ = env.append_transform(Compose(hierarchy.make_transform(), RewardSum()))
+    result = evaluate(hierarchy, eval_env_, seed=0)
+    assert result.episodes == 1 and result.success_rate == 1.0 and result.final_success_rate == 0.0
+    stay = Hierarchy([ConstantLevel([0.0, 0.0])], env=env)
+    result = evaluate(stay, env.append_transform(Compose(stay.make_transform(), RewardSum())), seed=0)
+    assert result.success_rate == 0.0 and result.final_success_rate == 0.0

@@ -83,7 +83,8 @@ def planner_over_splates(
             over the first ``symmetry_breaking_steps`` env steps, and 32 contrastive skills.
         use_policy: the skills act with TD-MPC2's policy prior instead of MPPI (CPU cost).
         hide_goal_from_skills: the skill agent does not see the desired goal (task-agnostic
-            skills, as in the paper; the planner above handles the task).
+            skills, as in the paper; the planner above handles the task), and the planner's
+            model of skill outcomes does not take it as an input either.
         skill_warm_up_steps, skill_update_interval: the skill level's learning schedule.
         horizon, num_samples, num_iterations, elite_ratio, momentum: the iCEM planner
             (``num_elites = round(num_samples * elite_ratio)``).
@@ -110,8 +111,10 @@ def planner_over_splates(
         potential_diff_reward=potential_diff_reward, symmetry_breaking_steps=symmetry_breaking_steps,
         use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
     )
+    predictor = dict(predictor or {})
     if hide_goal_from_skills and getattr(env, "goal_slices", None) is not None:
         skill_args["hidden_slice"] = goal_slices(env)["desired_goal"]
+        predictor.setdefault("dynamics_context", False)  # where a skill ends does not depend on the goal
     skill_args.update(skill_level or {})
     top = _planner_level(env, predictor, **planner_args)
     low = SPlaTESLevel(skill_dim, cpu_tdmpc2_config(**(tdmpc2 or {})), **skill_args)

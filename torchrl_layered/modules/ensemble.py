@@ -114,7 +114,8 @@ class ProbabilisticEnsemble(nn.Module):
 
     # ------------------------------------------------------------------ core
     def inputs(self, state: torch.Tensor, context: torch.Tensor | None, action: torch.Tensor) -> torch.Tensor:
-        parts = [state] + ([context] if context is not None and context.shape[-1] else []) + [action]
+        """``[state, context, action]``; a model built with ``context_dim=0`` ignores any context."""
+        parts = [state] + ([context] if context is not None and self.context_dim else []) + [action]
         return torch.cat(parts, -1)
 
     def normalized_forward(self, x: torch.Tensor, members: torch.Tensor | None = None):

@@ -128,6 +128,9 @@ class RewardPredictor(Predictor):
         num_members, hidden_sizes, num_elites: of the `ProbabilisticEnsemble`.
         head_sizes: hidden widths of the reward and value heads.
         use_value: learn a value head (bootstrap at the planning horizon).
+        dynamics_context: the dynamics model sees the context; False where the state's motion
+            does not depend on it (e.g. skills that do not see the desired goal), so that the
+            model cannot pick up a spurious dependence. The reward and value always see it.
     """
 
     def __init__(
@@ -140,9 +143,10 @@ class RewardPredictor(Predictor):
         num_elites: int | None = None,
         head_sizes=(128, 128),
         use_value: bool = True,
+        dynamics_context: bool = True,
     ):
         model = ProbabilisticEnsemble(
-            encoder.latent_state_dim, action_dim, encoder.context_dim,
+            encoder.latent_state_dim, action_dim, encoder.context_dim if dynamics_context else 0,
             num_members=num_members, hidden_sizes=hidden_sizes, num_elites=num_elites,
         )
         d, c = encoder.latent_state_dim, encoder.context_dim

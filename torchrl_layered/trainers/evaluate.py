@@ -18,7 +18,11 @@ class EvalResult:
     mean_return: float
     """Mean return of the episodes that ended (NaN if none did)."""
     success_rate: float | None
-    """Fraction of the ended episodes with ``("next", "success")`` true at their last step (None: no such flag)."""
+    """Fraction of the ended episodes in which ``("next", "success")`` was true at some step: the
+    goal was reached (None: the env reports no such flag)."""
+    final_success_rate: float | None
+    """Fraction of the ended episodes with ``("next", "success")`` true at their last step: the
+    goal was reached and held until the end (None: no such flag)."""
     episodes: int
     """Episodes that ended within the step budget."""
 
@@ -48,7 +52,8 @@ def evaluate(hierarchy: Hierarchy, env: EnvBase, *, max_steps: int = 10_000, see
             n = env.batch_size.numel()
             finished = torch.zeros(n, dtype=torch.bool, device=td.device)
             returns = torch.zeros(n, device=td.device)
-            success = torch.zeros(n, dtype=torch.bool, device=td.device)
+            reached = torch.zeros(n, dtype=torch.bool, device=td.device)
+            final = torch.zeros(n, dtype=torch.bool, device=td.device)
             has_success = None
             for _ in range(max_steps):
                 td = hierarchy(td)
@@ -58,7 +63,9 @@ def evaluate(hierarchy: Hierarchy, env: EnvBase, *, max_steps: int = 10_000, see
                 flag = td.get(("next", "success"), None)
                 has_success = flag is not None
                 if has_success:
-                    success = torch.where(done, flag.reshape(n).to(torch.bool), success)
+                    flag = flag.reshape(n).to(torch.bool)
+                    reached |= flag & ~finished
+                    final = torch.where(done, flag, final)
                 finished |= done
                 if bool(finished.all()):
                     break
@@ -67,5 +74,10 @@ def evaluate(hierarchy: Hierarchy, env: EnvBase, *, max_steps: int = 10_000, see
         hierarchy.train(was_training)
     count = int(finished.sum())
     mean_return = float(returns[finished].mean()) if count else math.nan
-    rate = (float(success[finished].float().mean()) if count else math.nan) if has_success else None
-    return EvalResult(mean_return=mean_return, success_rate=rate, episodes=count)
+
+    def rate(success: torch.Tensor) -> float | None:
+        if not has_success:
+            return None
+        return float(success[finished].float().mean()) if count else math.nan
+
+    return EvalResult(mean_return=mean_return, success_rate=rate(reached), final_success_rate=rate(final), episodes=count)

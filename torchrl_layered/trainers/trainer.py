@@ -231,6 +231,7 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
         logger.log_scalar("eval/return", result.mean_return, step=progress.frames)
         if result.success_rate is not None:
             logger.log_scalar("eval/success_rate", result.success_rate, step=progress.frames)
+            logger.log_scalar("eval/final_success_rate", result.final_success_rate, step=progress.frames)
 
     def save() -> Path:
         state = {
