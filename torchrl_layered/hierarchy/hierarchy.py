@@ -44,7 +44,8 @@ class Hierarchy(TensorDictSequential):
     Each level's action spec comes from the env (lowest level) or from the input spec the
     level below declares (``get_input_spec()``), and each level gets its parent at build time.
     Level ``k`` keeps its option state under ``("levels", "k", ...)``; the
-    `HierarchyTransform` from `make_transform` carries it between steps.
+    `HierarchyTransform` from `make_transform` carries it between steps. The levels' networks
+    and counters go to the env's device; ``hierarchy.to(device)`` moves them elsewhere.
 
     Args:
         levels: the levels, top first.
@@ -115,6 +116,8 @@ class Hierarchy(TensorDictSequential):
                 state=level_key(i, LEVEL_STATE),
             )
         super().__init__(*levels)
+        if observation_spec.device is not None:
+            self.to(observation_spec.device)  # the levels compute where the env writes its data
         self.observation_specs = observation_specs
         self.action_specs = action_specs
         self.reward_spec = reward_spec

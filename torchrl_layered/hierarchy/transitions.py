@@ -80,5 +80,5 @@ def level_transitions(
         data["level_state"] = level_state[mask]
     traj_ids = batch.get(TRAJ_IDS, None)
     if traj_ids is not None:
-        data[TRAJ_IDS] = traj_ids[mask]
+        data[TRAJ_IDS] = traj_ids[mask.to(traj_ids.device)]  # the collector keeps its ids on its own device
     return TensorDict(data, batch_size=[done.shape[0]], device=batch.device)

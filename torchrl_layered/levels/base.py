@@ -165,6 +165,19 @@ class Level(TensorDictModuleBase):
         self.transition_count.fill_(value)
 
     @property
+    def device(self) -> torch.device:
+        """Where the level's networks and counters live (it follows ``.to()``)."""
+        return self.transition_count.device
+
+    def sample_buffer(self) -> TensorDictBase:
+        """A batch from the level's replay buffer, on the level's device.
+
+        The storage keeps the device of the data it was first given (the env's); a level moved
+        elsewhere (``hierarchy.to("cuda")`` over a CPU env) still gets its batches where it computes.
+        """
+        return self.replay_buffer.sample().to(self.device)
+
+    @property
     def initialized(self) -> bool:
         return self.action_spec is not None
 

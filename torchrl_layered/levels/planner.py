@@ -133,7 +133,7 @@ class PlannerLevel(Level):
             self.target_updater = SoftUpdate(self.loss, tau=self.tau)
             self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=self.lr)
             self.replay_buffer = TensorDictReplayBuffer(
-                storage=LazyTensorStorage(self.buffer_size), batch_size=self.batch_size
+                storage=LazyTensorStorage(self.buffer_size, device="auto"), batch_size=self.batch_size
             )
 
     def get_state_spec(self) -> Composite | None:
@@ -217,7 +217,7 @@ class PlannerLevel(Level):
         if num <= 0:
             return {}
         self.num_model_updates += num
-        return gradient_steps(self.loss, self.optimizer, self.target_updater, self.replay_buffer.sample, num, 20.0)
+        return gradient_steps(self.loss, self.optimizer, self.target_updater, self.sample_buffer, num, 20.0)
 
     # ---------------------------------------------------------------- state
     def get_extra_state(self) -> dict:

@@ -237,7 +237,7 @@ class SPlaTESLevel(TDMPC2Level):
     def sample(self) -> TensorDictBase:
         """A ``[B, H]`` batch for `SPlaTESLoss`: observations, actions, skills, skill starts and steps."""
         cfg = self.cfg
-        data = self.replay_buffer.sample().reshape(cfg["batch_size"], cfg["horizon"])
+        data = self.sample_buffer().reshape(cfg["batch_size"], cfg["horizon"])
         obs, next_obs = data.get("observation").float(), data.get(("next", "observation")).float()
         return TensorDict(
             {

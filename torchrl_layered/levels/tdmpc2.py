@@ -115,7 +115,7 @@ class TDMPC2Level(Level):
             initial_std=cfg["max_std"], result_mode="sample",
         )
         self.replay_buffer = TensorDictReplayBuffer(
-            storage=LazyTensorStorage(int(cfg["buffer_size"])),
+            storage=LazyTensorStorage(int(cfg["buffer_size"]), device="auto"),
             sampler=SliceSampler(slice_len=cfg["horizon"], traj_key=TRAJ_IDS, step_key=OPTION_INDEX,
                                  fragmented=True, strict_length=True),
             batch_size=cfg["batch_size"] * cfg["horizon"],
@@ -243,7 +243,7 @@ class TDMPC2Level(Level):
     def sample(self) -> TensorDictBase:
         """A ``[B, H]`` batch for `TDMPC2Loss` (model observations, goals, HER copies)."""
         cfg = self.cfg
-        data = self.replay_buffer.sample().reshape(cfg["batch_size"], cfg["horizon"])
+        data = self.sample_buffer().reshape(cfg["batch_size"], cfg["horizon"])
         obs, goal = self.split(data.get("observation"), data.get("level_input", None))
         next_obs, next_goal = self.split(data.get(("next", "observation")), data.get("level_input", None))
         batch = data.empty()
