@@ -169,12 +169,16 @@ class Level(TensorDictModuleBase):
         """Where the level's networks and counters live (it follows ``.to()``)."""
         return self.transition_count.device
 
-    def sample_buffer(self) -> TensorDictBase:
-        """A batch from the level's replay buffer, on the level's device.
+    def store(self, data: TensorDictBase) -> None:
+        """Adds ``data`` to the level's replay buffer, on the level's device.
 
-        The storage keeps the device of the data it was first given (the env's); a level moved
-        elsewhere (``hierarchy.to("cuda")`` over a CPU env) still gets its batches where it computes.
+        Collector batches mix devices (the env's data, the collector's own ids on CPU); a
+        storage built with ``device="auto"`` then lives where the level computes.
         """
+        self.replay_buffer.extend(data.to(self.device))
+
+    def sample_buffer(self) -> TensorDictBase:
+        """A batch from the level's replay buffer, on the level's device (also after a later ``.to()``)."""
         return self.replay_buffer.sample().to(self.device)
 
     @property

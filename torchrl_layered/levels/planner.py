@@ -208,7 +208,7 @@ class PlannerLevel(Level):
     def extend(self, transitions: TensorDictBase) -> None:
         self.env_step_count += transitions.get(("next", "duration")).sum()
         if self.replay_buffer is not None:
-            self.replay_buffer.extend(transitions.select("observation", "action", "next"))
+            self.store(transitions.select("observation", "action", "next"))
 
     def learn(self) -> dict[str, float]:
         if self.replay_buffer is None:

@@ -232,7 +232,7 @@ class SPlaTESLevel(TDMPC2Level):
         data.set("action", self._to_unit(data.get("action")))
         data.set("skill_start", state.get("skill_start"))
         data.set("skill_step", state.get("skill_step"))
-        self.replay_buffer.extend(data)
+        self.store(data)
 
     def sample(self) -> TensorDictBase:
         """A ``[B, H]`` batch for `SPlaTESLoss`: observations, actions, skills, skill starts and steps."""

@@ -238,7 +238,7 @@ class TDMPC2Level(Level):
         data = transitions.select("observation", "action", OPTION_INDEX, TRAJ_IDS, "next", *(
             ["level_input"] if "level_input" in transitions.keys() else []))
         data.set("action", self._to_unit(data.get("action")))
-        self.replay_buffer.extend(data)
+        self.store(data)
 
     def sample(self) -> TensorDictBase:
         """A ``[B, H]`` batch for `TDMPC2Loss` (model observations, goals, HER copies)."""
