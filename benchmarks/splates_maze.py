@@ -7,7 +7,7 @@ episode each, deterministic; success = the goal was reached within the episode, 
 reference's ``test_success_in_ep``; final success = within the goal radius at the last step).
 Writes a PNG of the curve and a JSON of the figures next to it, and prints them.
 
-    python benchmarks/splates_maze.py [--frames 60000] [--minutes 28] [--eval-every 6000] [--seed 0]
+    python benchmarks/splates_maze.py [--frames 16000] [--minutes 28] [--eval-every 4000] [--seed 0]
 """
 from __future__ import annotations
 
@@ -39,6 +39,20 @@ def run(args) -> dict:
                  intrinsic_reward=[])
     frames, next_eval, start = 0, args.eval_every, time.perf_counter()
     train_success, metrics = [], {}
+
+    def record() -> None:
+        result = evaluate(hierarchy, eval_env, max_steps=600, seed=args.seed + 10_000)
+        recent = train_success[-2 * args.num_envs:]
+        row = dict(frames=frames, minutes=round((time.perf_counter() - start) / 60, 2),
+                   eval_success=result.success_rate, eval_final_success=result.final_success_rate,
+                   eval_return=result.mean_return,
+                   train_success=sum(recent) / len(recent) if recent else math.nan,
+                   intrinsic_reward=metrics.get("level1/intrinsic_reward", math.nan))
+        for key, value in row.items():
+            curve[key].append(value)
+        print(json.dumps(row), flush=True)
+
+    record()  # the untrained hierarchy: the baseline
     for batch in collector:
         frames += batch.numel()
         hierarchy.extend(batch)
@@ -46,26 +60,16 @@ def run(args) -> dict:
         done = batch["next", "done"].squeeze(-1)
         if bool(done.any()):
             train_success += batch["next", "success"].reshape(done.shape)[done].float().tolist()
-        minutes = (time.perf_counter() - start) / 60
-        out_of_time = minutes > args.minutes
+        out_of_time = (time.perf_counter() - start) / 60 > args.minutes
         if frames >= next_eval or out_of_time or frames >= args.frames:
             next_eval += args.eval_every
-            result = evaluate(hierarchy, eval_env, max_steps=600, seed=args.seed + 10_000)
-            recent = train_success[-2 * args.num_envs:]
-            row = dict(frames=frames, minutes=round((time.perf_counter() - start) / 60, 2),
-                       eval_success=result.success_rate, eval_final_success=result.final_success_rate,
-                       eval_return=result.mean_return,
-                       train_success=sum(recent) / len(recent) if recent else math.nan,
-                       intrinsic_reward=metrics.get("level1/intrinsic_reward", math.nan))
-            for key, value in row.items():
-                curve[key].append(value)
-            print(json.dumps(row), flush=True)
+            record()
         if out_of_time:
             break
     collector.shutdown()
     if getattr(args, "save", None):
         torch.save(hierarchy.state_dict(), args.save)
-    best = max((s for s in curve["eval_success"] if s is not None), default=0.0)
+    best = max((s for s in curve["eval_success"][1:] if s is not None), default=0.0)
     return dict(env=args.env, num_envs=args.num_envs, seed=args.seed, frames=frames,
                 minutes=round((time.perf_counter() - start) / 60, 2), best_eval_success=best,
                 first_success_frames=next((f for f, s in zip(curve["frames"], curve["eval_success"]) if s and s > 0), None),
@@ -97,10 +101,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="Maze2D-Medium-v0")
     parser.add_argument("--num-envs", type=int, default=4)
-    parser.add_argument("--eval-envs", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=60_000)
+    parser.add_argument("--eval-envs", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=16_000)
     parser.add_argument("--frames-per-batch", type=int, default=400)
-    parser.add_argument("--eval-every", type=int, default=6_000)
+    parser.add_argument("--eval-every", type=int, default=4_000)
     parser.add_argument("--minutes", type=float, default=28.0, help="stop (after a last evaluation) past this wall time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)

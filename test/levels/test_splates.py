@@ -187,9 +187,12 @@ def test_skills_become_diverse_after_a_short_budget():
         f"trained spread {trained_spread:.3f} vs initial {initial_spread:.3f} / random {random_spread:.3f}")
 
 
-@pytest.mark.benchmark
-def test_planner_over_splates_reaches_the_goal_on_the_medium_maze_within_28_minutes(tmp_path):
-    """`benchmarks/splates_maze.py` with its default budget (28 minutes of wall time on 4 instances)."""
+@pytest.mark.learning
+def test_planner_over_splates_reaches_goals_on_the_medium_maze_within_16k_env_steps(tmp_path):
+    """`benchmarks/splates_maze.py` on a budget of 16,000 env steps (4 instances; about 11
+    minutes on a 2-core CPU): evaluated every 4,000 steps on 16 episodes from the maze's
+    corners, the planner over the learned skills reaches the goal in some of them, which the
+    untrained hierarchy does not (success = the goal reached within the episode)."""
     import argparse
     import importlib.util
     from pathlib import Path
@@ -198,7 +201,10 @@ def test_planner_over_splates_reaches_the_goal_on_the_medium_maze_within_28_minu
     spec = importlib.util.spec_from_file_location("splates_maze", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    args = argparse.Namespace(env="Maze2D-Medium-v0", num_envs=4, eval_envs=8, frames=200_000, frames_per_batch=400,
-                              eval_every=4000, minutes=28.0, seed=0, threads=1, out=str(tmp_path / "curve.png"), hierarchy_kwargs="{}")
+    args = argparse.Namespace(env="Maze2D-Medium-v0", num_envs=4, eval_envs=16, frames=16_000, frames_per_batch=400,
+                              eval_every=4000, minutes=28.0, seed=0, threads=1, out=str(tmp_path / "curve.png"),
+                              hierarchy_kwargs="{}")
     result = bench.run(args)
-    assert result["best_eval_success"] > 0, result["curve"]
+    curve = result["curve"]
+    assert curve["frames"][0] == 0 and curve["frames"][-1] == 16_000
+    assert result["best_eval_success"] > curve["eval_success"][0], curve
