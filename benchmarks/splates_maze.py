@@ -7,7 +7,7 @@ episode each, deterministic; success = the goal was reached within the episode, 
 reference's ``test_success_in_ep``; final success = within the goal radius at the last step).
 Writes a PNG of the curve and a JSON of the figures next to it, and prints them.
 
-    python benchmarks/splates_maze.py [--frames 16000] [--minutes 28] [--eval-every 4000] [--seed 0]
+    python benchmarks/splates_maze.py [--frames 24000] [--minutes 28] [--eval-every 4000] [--seed 0]
 """
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--env", default="Maze2D-Medium-v0")
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--eval-envs", type=int, default=16)
-    parser.add_argument("--frames", type=int, default=16_000)
+    parser.add_argument("--frames", type=int, default=24_000)
     parser.add_argument("--frames-per-batch", type=int, default=400)
     parser.add_argument("--eval-every", type=int, default=4_000)
     parser.add_argument("--minutes", type=float, default=28.0, help="stop (after a last evaluation) past this wall time")

@@ -37,7 +37,7 @@ def cpu_tdmpc2_config(**overrides) -> dict[str, Any]:
 
 def _planner_level(env: EnvBase, predictor: dict | None, **kwargs) -> PlannerLevel:
     # the value head stays (use_value=False planning ignores it): PlannerLevel's SoftUpdate needs a target
-    sizes = dict(num_members=1, hidden_sizes=(200, 200), head_sizes=(128, 128))
+    sizes = dict(num_members=1, hidden_sizes=(200, 200, 200), head_sizes=(128, 128))
     sizes.update(predictor or {})
     return PlannerLevel(predictor_factory=get_default_predictor_factory(env, **sizes), **kwargs)
 
@@ -94,7 +94,8 @@ def planner_over_splates(
         planner_update_interval, planner_num_updates, planner_batch_size, planner_buffer_size:
             the predictor's learning (``planner_num_updates`` updates every
             ``planner_update_interval`` planner transitions).
-        predictor: `RewardPredictor` sizes (default 1 member, a (200, 200) dynamics net, (128, 128) heads).
+        predictor: `RewardPredictor` sizes (default 1 member, a (200, 200, 200) dynamics net, (128, 128)
+            heads: where a skill ends near walls needs the depth).
         tdmpc2: entries of the skill level's TD-MPC2 config over `cpu_tdmpc2_config`.
         planner_level, skill_level: further keyword arguments of `PlannerLevel` / `SPlaTESLevel`.
     """
