@@ -795,12 +795,13 @@ SKILLS = [
     md("""
     ## 3. What the skills do
 
-    Each planner transition says where a skill went from where it started. Early on the
-    skill agent acts at random, so where a skill goes has nothing to do with the skill; after
-    training, skills in different directions of the skill space (colours: the skill's angle)
-    move the agent in different directions, far and consistently. The numbers: the mean length of a
-    skill's displacement, and the share of its variance that a linear map of the skill
-    explains (R², 0 = the skill says nothing about where the agent goes).
+    Each planner transition says where a skill went from where it started (colour: the skill's
+    angle in skill space). Early on the skill agent acts at random, so where a skill goes has
+    nothing to do with the skill. After training it does: the numbers are the mean length of
+    a skill's displacement and the share of its variance that a linear map of the skill
+    explains (R², 0 = the skill says nothing about where the agent goes). The points on the
+    axes are skills that slid along a wall: late in training the planner keeps the agent near
+    goals in the maze's corners, where most directions are blocked.
     """),
     code("""
     def displacements(outcomes):
