@@ -37,7 +37,21 @@ def parent_predictor(level: Level, parent: Level | None, observation_spec: Tenso
     return predictor
 
 
-class DADSLevel(TDMPC2Level):
+class SkillPriorLearning:
+    """For skill levels whose loss has a `SymmetryBreakingPrior`: its clock is the level's transitions.
+
+    Mixed in before `TDMPC2Level`; also reports the prior's current weight while it lasts.
+    """
+
+    def learn(self) -> dict[str, float]:
+        self.loss.symmetry_breaking.step.fill_(self.n_transitions)
+        metrics = super().learn()
+        if metrics and self.loss.symmetry_breaking.duration > 0:
+            metrics["symmetry_breaking_weight"] = self.loss.symmetry_breaking.weight()
+        return metrics
+
+
+class DADSLevel(SkillPriorLearning, TDMPC2Level):
     """A skill-conditioned TD-MPC2 agent rewarded by DADS in the parent's predictor space.
 
     The skill (the parent's option, in ``[-1, 1]^skill_dim``) plays the role of the TD-MPC2
@@ -109,10 +123,3 @@ class DADSLevel(TDMPC2Level):
             steps = tensordict.get("steps")
             done = done | (torch.rand(steps.shape, device=steps.device) < self.termination_probability)
         return done
-
-    def learn(self) -> dict[str, float]:
-        self.loss.symmetry_breaking.step.fill_(self.n_transitions)
-        metrics = super().learn()
-        if metrics and self.loss.symmetry_breaking.duration > 0:
-            metrics["symmetry_breaking_weight"] = self.loss.symmetry_breaking.weight()
-        return metrics

@@ -10,13 +10,13 @@ from torchrl.data import Bounded, Composite, TensorSpec, Unbounded
 from torchrl_layered.hierarchy.keys import OPTION_INDEX
 from torchrl_layered.hierarchy.transitions import TRAJ_IDS
 from torchrl_layered.levels.base import Level
-from torchrl_layered.levels.dads import parent_predictor
+from torchrl_layered.levels.dads import SkillPriorLearning, parent_predictor
 from torchrl_layered.levels.tdmpc2 import TDMPC2Level, _as_slice
 from torchrl_layered.modules.splates import SPlaTESWorldModel
 from torchrl_layered.objectives.splates import SPlaTESLoss
 
 
-class SPlaTESLevel(TDMPC2Level):
+class SPlaTESLevel(SkillPriorLearning, TDMPC2Level):
     """Skills in ``[-1, 1]^skill_dim`` of ``control_interval`` steps, rewarded where they end.
 
     The reward (`SPlaTESLoss`) is the contrastive log-density of the skill's end under the
@@ -257,10 +257,3 @@ class SPlaTESLevel(TDMPC2Level):
             batch_size=data.shape,
             device=data.device,
         )
-
-    def learn(self) -> dict[str, float]:
-        self.loss.symmetry_breaking.step.fill_(self.n_transitions)
-        metrics = super().learn()
-        if metrics and self.loss.symmetry_breaking.duration > 0:
-            metrics["symmetry_breaking_weight"] = self.loss.symmetry_breaking.weight()
-        return metrics
