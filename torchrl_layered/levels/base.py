@@ -15,7 +15,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
-from torchrl.data import Composite, TensorSpec
+from torchrl.data import Categorical, Composite, TensorSpec
 from torchrl.envs.utils import ExplorationType, exploration_type
 
 _DETERMINISTIC_TYPES = (
@@ -184,6 +184,25 @@ class Level(TensorDictModuleBase):
     @property
     def initialized(self) -> bool:
         return self.action_spec is not None
+
+    @property
+    def level_input_dim(self) -> int:
+        """Size of `level_input_features`: 0 on the top level, ``n`` for a categorical input (one-hot)."""
+        spec = None if self.is_top else self.get_input_spec()
+        if spec is None:
+            return 0
+        if isinstance(spec, Categorical):
+            return int(spec.n)
+        return torch.Size(spec.shape).numel()
+
+    def level_input_features(self, level_input: torch.Tensor | None) -> torch.Tensor | None:
+        """The level input as a flat float vector ``[n, level_input_dim]`` (one-hot if categorical); None at the top."""
+        if not self.level_input_dim:
+            return None
+        n = level_input.shape[0]
+        if isinstance(self.get_input_spec(), Categorical):
+            level_input = torch.nn.functional.one_hot(level_input.long().reshape(n), self.level_input_dim)
+        return level_input.reshape(n, -1).float()
 
     # ----------------------------------------------------------------- act hooks
     def get_action(self, tensordict: TensorDictBase) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """`PlannerLevel`: model-predictive control with a sampling planner over a learned predictor."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -17,13 +18,32 @@ from torchrl_layered.planners import CEMPlanner, ICEMPlanner, MPPIPlanner, Sampl
 
 PLANNERS = {"cem": CEMPlanner, "icem": ICEMPlanner, "mppi": MPPIPlanner}
 
-#: Builds a predictor for a level: ``factory(observation_spec, action_spec) -> Predictor``.
-PredictorFactory = Callable[[TensorSpec, TensorSpec], Predictor]
+#: Builds a predictor for a level: ``factory(observation_spec, action_spec, input_dim=0) -> Predictor``;
+#: ``input_dim`` (passed only below a parent) is the size of the level input to condition on.
+PredictorFactory = Callable[..., Predictor]
 
 
-def default_predictor_factory(observation_spec: TensorSpec, action_spec: TensorSpec) -> RewardPredictor:
-    """A learned `RewardPredictor` on the raw observation (identity encoder, 5 members)."""
-    return RewardPredictor(IdentityEncoder(observation_spec.shape[-1]), action_spec.shape[-1])
+def default_predictor_factory(observation_spec: TensorSpec, action_spec: TensorSpec, input_dim: int = 0,
+                              **predictor_kwargs) -> RewardPredictor:
+    """A learned `RewardPredictor` on the raw observation (identity encoder; ``predictor_kwargs`` size it)."""
+    return RewardPredictor(IdentityEncoder(observation_spec.shape[-1]), action_spec.shape[-1], input_dim=input_dim,
+                           **predictor_kwargs)
+
+
+def build_predictor(factory: PredictorFactory, observation_spec: TensorSpec, action_spec: TensorSpec,
+                    input_dim: int) -> Predictor:
+    """Calls ``factory``, passing ``input_dim`` only below a parent (so two-argument factories serve top levels)."""
+    if not input_dim:
+        return factory(observation_spec, action_spec)
+    try:
+        inspect.signature(factory).bind(observation_spec, action_spec, input_dim=input_dim)
+    except TypeError:
+        raise TypeError(
+            f"PlannerLevel below a parent conditions its predictor on the level input ({input_dim} features), but "
+            f"predictor_factory {getattr(factory, '__name__', factory)!r} takes no input_dim: give it a parameter "
+            "input_dim and pass it to RewardPredictor(..., input_dim=input_dim)"
+        ) from None
+    return factory(observation_spec, action_spec, input_dim=input_dim)
 
 
 class PlannerLevel(Level):
@@ -43,7 +63,7 @@ class PlannerLevel(Level):
 
     Args:
         predictor: a `Predictor` (learned or known); built with ``predictor_factory`` if None.
-        predictor_factory: ``factory(observation_spec, action_spec) -> Predictor``.
+        predictor_factory: ``factory(observation_spec, action_spec, input_dim=0) -> Predictor``.
         planner: ``"icem"``, ``"cem"``, ``"mppi"`` or a `SamplingPlanner` class.
         horizon, num_samples, num_iterations, num_elites: the planner's budget.
         planner_kwargs: further planner arguments (e.g. ``momentum``, ``beta``).
@@ -119,7 +139,13 @@ class PlannerLevel(Level):
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
         super().initialize(observation_spec, action_spec, parent)
         if self.predictor is None:
-            self.predictor = self.predictor_factory(observation_spec, action_spec)
+            self.predictor = build_predictor(self.predictor_factory, observation_spec, action_spec, self.level_input_dim)
+        if getattr(self.predictor, "input_dim", 0) != self.level_input_dim:
+            raise ValueError(
+                f"PlannerLevel: its predictor conditions on a level input of size {getattr(self.predictor, 'input_dim', 0)}, "
+                f"but the level {'is the top' if self.is_top else f'gets {self.level_input_dim} input features'}; "
+                f"build the predictor with input_dim={self.level_input_dim}"
+            )
         self.planner = self.planner_cls(action_spec, **self.planner_args)
         self._update_in_out_keys()
         self.replay_buffer = None
@@ -156,9 +182,7 @@ class PlannerLevel(Level):
         if bool(random_mode.all()):
             return random_action
         state, context = self.predictor.encode(obs)
-        level_input = tensordict.get("level_input", None)
-        if level_input is not None:
-            context = torch.cat([context, level_input.float()], -1)
+        level_input = self.level_input_features(tensordict.get("level_input", None))
         generator = None
         if deterministic:
             generator = torch.Generator(device=obs.device).manual_seed(0)
@@ -167,6 +191,7 @@ class PlannerLevel(Level):
             return self.predictor.returns(
                 state, context, actions, particles=self.particles, gamma=self.gamma, deterministic=deterministic,
                 use_value=self.use_value, use_termination=self.use_termination, generator=generator,
+                level_input=level_input,
             )
 
         result = self.planner(objective, state=tensordict.get(("state", "planner")), generator=generator)
@@ -208,7 +233,10 @@ class PlannerLevel(Level):
     def extend(self, transitions: TensorDictBase) -> None:
         self.env_step_count += transitions.get(("next", "duration")).sum()
         if self.replay_buffer is not None:
-            self.store(transitions.select("observation", "action", "next"))
+            data = transitions.select("observation", "action", "next")
+            if self.level_input_dim:
+                data.set("level_input", self.level_input_features(transitions.get("level_input")))
+            self.store(data)
 
     def learn(self) -> dict[str, float]:
         if self.replay_buffer is None:

@@ -164,14 +164,10 @@ class TianshouLevel(Level):
     # ------------------------------------------------------------------ act
     def policy_input(self, observation: torch.Tensor, level_input: torch.Tensor | None = None) -> torch.Tensor:
         """The flat float vector the networks see: ``[n, obs_dim]`` (observation, then level input)."""
-        n = observation.shape[0]
-        features = observation.reshape(n, -1).float()
-        spec = self._level_input_spec
-        if spec is None:
+        features = observation.reshape(observation.shape[0], -1).float()
+        if self._level_input_spec is None:
             return features
-        if isinstance(spec, Categorical):
-            level_input = torch.nn.functional.one_hot(level_input.long(), int(spec.n))
-        return torch.cat([features, level_input.reshape(n, -1).float()], -1)
+        return torch.cat([features, self.level_input_features(level_input)], -1)
 
     def get_action(self, tensordict: TensorDictBase) -> torch.Tensor:
         obs = self.policy_input(tensordict.get("observation"), tensordict.get("level_input", None))

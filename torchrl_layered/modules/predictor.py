@@ -40,14 +40,20 @@ class Predictor(nn.Module):
             acting on ``[E, K, *]`` particles (e.g. `ProbabilisticEnsemble` or `KnownModel`).
         reward: ``reward(state, context, action) -> [*]`` per step (a module or a function).
         value: ``value(state, context) -> [*]``, the bootstrap at the horizon, or None.
+        input_dim: size of the level input (the parent's option, as `Level.level_input_features`)
+            that the reward and value condition on; 0 for a top level. The dynamics never see
+            it: the levels below act on their own inputs only, so the option's outcome does not
+            depend on what the parent asked for, only what it is worth does.
     """
 
-    def __init__(self, encoder: Encoder, model: nn.Module, reward: Callable, value: Callable | None = None):
+    def __init__(self, encoder: Encoder, model: nn.Module, reward: Callable, value: Callable | None = None,
+                 input_dim: int = 0):
         super().__init__()
         self.encoder = encoder
         self.model = model
         self.reward = reward
         self.value = value
+        self.input_dim = input_dim
 
     @property
     def latent_state_dim(self) -> int:
@@ -59,6 +65,15 @@ class Predictor(nn.Module):
 
     def encode(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder(obs)
+
+    def head_context(self, context: torch.Tensor, level_input: torch.Tensor | None) -> torch.Tensor:
+        """What the reward and value see besides the state: the context, then the level input."""
+        if not self.input_dim:
+            return context
+        if level_input is None or level_input.shape[-1] != self.input_dim:
+            got = None if level_input is None else tuple(level_input.shape)
+            raise ValueError(f"{type(self).__name__} was built for a level input of size {self.input_dim}; got {got}")
+        return torch.cat([context, level_input.to(context.dtype).expand(*context.shape[:-1], -1)], -1)
 
     def returns(
         self,
@@ -72,28 +87,34 @@ class Predictor(nn.Module):
         use_value: bool = True,
         use_termination: bool = True,
         generator: torch.Generator | None = None,
+        level_input: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Discounted predicted returns of ``actions [B, N, H, A]`` from ``state [B, d]``: ``[B, N, E*P]``.
 
         Each of the ``particles`` per elite member stays with its member for the whole
         horizon (TS-style), so the spread over the last dim reflects model uncertainty.
+        ``level_input [B, input_dim]`` conditions the reward and value (below a parent).
         """
         b, n, h = actions.shape[:3]
         e = self.model.num_elites
         k = b * n * particles
-        s = state[:, None, None].expand(b, n, particles, state.shape[-1]).reshape(1, k, -1).expand(e, k, -1)
-        c = context[:, None, None].expand(b, n, particles, context.shape[-1]).reshape(1, k, -1).expand(e, k, -1)
+
+        def per_particle(x: torch.Tensor) -> torch.Tensor:
+            return x[:, None, None].expand(b, n, particles, x.shape[-1]).reshape(1, k, -1).expand(e, k, -1)
+
+        s, c = per_particle(state), per_particle(context)
+        hc = per_particle(self.head_context(context, level_input))
         a_seq = actions[:, :, None].expand(b, n, particles, h, actions.shape[-1]).reshape(1, k, h, -1)
         total = torch.zeros(e, k, device=actions.device, dtype=state.dtype)
         alive = torch.ones_like(total)
         for t in range(h):
             a = a_seq[:, :, t].expand(e, k, -1)
-            total = total + alive * (gamma**t) * self.reward(s, c, a).reshape(e, k)
+            total = total + alive * (gamma**t) * self.reward(s, hc, a).reshape(e, k)
             s, term = self.model.step(s, a, c, deterministic=deterministic, generator=generator)
             if use_termination:
                 alive = alive * (1.0 - term)
         if use_value and self.value is not None:
-            total = total + alive * (gamma**h) * self.value(s, c).reshape(e, k)
+            total = total + alive * (gamma**h) * self.value(s, hc).reshape(e, k)
         return total.reshape(e, b, n, particles).permute(1, 2, 0, 3).reshape(b, n, e * particles)
 
     def log_prob(self, state, action, next_state, context=None, *, std=None) -> torch.Tensor:
@@ -128,6 +149,7 @@ class RewardPredictor(Predictor):
         num_members, hidden_sizes, num_elites: of the `ProbabilisticEnsemble`.
         head_sizes: hidden widths of the reward and value heads.
         use_value: learn a value head (bootstrap at the planning horizon).
+        input_dim: size of the level input the reward and value condition on (0 at the top).
         dynamics_context: the dynamics model sees the context; False where the state's motion
             does not depend on it (e.g. skills that do not see the desired goal), so that the
             model cannot pick up a spurious dependence. The reward and value always see it.
@@ -143,16 +165,17 @@ class RewardPredictor(Predictor):
         num_elites: int | None = None,
         head_sizes=(128, 128),
         use_value: bool = True,
+        input_dim: int = 0,
         dynamics_context: bool = True,
     ):
         model = ProbabilisticEnsemble(
             encoder.latent_state_dim, action_dim, encoder.context_dim if dynamics_context else 0,
             num_members=num_members, hidden_sizes=hidden_sizes, num_elites=num_elites,
         )
-        d, c = encoder.latent_state_dim, encoder.context_dim
+        d, c = encoder.latent_state_dim, encoder.context_dim + input_dim
         reward = _Head(d + c + action_dim, head_sizes)
         value = _Head(d + c, head_sizes, zero_last=True) if use_value else None
-        super().__init__(encoder, model, reward, value)
+        super().__init__(encoder, model, reward, value, input_dim)
 
 
 def target_copy(module: nn.Module) -> nn.Module:

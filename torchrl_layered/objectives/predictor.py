@@ -75,6 +75,7 @@ class RewardPredictorLoss(LossModule):
     @dataclass
     class _AcceptedKeys:
         observation: NestedKey = "observation"
+        level_input: NestedKey = "level_input"
         action: NestedKey = "action"
         reward: NestedKey = ("next", "reward")
         next_observation: NestedKey = ("next", "observation")
@@ -108,7 +109,8 @@ class RewardPredictorLoss(LossModule):
     @property
     def in_keys(self):
         keys = self.tensor_keys
-        return [keys.observation, keys.action, keys.reward, keys.next_observation, keys.terminated, keys.done]
+        inputs = [keys.level_input] if self.predictor.input_dim else []
+        return [keys.observation, *inputs, keys.action, keys.reward, keys.next_observation, keys.terminated, keys.done]
 
     @property
     def out_keys(self):
@@ -125,18 +127,22 @@ class RewardPredictorLoss(LossModule):
         reward = td.get(keys.reward).float().squeeze(-1)
         terminated = td.get(keys.terminated).squeeze(-1)
         done = td.get(keys.done).squeeze(-1)
+        # the level input conditions what the option is worth, not where it leads (see `Predictor`)
+        level_input = td.get(keys.level_input).float() if predictor.input_dim else None
+        head_context = predictor.head_context(context, level_input)
+        next_head_context = predictor.head_context(next_context, level_input)
         n = reward.numel()
         flat = lambda x: x.reshape(n, x.shape[-1])  # noqa: E731
         terms = self.model_loss.model_terms(
             flat(state), flat(action), flat(next_state).detach(), terminated.reshape(-1), flat(context)
         )
-        terms["loss_reward"] = self.reward_coef * F.mse_loss(predictor.reward(state, context, action), reward)
+        terms["loss_reward"] = self.reward_coef * F.mse_loss(predictor.reward(state, head_context, action), reward)
         if predictor.value is not None:
             with torch.no_grad(), self.target_value_network_params.to_module(self.value_network):
-                next_value = self.value_network(next_state, next_context)
+                next_value = self.value_network(next_state, next_head_context)
             if td.batch_dims >= 2:
                 target = n_step_targets(reward, next_value, terminated, done, self.gamma, self.n_steps)
             else:
                 target = reward + self.gamma * (~terminated).to(reward.dtype) * next_value
-            terms["loss_value"] = self.value_coef * F.mse_loss(self.value_network(state, context), target)
+            terms["loss_value"] = self.value_coef * F.mse_loss(self.value_network(state, head_context), target)
         return TensorDict(terms, batch_size=[])

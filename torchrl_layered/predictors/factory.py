@@ -11,7 +11,7 @@ from torchrl_layered.modules.encoders import FixedEncoder
 from torchrl_layered.modules.predictor import RewardPredictor
 
 
-def get_default_predictor_factory(env: EnvBase, **predictor_kwargs) -> Callable[[TensorSpec, TensorSpec], RewardPredictor]:
+def get_default_predictor_factory(env: EnvBase, **predictor_kwargs) -> Callable[..., RewardPredictor]:
     """A factory of learned `RewardPredictor`s whose state is the achieved goal and context the desired goal.
 
     The planner then predicts where the agent's goal-relevant coordinates go under its
@@ -25,8 +25,8 @@ def get_default_predictor_factory(env: EnvBase, **predictor_kwargs) -> Callable[
     slices = goal_slices(env)
     achieved, desired = slices["achieved_goal"], slices["desired_goal"]
 
-    def factory(observation_spec: TensorSpec, action_spec: TensorSpec) -> RewardPredictor:
+    def factory(observation_spec: TensorSpec, action_spec: TensorSpec, input_dim: int = 0) -> RewardPredictor:
         encoder = FixedEncoder(range(achieved.start, achieved.stop), range(desired.start, desired.stop))
-        return RewardPredictor(encoder, action_spec.shape[-1], **predictor_kwargs)
+        return RewardPredictor(encoder, action_spec.shape[-1], input_dim=input_dim, **predictor_kwargs)
 
     return factory

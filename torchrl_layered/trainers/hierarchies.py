@@ -7,6 +7,7 @@ function here (decorated with `register_hierarchy`) and one YAML file.
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from typing import Callable, Sequence
 
 from torchrl.data import Bounded, Categorical
@@ -14,9 +15,8 @@ from torchrl.envs import EnvBase
 
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.levels import PlannerLevel, RandomLevel, TDMPC2Level
+from torchrl_layered.levels.planner import default_predictor_factory
 from torchrl_layered.levels.skill_hierarchies import planner_over_dads, planner_over_splates
-from torchrl_layered.modules.encoders import IdentityEncoder
-from torchrl_layered.modules.predictor import RewardPredictor
 from torchrl_layered.predictors import get_default_predictor_factory
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
 
@@ -99,8 +99,7 @@ def planner_hierarchy(
     if getattr(env, "goal_slices", None) is not None:
         factory = get_default_predictor_factory(env, **sizes)
     else:
-        def factory(observation_spec, action_spec):
-            return RewardPredictor(IdentityEncoder(observation_spec.shape[-1]), action_spec.shape[-1], **sizes)
+        factory = partial(default_predictor_factory, **sizes)
     level = PlannerLevel(
         predictor_factory=factory,
         planner=planner,
