@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 import torchrl_layered.train as app
+from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.trainers import CheckpointError, ConfigError, compose_config, parse_config, read_checkpoint, train
 from torchrl_layered.trainers.checkpoint import hierarchy_buffers, restore_hierarchy
 from torchrl_layered.trainers.config import CONFIG_DIR
@@ -101,7 +103,7 @@ def test_a_corrupt_checkpoint_is_refused_and_left_as_it_is(tmp_path):
     state_file = tmp_path / "run" / "checkpoints" / "frames_0000000040" / "state.pt"
     state_file.write_bytes(state_file.read_bytes()[:1000])
     before = {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()}
-    with pytest.raises(CheckpointError, match="cannot read .*corrupt or truncated"):
+    with pytest.raises(CheckpointError, match="state.pt does not match its sha256 .*corrupt or truncated"):
         train(tiny_config("planner", "pendulum", "collector.total_frames=80", f"resume={tmp_path / 'run'}"),
               tmp_path / "resumed")
     assert {p: p.read_bytes() for p in (tmp_path / "run").rglob("*") if p.is_file()} == before
@@ -115,7 +117,7 @@ def test_a_checkpoint_of_another_run_is_refused(tmp_path):
               tmp_path / "a")
     with pytest.raises(CheckpointError, match="does not fit this hierarchy"):
         train(tiny_config("planner", "pendulum", "collector.total_frames=80", "hierarchy.kwargs.hidden_sizes=[8]",
-                          f"resume={tmp_path / 'run'}"), tmp_path / "b")
+                          "resume_override=true", f"resume={tmp_path / 'run'}"), tmp_path / "b")
     with pytest.raises(ConfigError, match="total_frames must be above the checkpoint's 40 frames to train further; got 40"):
         train(tiny_config("planner", "pendulum", f"resume={tmp_path / 'run'}"), tmp_path / "c")
 
@@ -135,10 +137,17 @@ BAD = [
     (["colector.total_frames=5"], "Could not override 'colector.total_frames'"),
     (["device=gpu"], "device must be a torch device"),
     (["resume=/no/such/run"], "resume path '/no/such/run' does not exist"),
+    (["+collector.foo=1"], "collector.foo is not a known key; the keys of collector are: num_envs, frames_per_batch,"),
+    (["+foo=1"], "foo is not a known key; the top-level keys are: hierarchy, env,"),
+    (["hierarchy.kwargs.batch_size=0"], "hierarchy.kwargs.batch_size must be an integer > 0; got 0"),
+    (["hierarchy.kwargs.horizon=abc"], "hierarchy.kwargs.horizon must be an integer (hierarchy 'planner'); got 'abc'"),
+    (["hierarchy.kwargs.gamma=2.0"], "hierarchy.kwargs.gamma must be a number in (0, 1]; got 2.0"),
+    (["hierarchy.kwargs.hidden_sizes=[16,0]"], "hierarchy.kwargs.hidden_sizes entries must be an integer > 0"),
+    (["hierarchy=tdmpc2", "hierarchy.kwargs.config.lr=-1"], "hierarchy.kwargs.config.lr must be a number > 0; got -1"),
 ]
 
 
-@pytest.mark.parametrize("argv,message", BAD, ids=[b[0][0] for b in BAD])
+@pytest.mark.parametrize("argv,message", BAD, ids=[b[0][-1] for b in BAD])
 def test_a_bad_setting_stops_the_app_with_one_line_naming_the_key(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["train", *argv])
@@ -159,8 +168,82 @@ def test_an_unusable_checkpoint_stops_the_app_before_hydra_writes_anything(tmp_p
     with pytest.raises(SystemExit) as exit_info:
         app.main()
     assert exit_info.value.code == app.EXIT_BAD_CONFIG
-    assert "corrupt or truncated" in capsys.readouterr().err
+    assert "frames_0000000040/manifest.json is missing" in capsys.readouterr().err
     assert list((tmp_path / "work").iterdir()) == []
+
+
+def run_main(monkeypatch, *argv: str) -> int:
+    """Runs the app in this process with ``argv``; returns its exit code (0 when it returns)."""
+    monkeypatch.setattr(sys, "argv", ["train", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        app.main()
+        sys.exit(0)
+    return exit_info.value.code
+
+
+#: A random-hierarchy run of two batches, without evaluation.
+QUICK = ["hierarchy=random", "collector.num_envs=2", "collector.frames_per_batch=20", "collector.total_frames=40",
+         "env.max_episode_steps=10", "eval.episodes=0", "progress_bar=false"]
+
+
+def test_a_checkpoint_with_a_flipped_byte_stops_the_app_in_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    train(compose_config(QUICK), tmp_path / "run")
+    state_file = tmp_path / "run" / "checkpoints" / "frames_0000000040" / "state.pt"
+    data = bytearray(state_file.read_bytes())
+    data[-100] ^= 1
+    state_file.write_bytes(bytes(data))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert run_main(monkeypatch, *QUICK, "collector.total_frames=80", f"resume={tmp_path / 'run'}") == 2
+    assert capsys.readouterr().err == (f"error: resume: {state_file} does not match its sha256 in manifest.json; "
+                                       "the file is corrupt or truncated\n")
+    assert list((tmp_path / "work").iterdir()) == []
+
+
+def test_resume_with_changed_hyperparameters_stops_the_app_in_one_line(tmp_path, monkeypatch, capsys):
+    train(compose_config(QUICK), tmp_path / "run")
+    monkeypatch.chdir(tmp_path)
+    code = run_main(monkeypatch, *QUICK, "collector.total_frames=80", "hierarchy.kwargs.option_dim=3",
+                    f"resume={tmp_path / 'run'}")
+    assert code == app.EXIT_BAD_CONFIG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "hierarchy.kwargs.option_dim: 2 -> 3" in err and "resume_override=true" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_run_dir_that_holds_a_run_is_refused_before_hydra_writes_into_it(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    assert run_main(monkeypatch, *QUICK, f"hydra.run.dir={run}") == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert run_main(monkeypatch, *QUICK, f"hydra.run.dir={run}") == app.EXIT_BAD_CONFIG
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {run} already holds a run (checkpoints/, logs/)")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # .hydra/ included
+
+
+def test_a_setting_refused_inside_the_job_leaves_no_run_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert run_main(monkeypatch, *QUICK, "+env.kwargs.no_such_option=1") == app.EXIT_BAD_CONFIG
+    assert "env.name 'Pendulum-v1' cannot be built" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # Hydra's outputs/<hierarchy-env>/<date>/.hydra removed
+
+
+def test_a_run_whose_state_goes_non_finite_exits_with_code_3_in_one_line(tmp_path, monkeypatch, capsys):
+    learn = Hierarchy.learn
+
+    def learn_then_corrupt(self):
+        metrics = learn(self)
+        self.levels[0].predictor.model.head.bias.data.fill_(math.inf)
+        return metrics
+
+    monkeypatch.setattr(Hierarchy, "learn", learn_then_corrupt)
+    run = tmp_path / "run"
+    argv = [*TINY, *small("planner"), "eval.episodes=0", f"hydra.run.dir={run}"]
+    assert run_main(monkeypatch, *argv) == app.EXIT_RUN_STOPPED == 3
+    err = capsys.readouterr().err
+    assert err == ("error: level 0 (PlannerLevel) state went non-finite at frame 20 (predictor.model.head.bias); "
+                   "the run stopped, last good checkpoint: none\n")
+    assert not (run / "checkpoints").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")

@@ -1,7 +1,12 @@
-"""`trainers/checkpoint.py`: atomic checkpoint folders, the latest is found, RNG and buffers round-trip."""
+"""`trainers/checkpoint.py`: durable atomic checkpoint folders checked by checksums, the latest is found, RNG and buffers round-trip."""
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +14,9 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 
+from torchrl_layered.trainers import checkpoint
 from torchrl_layered.trainers.checkpoint import (
+    MANIFEST_FILE,
     CheckpointError,
     find_checkpoint,
     read_checkpoint,
@@ -17,6 +24,20 @@ from torchrl_layered.trainers.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+
+
+def reseal(folder: Path) -> None:
+    """Rewrites a checkpoint's manifest for its files as they are now (to test what lies behind the checksums)."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_FILE)
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    manifest["files"] = {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+
+def small_buffer(n: int = 7) -> TensorDictReplayBuffer:
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(50), batch_size=4)
+    buffer.extend(TensorDict({"observation": torch.arange(2.0 * n).reshape(n, 2)}, [n]))
+    return buffer
 
 
 def test_only_the_latest_checkpoints_are_kept_and_the_latest_is_found(tmp_path):
@@ -52,10 +73,13 @@ def test_saving_the_same_frame_count_again_replaces_the_checkpoint(tmp_path):
 def test_missing_and_foreign_checkpoints_are_refused(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint there"):
         find_checkpoint(tmp_path)
-    (tmp_path / "state.pt").write_bytes(b"not a checkpoint")
+    folder = save_checkpoint(tmp_path, 10, {})
+    (folder / "state.pt").write_bytes(b"not a checkpoint")
+    reseal(folder)
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         read_checkpoint(tmp_path)
-    torch.save({"something": 1}, tmp_path / "state.pt")
+    torch.save({"something": 1}, folder / "state.pt")
+    reseal(folder)
     with pytest.raises(CheckpointError, match="not a torchrl_layered.train checkpoint"):
         read_checkpoint(tmp_path)
 
@@ -69,11 +93,105 @@ def test_rng_states_round_trip_through_a_checkpoint(tmp_path):
 
 
 def test_replay_buffers_are_saved_with_dumps_beside_the_state(tmp_path):
-    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(50), batch_size=4)
-    buffer.extend(TensorDict({"observation": torch.arange(14.0).reshape(7, 2)}, [7]))
-    folder = save_checkpoint(tmp_path, 7, {}, buffers={"level0.replay_buffer": buffer})
+    folder = save_checkpoint(tmp_path, 7, {}, buffers={"level0.replay_buffer": small_buffer()})
     assert read_checkpoint(tmp_path)[1]["buffers"] == ["level0.replay_buffer"]
     loaded = TensorDictReplayBuffer(storage=LazyTensorStorage(50), batch_size=4)
     loaded.loads(folder / "buffers" / "level0.replay_buffer")
     assert len(loaded) == 7
     assert torch.equal(loaded[:7]["observation"], torch.arange(14.0).reshape(7, 2))
+
+
+# ------------------------------------------------------------------ checksums
+def test_a_state_file_with_flipped_bytes_is_refused_naming_it(tmp_path):
+    folder = save_checkpoint(tmp_path, 10, {"hierarchy": {"w": torch.zeros(1000)}})
+    data = bytearray((folder / "state.pt").read_bytes())
+    data[1000:1064] = bytes(b ^ 0xFF for b in data[1000:1064])  # still unpickles, with garbage weights
+    (folder / "state.pt").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=rf"{folder / 'state.pt'} does not match its sha256 in manifest.json"):
+        read_checkpoint(tmp_path)
+
+
+def test_a_truncated_replay_buffer_file_is_refused_naming_it(tmp_path):
+    folder = save_checkpoint(tmp_path, 7, {}, buffers={"level0.replay_buffer": small_buffer()})
+    largest = max((p for p in (folder / "buffers").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=rf"{largest} does not match its sha256"):
+        read_checkpoint(tmp_path)
+
+
+def test_a_missing_manifest_or_a_missing_or_extra_file_is_refused_naming_it(tmp_path):
+    folder = save_checkpoint(tmp_path, 7, {}, buffers={"level0.replay_buffer": small_buffer()})
+    extra = folder / "buffers" / "notes.txt"
+    extra.write_text("added later")
+    with pytest.raises(CheckpointError, match=rf"{extra} is not listed in .*manifest.json"):
+        read_checkpoint(folder)
+    extra.unlink()
+    victim = next(p for p in (folder / "buffers").rglob("*") if p.is_file())
+    victim.unlink()
+    with pytest.raises(CheckpointError, match=rf"{victim} is missing; the checkpoint is incomplete"):
+        read_checkpoint(folder)
+    (folder / MANIFEST_FILE).unlink()
+    with pytest.raises(CheckpointError, match=rf"{folder / MANIFEST_FILE} is missing"):
+        read_checkpoint(folder)
+
+
+# ------------------------------------------------------------------ durable writes
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names file descriptors through /proc")
+def test_every_file_and_folder_is_fsynced_before_the_rename_into_place(tmp_path, monkeypatch):
+    events = []
+    fsync, rename = os.fsync, os.rename
+
+    def recording_fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def recording_rename(src, dst):
+        events.append(("rename", str(src)))
+        rename(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", recording_fsync)
+    monkeypatch.setattr(checkpoint.os, "rename", recording_rename)
+    folder = save_checkpoint(tmp_path, 7, {"w": torch.ones(3)}, buffers={"level0.replay_buffer": small_buffer()})
+    tmp = str(tmp_path / ".frames_0000000007.tmp")
+    renamed = events.index(("rename", tmp))
+    synced = {path for kind, path in events[:renamed] if kind == "fsync"}
+    written = {str(p).replace(str(folder), tmp) for p in [folder, *folder.rglob("*")]}
+    assert written - synced == set()  # every file and folder, the manifest among them
+    assert ("fsync", str(tmp_path)) in events[renamed:]  # the rename itself
+
+
+def test_leftovers_of_an_interrupted_save_are_cleaned_up(tmp_path):
+    save_checkpoint(tmp_path, 10, {"progress": {"frames": 10}})
+    (tmp_path / ".frames_0000000020.tmp").mkdir()  # a save that never finished
+    (tmp_path / ".frames_0000000020.tmp" / "state.pt").write_bytes(b"half")
+    save_checkpoint(tmp_path, 30, {"progress": {"frames": 30}})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames_0000000010", "frames_0000000030"]
+    # a crash while replacing frames_30 by a new save at 30 frames: the old one is put back
+    (tmp_path / "frames_0000000030").rename(tmp_path / ".frames_0000000030.old")
+    (tmp_path / ".frames_0000000030.tmp").mkdir()
+    assert find_checkpoint(tmp_path).name == "frames_0000000030"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames_0000000010", "frames_0000000030"]
+    assert read_checkpoint(tmp_path)[1]["progress"] == {"frames": 30}
+
+
+def test_checkpoints_are_ordered_by_frame_number_past_ten_billion_frames(tmp_path):
+    for frames in (9_999_999_990, 10_000_000_000):
+        save_checkpoint(tmp_path, frames, {"progress": {"frames": frames}}, keep=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["frames_10000000000"]  # the newest survives pruning
+    save_checkpoint(tmp_path, 9_999_999_990, {"progress": {"frames": 9_999_999_990}}, keep=2)
+    assert find_checkpoint(tmp_path).name == "frames_10000000000"
+
+
+# ------------------------------------------------------------------ non-finite state
+def test_non_finite_state_is_never_written_and_pruning_keeps_the_good_checkpoints(tmp_path):
+    for frames in (10, 20):
+        save_checkpoint(tmp_path, frames, {"hierarchy": {"w": torch.ones(2)}}, keep=2)
+    bad = {"hierarchy": {"module.0._extra_state": {"optimizer": {"state": {0: {"exp_avg": torch.tensor([1.0, math.nan])}}}}}}
+    with pytest.raises(CheckpointError, match=r"refusing to write non-finite state \(hierarchy.module.0._extra_state.optimizer.state.0.exp_avg\)"):
+        save_checkpoint(tmp_path, 30, bad, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames_0000000010", "frames_0000000020"]
+    # a folder that is not a complete checkpoint is neither counted nor deleted by pruning
+    (tmp_path / "frames_0000000025").mkdir()
+    (tmp_path / "frames_0000000025" / "state.pt").write_bytes(b"no manifest")
+    save_checkpoint(tmp_path, 30, {"hierarchy": {"w": torch.ones(2)}}, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames_0000000020", "frames_0000000025", "frames_0000000030"]

@@ -8,7 +8,7 @@ can print one line instead of a traceback.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -116,13 +116,41 @@ class TrainConfig:
     """Where the levels run and the env writes its tensors (``cpu``, ``cuda``, ``cuda:1``)."""
     resume: str | None = None
     """A checkpoint folder, a ``checkpoints/`` folder or a run folder to continue from."""
+    resume_override: bool = False
+    """On ``resume``, apply settings that differ from the checkpoint's run (other than `RESUMABLE`)
+    instead of refusing them: new hyperparameters, env options or seed for the continued run."""
     progress_bar: bool = True
     """Show a tqdm progress bar."""
     num_threads: int | None = None
     """``torch.set_num_threads``; ``None`` keeps torch's default."""
 
 
+#: Keys (fnmatch patterns of the flattened config) that may differ from the checkpoint's run on
+#: ``resume``: they extend or observe the run; any other difference needs ``resume_override=true``.
+RESUMABLE = (
+    "collector.total_frames", "collector.asynchronous", "eval.*", "checkpoint.*", "logger.*",
+    "progress_bar", "num_threads", "device", "resume", "resume_override",
+)
+
+
+#: The config sections and the dataclass that declares each one's keys.
+SECTIONS = {
+    "hierarchy": HierarchyConfig, "env": EnvConfig, "collector": CollectorConfig, "eval": EvalConfig,
+    "checkpoint": CheckpointConfig, "logger": LoggerConfig,
+}
+
+
 # ---------------------------------------------------------------------- checks
+def _known_keys(section: Mapping, key: str, schema: type) -> None:
+    """Refuses a key that ``schema`` (a config dataclass) does not declare, naming the known ones."""
+    known = [f.name for f in fields(schema)]
+    for name in section:
+        if name not in known and not (schema is TrainConfig and name == "hydra"):
+            where = f"{key}.{name}" if key else name
+            section_name = f"the keys of {key}" if key else "the top-level keys"
+            raise ConfigError(f"{where} is not a known key; {section_name} are: {', '.join(known)}")
+
+
 def _int(value: Any, key: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key} must be an integer; got {value!r}")
@@ -180,11 +208,14 @@ def _check_env(section: Mapping) -> EnvConfig:
 def _check_hierarchy(section: Mapping) -> HierarchyConfig:
     from torchrl_layered.trainers.hierarchies import HIERARCHIES, check_hierarchy_kwargs
 
+    from torchrl_layered.trainers.options import check_option_values
+
     name = _str(section.get("name"), "hierarchy.name")
     if name not in HIERARCHIES:
         raise ConfigError(f"hierarchy.name {name!r} is not a known hierarchy; choose one of {sorted(HIERARCHIES)}")
     kwargs = _dict(section.get("kwargs"), "hierarchy.kwargs")
     check_hierarchy_kwargs(name, kwargs)
+    check_option_values(name, HIERARCHIES[name], kwargs)
     return HierarchyConfig(name=name, kwargs=kwargs)
 
 
@@ -242,6 +273,10 @@ def parse_config(cfg: Mapping) -> TrainConfig:
 
     if isinstance(cfg, DictConfig):
         cfg = OmegaConf.to_container(cfg, resolve=True)
+    _known_keys(cfg, "", TrainConfig)
+    for key, schema in SECTIONS.items():
+        if isinstance(cfg.get(key), Mapping):
+            _known_keys(cfg[key], key, schema)
     collector = _section(cfg, "collector")
     num_envs = _int(collector.get("num_envs"), "collector.num_envs", 1)
     frames_per_batch = _int(collector.get("frames_per_batch"), "collector.frames_per_batch", 1)
@@ -281,6 +316,7 @@ def parse_config(cfg: Mapping) -> TrainConfig:
         seed=_int(cfg.get("seed"), "seed", 0),
         device=_check_device(cfg.get("device")),
         resume=resume,
+        resume_override=_bool(cfg.get("resume_override", False), "resume_override"),
         progress_bar=_bool(cfg.get("progress_bar", True), "progress_bar"),
         num_threads=None if num_threads is None else _int(num_threads, "num_threads", 1),
         env=_check_env(_section(cfg, "env")),

@@ -5,6 +5,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,8 +20,10 @@ from tqdm import tqdm
 
 from torchrl_layered.envs import make_env
 from torchrl_layered.hierarchy import Hierarchy
+from torchrl_layered.levels.validation import InvalidDataError
 from torchrl_layered.trainers.checkpoint import (
     CheckpointError,
+    checkpoint_frames,
     hierarchy_buffers,
     read_checkpoint,
     restore_hierarchy,
@@ -28,13 +31,16 @@ from torchrl_layered.trainers.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from torchrl_layered.trainers.config import ConfigError, TrainConfig, parse_config
+from torchrl_layered.trainers.config import RESUMABLE, ConfigError, TrainConfig, parse_config
 from torchrl_layered.trainers.evaluate import EvalResult, evaluate
+from torchrl_layered.trainers.finite import RunStoppedError, check_finite, stopped
 from torchrl_layered.trainers.hierarchies import make_hierarchy
 from torchrl_layered.trainers.plot import plot_learning_curve
 
 #: Offset of the evaluation env's seed from the training seed.
 EVAL_SEED_OFFSET = 10_000
+#: What in a run folder shows that a run already wrote there.
+RUN_MARKERS = ("checkpoints", "logs")
 
 
 @dataclass
@@ -84,8 +90,9 @@ class Progress:
         if result.success_rate is not None:
             self.eval_success.append(result.success_rate)
 
-    def recent_return(self, n: int = 10) -> float:
-        recent = self.train_returns[-n:]
+    def recent_return(self, n: int = 10, since: int = 0) -> float:
+        """The mean return of the last ``n`` episodes among those after the first ``since``."""
+        recent = self.train_returns[since:][-n:]
         return sum(recent) / len(recent) if recent else math.nan
 
     def state_dict(self) -> dict[str, Any]:
@@ -128,11 +135,12 @@ def build_logger(config: TrainConfig, output_dir: Path) -> Logger:
     return get_logger(config.logger.backend, str(output_dir / "logs"), experiment, **kwargs)
 
 
-def _flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_config(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"collector.total_frames": 3200, ...}``: the nested config as dotted keys, values as scalars or strings."""
     flat = {}
     for key, value in config.items():
         if isinstance(value, Mapping):
-            flat.update(_flat(value, f"{prefix}{key}."))
+            flat.update(flat_config(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
     return flat
@@ -160,6 +168,12 @@ def read_resume(config: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
             f"{run.get('env')}, not hierarchy={config.hierarchy.name} on env {config.env.name}; pass the same "
             "hierarchy= and env= as the run that wrote it"
         )
+    changed = changed_settings(config, state)
+    if changed and not config.resume_override:
+        raise ConfigError(
+            f"resume: settings differ from the checkpoint's run: {'; '.join(changed)}; pass the values it was "
+            "trained with, or resume_override=true to apply the new ones"
+        )
     frames = state["progress"]["frames"]
     if frames >= config.collector.total_frames:
         raise ConfigError(
@@ -167,6 +181,33 @@ def read_resume(config: TrainConfig) -> tuple[Path, dict[str, Any]] | None:
             f"got {config.collector.total_frames}"
         )
     return folder, state
+
+
+def changed_settings(config: TrainConfig, state: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for each setting that differs from the checkpoint's run, `RESUMABLE` keys aside."""
+    old = state["run"].get("config")
+    if not isinstance(old, Mapping):
+        return []
+    new = flat_config(asdict(config))
+
+    def show(flat: Mapping[str, Any], key: str) -> str:
+        return repr(flat[key]) if key in flat else "(unset)"
+
+    return [
+        f"{key}: {show(old, key)} -> {show(new, key)}"
+        for key in sorted(set(old) | set(new))
+        if show(old, key) != show(new, key) and not any(fnmatchcase(key, p) for p in RESUMABLE)
+    ]
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Refuses a run folder another run already wrote to, so that its checkpoints and logs stay its own."""
+    found = [name for name in RUN_MARKERS if (Path(output_dir) / name).exists()]
+    if found:
+        raise ConfigError(
+            f"{output_dir} already holds a run ({', '.join(f'{n}/' for n in found)}); choose a new hydra.run.dir, "
+            f"or continue that run with resume={output_dir} (it writes to a new folder)"
+        )
 
 
 # ---------------------------------------------------------------------- training
@@ -184,11 +225,18 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: a bad setting (checked before anything is built).
         CheckpointError: ``resume`` points at a checkpoint that is unreadable or from another run.
+        RunStoppedError: a level's state went non-finite, or a level refused its data; the last
+            good checkpoint is left as the latest.
     """
     config = cfg if isinstance(cfg, TrainConfig) else parse_config(cfg)
     output_dir = Path(output_dir)
+    check_output_dir(output_dir)
     checkpoint = read_resume(config)
     progress = Progress.from_state(checkpoint[1]["progress"]) if checkpoint else Progress()
+    if checkpoint is not None and config.resume_override:
+        changed = changed_settings(config, checkpoint[1])
+        if changed:
+            print(f"resume_override: applying settings that differ from the checkpoint's run: {'; '.join(changed)}")
 
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
@@ -220,10 +268,11 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
 
     output_dir.mkdir(parents=True, exist_ok=True)
     logger = build_logger(config, output_dir)
-    logger.log_hparams(_flat(asdict(config)))
+    logger.log_hparams(flat_config(asdict(config)))
     title = f"{config.hierarchy.name} on {config.env.name}"
     checkpoint_dir = output_dir / "checkpoints"
     last_checkpoint: Path | None = None
+    last_good = checkpoint[0] if checkpoint is not None else None  # where to continue if the run stops
 
     def run_eval() -> None:
         result = evaluate(hierarchy, eval_env, max_steps=config.eval.max_steps, seed=config.seed + EVAL_SEED_OFFSET)
@@ -235,7 +284,7 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
 
     def save() -> Path:
         state = {
-            "run": {"hierarchy": config.hierarchy.name, "env": config.env.name, "config": _flat(asdict(config))},
+            "run": {"hierarchy": config.hierarchy.name, "env": config.env.name, "config": flat_config(asdict(config))},
             "hierarchy": hierarchy.state_dict(),
             # the collector's own counters, as its state_dict has them (it may be shut down by now)
             "collector": {"frames": progress.frames, "iter": progress.batches - 1},
@@ -255,6 +304,8 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
     next_eval = next_multiple(config.eval.interval_frames)
     next_save = next_multiple(config.checkpoint.interval_frames)
     start_time, start_frames = time.perf_counter(), progress.frames
+    start_returns, start_evals, start_success = (
+        len(progress.train_returns), len(progress.eval_returns), len(progress.eval_success))
     metrics: dict[str, float] = {}
     try:
         for batch in collector:
@@ -263,6 +314,7 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
             returns, success = progress.record_episodes(batch)
             progress.frames += batch.numel()
             progress.batches += 1
+            check_finite(hierarchy, progress.frames, last_good)
             sps = (progress.frames - start_frames) / max(time.perf_counter() - start_time, 1e-9)
             for name, value in metrics.items():
                 logger.log_scalar(name, value, step=progress.frames)
@@ -276,7 +328,7 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
                 run_eval()
                 next_eval = next_multiple(config.eval.interval_frames)
             if progress.frames >= next_save:
-                last_checkpoint = save()
+                last_checkpoint = last_good = save()
                 next_save = next_multiple(config.checkpoint.interval_frames)
             postfix = {"return": f"{progress.recent_return():.1f}"}
             if progress.train_success:
@@ -287,6 +339,9 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
             postfix["sps"] = f"{sps:.0f}"
             bar.set_postfix(postfix, refresh=False)
             bar.update(batch.numel())
+    except InvalidDataError as err:
+        reason = " ".join(str(err).split())
+        raise RunStoppedError(f"{reason} (at frame {progress.frames}); {stopped(last_good)}") from err
     finally:
         bar.close()
         collector.shutdown()
@@ -294,26 +349,28 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
         if progress.eval_frames[-1] != progress.frames:
             run_eval()
         eval_env.close()
-    if last_checkpoint is None or not last_checkpoint.name.endswith(f"{progress.frames:010d}"):
+    if last_checkpoint is None or checkpoint_frames(last_checkpoint) != progress.frames:
         last_checkpoint = save()
     _close_logger(logger)
     plot = plot_learning_curve(
         output_dir / "learning_curve.png", title, progress.train_frames, progress.train_returns,
         progress.eval_frames, progress.eval_returns, progress.eval_success or None,
     )
+    # what this run measured: a resumed run does not report the checkpoint's evaluations as its own
+    eval_returns, eval_success = progress.eval_returns[start_evals:], progress.eval_success[start_success:]
     result = {
         "frames": progress.frames,
         "episodes": progress.episodes,
-        "train_return": progress.recent_return(),
-        "eval_return": progress.eval_returns[-1] if progress.eval_returns else math.nan,
-        "eval_success": progress.eval_success[-1] if progress.eval_success else None,
+        "train_return": progress.recent_return(since=start_returns),
+        "eval_return": eval_returns[-1] if eval_returns else math.nan,
+        "eval_success": eval_success[-1] if eval_success else None,
         "plot": plot,
         "checkpoint": last_checkpoint,
         **metrics,
     }
     summary = (f"frames {progress.frames}, episodes {progress.episodes}, "
                f"train return (last 10) {result['train_return']:.1f}")
-    if progress.eval_returns:
+    if eval_returns:
         summary += f", eval return {result['eval_return']:.1f}"
     if result["eval_success"] is not None:
         summary += f", eval success {result['eval_success']:.2f}"
