@@ -6,7 +6,10 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
-from torchrl_layered.levels import Level
+from torchrl_layered.levels import DADSLevel, Level, PlannerLevel, RandomLevel, SPlaTESLevel, TDMPC2Level
+from torchrl_layered.levels.skill_hierarchies import cpu_tdmpc2_config
+from torchrl_layered.levels.tianshou import TianshouLevel
+from torchrl_layered.levels.tianshou_config import default_sac_config
 
 
 def scripted_reward(instance: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
@@ -158,3 +161,46 @@ def assert_same_transitions(got: list[tuple], expected: list[tuple], what: str, 
             assert (fg is None) == (fe is None), f"{what}: {g} != {e}"
             if fg is not None:
                 assert len(fg) == len(fe) and all(abs(a - b) <= tol for a, b in zip(fg, fe)), f"{what}: {g} != {e}"
+
+
+# --------------------------------------------------- every learning level, tiny
+#: The learning levels, by the names the matrix tests use.
+LEARNING_KINDS = ("planner", "tdmpc2", "sac", "dads", "splates")
+
+OPTION = Bounded(-1.0, 1.0, shape=(2,))
+
+
+def tiny_tdmpc2():
+    return cpu_tdmpc2_config(enc_dim=16, mlp_dim=16, latent_dim=16, batch_size=4, num_samples=16, num_elites=4,
+                             num_pi_trajs=2, iterations=2, horizon=2)
+
+
+def learning_level(kind: str, top: bool):
+    """The level under test; below the top it takes the filler's 2-d option (skill levels declare their own)."""
+    kw = {} if top else {"input_spec": OPTION, "control_interval": 3}
+    if kind == "planner":
+        return PlannerLevel(horizon=2, num_samples=16, num_iterations=2, warm_up_steps=20, batch_size=8, **kw)
+    if kind == "tdmpc2":
+        return TDMPC2Level(tiny_tdmpc2(), warm_up_steps=20, **kw)
+    if kind == "sac":
+        return TianshouLevel(default_sac_config(hidden_sizes=[16]), batch_size=8, warm_up_steps=20, **kw)
+    if kind == "dads":
+        return DADSLevel(2, tiny_tdmpc2(), control_interval=3, warm_up_steps=20)
+    if kind == "splates":
+        return SPlaTESLevel(2, tiny_tdmpc2(), control_interval=3, warm_up_steps=20)
+    raise ValueError(kind)
+
+
+def filler(top: bool) -> RandomLevel:
+    """A random level: the top, or one below a parent taking the 2-d `OPTION`."""
+    return RandomLevel() if top else RandomLevel(input_spec=OPTION, control_interval=2)
+
+
+def learning_stack(kind: str, depth: int) -> list:
+    """Three levels with the one under test at ``depth``; a skill level gets a planner as its parent."""
+    levels = [filler(top=i == 0) for i in range(3)]
+    levels[depth] = learning_level(kind, top=depth == 0)
+    if kind in ("dads", "splates"):
+        levels[depth - 1] = PlannerLevel(horizon=2, num_samples=16, num_iterations=2, warm_up_steps=20, batch_size=8,
+                                         **({} if depth == 1 else {"input_spec": OPTION, "control_interval": 3}))
+    return levels

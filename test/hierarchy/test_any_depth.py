@@ -13,50 +13,10 @@ import torch
 from torchrl.collectors import Collector
 from torchrl.data import Bounded
 
+from helpers import OPTION, learning_stack
 from torchrl_layered import Hierarchy
 from torchrl_layered.envs import make_env
-from torchrl_layered.levels import DADSLevel, PlannerLevel, RandomLevel, SPlaTESLevel, TDMPC2Level
-from torchrl_layered.levels.skill_hierarchies import cpu_tdmpc2_config
-from torchrl_layered.levels.tianshou import TianshouLevel
-from torchrl_layered.levels.tianshou_config import default_sac_config
-
-OPTION = Bounded(-1.0, 1.0, shape=(2,))
-
-
-def tiny_tdmpc2():
-    return cpu_tdmpc2_config(enc_dim=16, mlp_dim=16, latent_dim=16, batch_size=4, num_samples=16, num_elites=4,
-                             num_pi_trajs=2, iterations=2, horizon=2)
-
-
-def make_level(kind: str, top: bool):
-    """The level under test; below the top it takes the filler's 2-d option (skill levels declare their own)."""
-    kw = {} if top else {"input_spec": OPTION, "control_interval": 3}
-    if kind == "planner":
-        return PlannerLevel(horizon=2, num_samples=16, num_iterations=2, warm_up_steps=20, batch_size=8, **kw)
-    if kind == "tdmpc2":
-        return TDMPC2Level(tiny_tdmpc2(), warm_up_steps=20, **kw)
-    if kind == "sac":
-        return TianshouLevel(default_sac_config(hidden_sizes=[16]), batch_size=8, warm_up_steps=20, **kw)
-    if kind == "dads":
-        return DADSLevel(2, tiny_tdmpc2(), control_interval=3, warm_up_steps=20)
-    if kind == "splates":
-        return SPlaTESLevel(2, tiny_tdmpc2(), control_interval=3, warm_up_steps=20)
-    raise ValueError(kind)
-
-
-def filler(top: bool):
-    return RandomLevel() if top else RandomLevel(input_spec=OPTION, control_interval=2)
-
-
-def stack(kind: str, depth: int) -> list:
-    """Three levels with the one under test at ``depth``; a skill level gets a planner as its parent."""
-    levels = [filler(top=i == 0) for i in range(3)]
-    levels[depth] = make_level(kind, top=depth == 0)
-    if kind in ("dads", "splates"):
-        levels[depth - 1] = PlannerLevel(horizon=2, num_samples=16, num_iterations=2, warm_up_steps=20, batch_size=8,
-                                         **({} if depth == 1 else {"input_spec": OPTION, "control_interval": 3}))
-    return levels
-
+from torchrl_layered.levels import PlannerLevel, RandomLevel
 
 CASES = [(kind, depth) for kind in ("planner", "tdmpc2", "sac") for depth in (0, 1, 2)]
 CASES += [(kind, depth) for kind in ("dads", "splates") for depth in (1, 2)]
@@ -67,7 +27,7 @@ def test_every_learning_level_learns_at_every_depth(kind, depth):
     torch.manual_seed(0)
     env = make_env("Pendulum-v1", num_envs=2)
     env.set_seed(0)
-    levels = stack(kind, depth)
+    levels = learning_stack(kind, depth)
     hierarchy = Hierarchy(levels, env=env)
     collector = Collector(env, hierarchy, frames_per_batch=100, total_frames=300, auto_register_policy_transforms=True)
     learned: dict[str, float] = {}

@@ -21,7 +21,7 @@ from torchrl_layered.hierarchy.keys import (
     stacked_key,
 )
 from torchrl_layered.hierarchy.transform import HierarchyTransform
-from torchrl_layered.hierarchy.transitions import level_transitions
+from torchrl_layered.hierarchy.transitions import check_option_state, level_transitions, next_key
 from torchrl_layered.levels.base import Level
 
 ObsMap = tuple[Callable[[torch.Tensor], torch.Tensor], Sequence[int]]
@@ -209,8 +209,14 @@ class Hierarchy(TensorDictSequential):
         return super().forward(tensordict, *args, **kwargs)
 
     def transitions(self, batch: TensorDictBase) -> list[TensorDictBase]:
-        """One TensorDict per level (0 = top) of the semi-MDP transitions completed in ``batch``."""
+        """One TensorDict per level (0 = top) of the semi-MDP transitions completed in ``batch``.
+
+        A batch collected without the hierarchy's transform, or by a hierarchy of another
+        depth, is refused with an `InvalidDataError` that says what is missing.
+        """
         n = len(self.module)
+        held = [key for i in range(n - 1) for key in (level_key(i, ACTION), level_key(i, START_OBSERVATION))]
+        check_option_state(batch, n, [self.observation_key, next_key(self.observation_key), self.action_key, *held])
         return [
             level_transitions(
                 batch,
@@ -226,10 +232,15 @@ class Hierarchy(TensorDictSequential):
         ]
 
     def extend(self, batch: TensorDictBase) -> list[TensorDictBase]:
-        """Feeds every level its semi-MDP transitions from ``batch``; returns them."""
+        """Feeds every level its semi-MDP transitions from ``batch``; returns them.
+
+        Every level checks its transitions before any level stores, so a refused batch
+        (`InvalidDataError`) leaves the whole hierarchy as it was.
+        """
         transitions = self.transitions(batch)
-        for level, data in zip(self.module, transitions):
-            level.observe(data)
+        accepted = [level.accept(data.clone(False)) for level, data in zip(self.module, transitions)]
+        for level, data in zip(self.module, accepted):
+            level.record(data)
         return transitions
 
     def learn(self) -> dict[str, float]:

@@ -8,13 +8,38 @@ from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
 from torchrl_layered.hierarchy.keys import ACTING, DURATION, OPTION_INDEX, OPTION_REWARD, stacked_key
+from torchrl_layered.errors import InvalidDataError
 
 #: Where collectors write the id of each episode (unique across workers).
 TRAJ_IDS = ("collector", "traj_ids")
 
 
-def _next(key: NestedKey) -> tuple:
+def next_key(key: NestedKey) -> tuple:
+    """``key`` under ``"next"``."""
     return ("next", *((key,) if isinstance(key, str) else key))
+
+
+def check_option_state(batch: TensorDictBase, num_levels: int, level_keys: list[NestedKey]) -> None:
+    """Refuses a batch that was not collected by a hierarchy of ``num_levels`` levels with its transform.
+
+    ``level_keys`` are the entries the levels' transitions are read from (their held actions
+    and start observations). Raises `InvalidDataError` saying what is missing and how to fix it.
+    """
+    how = ("collect with the hierarchy's transform: TransformedEnv(env, hierarchy.make_transform()), or "
+           "Collector(..., auto_register_policy_transforms=True)")
+    stacked = [("next", *stacked_key(name)) for name in (ACTING, DURATION, OPTION_REWARD)] + [stacked_key(OPTION_INDEX)]
+    for key in stacked:
+        value = batch.get(key, None)
+        if value is None:
+            raise InvalidDataError(f"Hierarchy.transitions: the batch has no option state {key!r}; {how}")
+        if value.shape[-1] != num_levels or value.shape[:-1] != batch.batch_size:
+            raise InvalidDataError(
+                f"Hierarchy.transitions: the batch's option state {key!r} has shape {tuple(value.shape)}, not "
+                f"{tuple(batch.batch_size) + (num_levels,)} ({num_levels} levels): it was collected by another hierarchy"
+            )
+    for key in [("next", "done"), *level_keys]:
+        if batch.get(key, None) is None:
+            raise InvalidDataError(f"Hierarchy.transitions: the batch lacks {key!r}; was it collected by another hierarchy?")
 
 
 def level_transitions(
@@ -50,7 +75,7 @@ def level_transitions(
     truncated = batch.get(("next", "truncated"), None)
     terminated = done.clone() if terminated is None else terminated[mask]
     truncated = torch.zeros_like(done) if truncated is None else truncated[mask]
-    next_obs = batch.get(_next(observation_key))[mask]
+    next_obs = batch.get(next_key(observation_key))[mask]
     if start_observation_key is None:
         start_obs = batch.get(observation_key)[mask]
         if obs_map is not None:

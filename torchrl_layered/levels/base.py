@@ -18,6 +18,8 @@ from tensordict.utils import NestedKey
 from torchrl.data import Categorical, Composite, TensorSpec
 from torchrl.envs.utils import ExplorationType, exploration_type
 
+from torchrl_layered.levels.validation import NONFINITE_POLICIES, InvalidDataError, NonFinitePolicy, checked_transitions
+
 _DETERMINISTIC_TYPES = (
     ExplorationType.DETERMINISTIC,
     ExplorationType.MODE,
@@ -66,6 +68,9 @@ class Level(TensorDictModuleBase):
             `get_input_spec` returns by default. ``None`` means the level can only be the top.
         control_interval: hand control back to the parent after this many own steps;
             ``None`` means only at the end of the episode. Ignored on the top level.
+        on_nonfinite: what `observe` does with transitions holding a NaN or inf observation,
+            level input, action or reward: ``"raise"`` an `InvalidDataError` and store nothing
+            (default), or ``"drop"`` those rows with a warning.
 
     Example:
         >>> class GoRight(Level):
@@ -76,10 +81,14 @@ class Level(TensorDictModuleBase):
     #: Action specs the level can produce; `Hierarchy` refuses other kinds at build time.
     supported_action_specs: tuple[type, ...] = (TensorSpec,)
 
-    def __init__(self, *, input_spec: TensorSpec | None = None, control_interval: int | None = None):
+    def __init__(self, *, input_spec: TensorSpec | None = None, control_interval: int | None = None,
+                 on_nonfinite: NonFinitePolicy = "raise"):
         super().__init__()
         if control_interval is not None and (not isinstance(control_interval, int) or control_interval < 1):
             raise ValueError(f"control_interval must be a positive int or None; got {control_interval!r}")
+        if on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got {on_nonfinite!r}")
+        self.on_nonfinite = on_nonfinite
         self._input_spec = input_spec
         self.control_interval = control_interval
         self.observation_spec: TensorSpec | None = None
@@ -242,13 +251,37 @@ class Level(TensorDictModuleBase):
         """Runs the level's update schedule and returns its metrics."""
         return {}
 
-    def observe(self, transitions: TensorDictBase) -> None:
-        """Feeds transitions to `extend` with the level's reward; nothing is stored in eval mode."""
+    def accept(self, transitions: TensorDictBase) -> TensorDictBase | None:
+        """What `observe` would store: checked, with the level's reward; ``None`` when nothing is to be stored.
+
+        Raises `InvalidDataError` for transitions that do not fit the level (`checked_transitions`)
+        or whose reward from `get_reward` is not finite. Changes nothing in the level.
+        """
         if not self.training or transitions.batch_size.numel() == 0:
+            return None
+        transitions = checked_transitions(self, transitions)
+        if transitions.batch_size.numel() == 0:
+            return None
+        reward = self.get_reward(transitions)
+        if not bool(torch.isfinite(reward).all()):
+            raise InvalidDataError(f"{type(self).__name__}.get_reward returned non-finite rewards; nothing was stored")
+        transitions.set(("next", "reward"), reward)
+        return transitions
+
+    def record(self, accepted: TensorDictBase | None) -> None:
+        """Stores what `accept` returned (`extend`) and counts it."""
+        if accepted is None:
             return
-        transitions.set(("next", "reward"), self.get_reward(transitions))
-        self.n_transitions += transitions.batch_size.numel()
-        self.extend(transitions)
+        self.extend(accepted)
+        self.n_transitions += accepted.batch_size.numel()
+
+    def observe(self, transitions: TensorDictBase) -> None:
+        """Checks transitions, then stores them with the level's reward; nothing is stored in eval mode.
+
+        Everything is checked before a buffer or counter changes, so a refused batch leaves
+        the level as it was.
+        """
+        self.record(self.accept(transitions))
 
     # ------------------------------------------------------------------ forward
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:

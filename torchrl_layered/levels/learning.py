@@ -39,17 +39,30 @@ def gradient_steps(
     num: int,
     max_grad_norm: float,
 ) -> dict[str, float]:
-    """``num`` steps on the sum of the ``loss_*`` entries; returns every entry averaged over the steps."""
+    """``num`` steps on the sum of the ``loss_*`` entries; returns every entry averaged over the applied steps.
+
+    A step whose loss or gradient norm is not finite is skipped, never applied (neither the
+    optimiser nor the target moves), and counted in ``skipped_steps``; ``grad_norm`` is the
+    mean norm before clipping. Finiteness is read once per step: a host sync, the price of
+    never letting one bad batch poison the parameters and the optimiser's moments.
+    """
     totals: dict[str, torch.Tensor] = {}
+    applied = 0
     for _ in range(num):
         losses = loss(sample())
         total = sum(v for k, v in losses.items() if k.startswith("loss_"))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
-        torch.nn.utils.clip_grad_norm_(loss.parameters(), max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(loss.parameters(), max_grad_norm)
+        if not bool(torch.isfinite(total) & torch.isfinite(grad_norm)):
+            optimizer.zero_grad(set_to_none=True)
+            continue
         optimizer.step()
         if target_updater is not None:
             target_updater.step()
-        for key, value in losses.items():
+        applied += 1
+        for key, value in {**losses, "grad_norm": grad_norm}.items():
             totals[key] = totals.get(key, 0.0) + value.detach()
-    return {key: float(value) / num for key, value in totals.items()}
+    metrics = {key: float(value) / applied for key, value in totals.items()}
+    metrics["skipped_steps"] = float(num - applied)
+    return metrics
