@@ -157,9 +157,10 @@ def verify_checkpoint(folder: Path) -> dict[str, Any]:
     for name in sorted(expected):
         if name not in present:
             raise CheckpointError(f"resume: {folder / name} is missing; the checkpoint is incomplete")
-    for name in sorted(present - set(expected)):
+    extra = sorted(present - set(expected))
+    if extra:
         raise CheckpointError(
-            f"resume: {folder / name} is not listed in {folder / MANIFEST_FILE}; the checkpoint was changed after it was written"
+            f"resume: {folder / extra[0]} is not listed in {folder / MANIFEST_FILE}; the checkpoint was changed after it was written"
         )
     for name in sorted(expected):
         if _sha256(folder / name) != expected[name]:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Mapping
 
+from torchrl_layered.trainers.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Range:
@@ -40,12 +42,11 @@ class Range:
         return f"{kind} in {'[' if self.low_closed else '('}{self.low:g}, {self.high:g}{']' if self.high_closed else ')'}"
 
 
-POSITIVE_INT = Range(low=0, integer=True)
 #: Option-name patterns (fnmatch) and the range their numbers must lie in; the first match applies.
 #: A list value (``hidden_sizes: [64, 64]``) is checked element by element.
 RANGES: tuple[tuple[tuple[str, ...], Range], ...] = (
     (("*_steps",), Range(low=0, low_closed=True, integer=True)),
-    (("*_size", "*_sizes", "num_*", "n_*", "horizon", "*_interval", "*_dim", "iterations"), POSITIVE_INT),
+    (("*_size", "*_sizes", "num_*", "n_*", "horizon", "*_interval", "*_dim", "iterations"), Range(low=0, integer=True)),
     (("gamma", "discount*", "tau", "elite_ratio"), Range(low=0, high=1)),
     (("lr", "*_lr", "*_std"), Range(low=0)),
     (("*_prob", "dropout"), Range(low=0, high=1, low_closed=True)),
@@ -63,8 +64,6 @@ def check_option_values(hierarchy: str, factory: Any, kwargs: Mapping[str, Any])
 
     Options the factory does not name (a ``**kwargs`` factory) are only range-checked.
     """
-    from torchrl_layered.trainers.config import ConfigError
-
     params = _parameters(factory)
     for name, value in kwargs.items():
         key = f"hierarchy.kwargs.{name}"
@@ -77,13 +76,13 @@ def check_option_values(hierarchy: str, factory: Any, kwargs: Mapping[str, Any])
                 raise ConfigError(
                     f"{key} must be {_describe(expected)} (hierarchy {hierarchy!r}); got {value!r}"
                 )
-        _check_range(key, name, value, ConfigError)
+        _check_range(key, name, value)
 
 
-def _check_range(key: str, name: str, value: Any, error: type[Exception]) -> None:
+def _check_range(key: str, name: str, value: Any) -> None:
     if isinstance(value, Mapping):
         for sub, item in value.items():
-            _check_range(f"{key}.{sub}", str(sub), item, error)
+            _check_range(f"{key}.{sub}", str(sub), item)
         return
     bound = range_of(name)
     if bound is None or value is None or isinstance(value, str):
@@ -91,7 +90,7 @@ def _check_range(key: str, name: str, value: Any, error: type[Exception]) -> Non
     items = value if isinstance(value, (list, tuple)) else [value]
     if not all(bound.accepts(item) for item in items):
         what = f"{key} entries" if isinstance(value, (list, tuple)) else key
-        raise error(f"{what} must be {bound}; got {value!r}")
+        raise ConfigError(f"{what} must be {bound}; got {value!r}")
 
 
 def _parameters(factory: Any) -> dict[str, inspect.Parameter]:
