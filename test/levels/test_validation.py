@@ -184,3 +184,11 @@ def test_every_step_skipped_reports_no_loss_but_the_count():
     metrics = gradient_steps(loss, optimizer, None, sample, 2, max_grad_norm=10.0)
     assert metrics == {"skipped_steps": 2.0}
     assert torch.equal(loss.w, torch.ones(3)) and not optimizer.state
+
+
+def test_a_batch_without_terminated_is_refused_rather_than_bootstrapping_wrongly(pendulum):
+    hierarchy = Hierarchy([RandomLevel()], env=pendulum)
+    (batch,) = collect(hierarchy, pendulum, frames=20, per_batch=20)
+    del batch["next", "terminated"]
+    with pytest.raises(InvalidDataError, match=r"no \('next', 'terminated'\).*truncated episode could not be told"):
+        hierarchy.transitions(batch)

@@ -37,6 +37,12 @@ def check_option_state(batch: TensorDictBase, num_levels: int, level_keys: list[
                 f"Hierarchy.transitions: the batch's option state {key!r} has shape {tuple(value.shape)}, not "
                 f"{tuple(batch.batch_size) + (num_levels,)} ({num_levels} levels): it was collected by another hierarchy"
             )
+    if batch.get(("next", "terminated"), None) is None:
+        raise InvalidDataError(
+            "Hierarchy.transitions: the batch has no ('next', 'terminated'), so a truncated episode could not be told "
+            "from a terminated one (levels bootstrap the first, not the second); give the env a terminated entry "
+            "(TorchRL envs have one in their done_spec)"
+        )
     for key in [("next", "done"), *level_keys]:
         if batch.get(key, None) is None:
             raise InvalidDataError(f"Hierarchy.transitions: the batch lacks {key!r}; was it collected by another hierarchy?")
@@ -71,9 +77,8 @@ def level_transitions(
     """
     mask = batch.get(("next", *stacked_key(ACTING)))[..., index]
     done = batch.get(("next", "done"))[mask]
-    terminated = batch.get(("next", "terminated"), None)
+    terminated = batch.get(("next", "terminated"))[mask]
     truncated = batch.get(("next", "truncated"), None)
-    terminated = done.clone() if terminated is None else terminated[mask]
     truncated = torch.zeros_like(done) if truncated is None else truncated[mask]
     next_obs = batch.get(next_key(observation_key))[mask]
     if start_observation_key is None:
