@@ -166,12 +166,16 @@ def test_leftovers_of_an_interrupted_save_are_cleaned_up(tmp_path):
     (tmp_path / ".frames_0000000020.tmp" / "state.pt").write_bytes(b"half")
     save_checkpoint(tmp_path, 30, {"progress": {"frames": 30}})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["frames_0000000010", "frames_0000000030"]
-    # a crash while replacing frames_30 by a new save at 30 frames: the old one is put back
+    # a crash while replacing frames_30 by a new save at 30 frames: a reader finds the old one and
+    # touches nothing (the run may still be saving); the next save puts it back
     (tmp_path / "frames_0000000030").rename(tmp_path / ".frames_0000000030.old")
     (tmp_path / ".frames_0000000030.tmp").mkdir()
-    assert find_checkpoint(tmp_path).name == "frames_0000000030"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames_0000000010", "frames_0000000030"]
+    leftovers = sorted(p.name for p in tmp_path.iterdir())
+    assert find_checkpoint(tmp_path).name == ".frames_0000000030.old"
     assert read_checkpoint(tmp_path)[1]["progress"] == {"frames": 30}
+    assert sorted(p.name for p in tmp_path.iterdir()) == leftovers
+    save_checkpoint(tmp_path, 40, {"progress": {"frames": 40}}, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames_0000000010", "frames_0000000030", "frames_0000000040"]
 
 
 def test_checkpoints_are_ordered_by_frame_number_past_ten_billion_frames(tmp_path):

@@ -241,12 +241,23 @@ def save_checkpoint(
     return final
 
 
-def _checkpoint_folders(directory: Path) -> list[Path]:
-    """The ``frames_<N>`` folders holding a state file, oldest (fewest frames) first."""
+def _checkpoint_folders(directory: Path, *, orphans: bool = False) -> list[Path]:
+    """The ``frames_<N>`` folders holding a state file, oldest (fewest frames) first.
+
+    With ``orphans``, also a ``.frames_<N>.old`` whose replacement never arrived (a save
+    interrupted mid-swap): a reader can use it without touching the folder.
+    """
     if not directory.is_dir():
         return []
-    found = [p for p in directory.iterdir() if checkpoint_frames(p) is not None and (p / STATE_FILE).is_file()]
-    return sorted(found, key=checkpoint_frames)
+
+    def frames(path: Path) -> int | None:
+        if orphans and path.name.startswith(".") and path.name.endswith(".old"):
+            if not (directory / path.name[1:-4]).exists():
+                return checkpoint_frames(directory / path.name[1:-4])
+        return checkpoint_frames(path)
+
+    found = [p for p in directory.iterdir() if frames(p) is not None and (p / STATE_FILE).is_file()]
+    return sorted(found, key=frames)
 
 
 # ------------------------------------------------------------------ read
@@ -257,9 +268,8 @@ def find_checkpoint(path: str | Path) -> Path:
         return path
     if path.is_file() and path.name == STATE_FILE:
         return path.parent
-    for candidate in (path, path / "checkpoints"):
-        clean_interrupted_saves(candidate)
-        found = _checkpoint_folders(candidate)
+    for candidate in (path, path / "checkpoints"):  # read only: a run that is still saving there is left alone
+        found = _checkpoint_folders(candidate, orphans=True)
         if found:
             return found[-1]
     raise CheckpointError(
