@@ -1,15 +1,20 @@
 """`TDMPC2Level`: MPPI on a hand-made model, HER relabelling, goal-based and hierarchical use."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+from tensordict import TensorDict
 from torchrl.collectors import Collector
-from torchrl.data import Bounded
+from torchrl.data import Bounded, Unbounded
 from torchrl.envs import TransformedEnv
 
 from torchrl_layered import Hierarchy, RandomLevel
 from torchrl_layered.envs import make_env
 from torchrl_layered.envs.make import goal_slices
+from torchrl_layered.hierarchy.keys import OPTION_INDEX
+from torchrl_layered.hierarchy.transitions import TRAJ_IDS
 from torchrl_layered.levels import TDMPC2Level
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
@@ -88,11 +93,9 @@ def test_her_relabels_with_later_achieved_goals_and_the_given_reward():
     # the model observation keeps (observation, achieved_goal) and drops the desired goal
     achieved = relabelled["next", "observation"][..., 2:4]
     assert torch.allclose(relabelled["next", "reward"].squeeze(-1), reward_fn(achieved, relabelled["goal"]))
-    # every relabelled goal is an achieved goal of the same step or a later one in its sub-trajectory
-    for row in range(relabelled.shape[0]):
-        for t in range(3):
-            later = achieved[row, t:]
-            assert bool((later - relabelled["goal"][row, t]).norm(dim=-1).min() < 1e-6)
+    # every relabelled goal is an achieved goal stored in the buffer (which episode and step: below)
+    stored = level.replay_buffer[:]["next", "observation"][:, slices["achieved_goal"]]
+    assert bool(((relabelled["goal"].reshape(-1, 1, 2) - stored).norm(dim=-1).min(-1).values < 1e-6).all())
 
 
 def test_goal_based_level_learns_without_errors_and_restarts_its_warm_start_each_episode():
@@ -136,3 +139,176 @@ def test_tdmpc2_runs_as_a_higher_and_as_a_lower_level():
     assert bool((transitions[0]["next", "duration"][~transitions[0]["next", "done"].squeeze(-1)] == 3).all())
     assert top.num_model_updates > 0 and low.num_model_updates > 0
     assert batch["levels", "0", "action"].abs().max() <= 1.0
+
+
+# --------------------------------------------------------------------- HER over whole episodes
+def her_level(horizon=3, batch_size=64, her_goals=2, buffer_size=10_000):
+    """A goal-based level on observations ``[x, achieved (2), desired (2)]``, built without an env."""
+    level = TDMPC2Level(small_config(horizon=horizon, batch_size=batch_size, buffer_size=buffer_size),
+                        desired_goal_slice=(3, 5), achieved_goal_slice=(1, 3), use_her=True, her_goals=her_goals,
+                        reward_fn=lambda achieved_goal, desired_goal: -(achieved_goal - desired_goal).norm(dim=-1),
+                        warm_up_steps=0)
+    level.initialize(Unbounded(shape=(5,)), Bounded(-1.0, 1.0, shape=(1,)))
+    return level
+
+
+def episode_chunk(episode, start, stop):
+    """Steps ``start .. stop - 1`` of ``episode``; the achieved goal after step k is ``[episode, k + 1]``."""
+    k = torch.arange(start, stop, dtype=torch.float32)
+    e = torch.full_like(k, float(episode))
+    desired = torch.full((len(k), 2), -5.0)
+    obs = torch.cat([k[:, None], e[:, None], k[:, None], desired], -1)
+    next_obs = torch.cat([k[:, None] + 1, e[:, None], k[:, None] + 1, desired], -1)
+    n = len(k)
+    return TensorDict({
+        "observation": obs, "action": torch.zeros(n, 1), OPTION_INDEX: k.long(),
+        TRAJ_IDS: torch.full((n,), episode, dtype=torch.long),
+        "next": {"observation": next_obs, "reward": torch.zeros(n, 1), "terminated": torch.zeros(n, 1, dtype=torch.bool),
+                 "truncated": torch.zeros(n, 1, dtype=torch.bool), "done": torch.zeros(n, 1, dtype=torch.bool)},
+    }, [n])
+
+
+def fill(level, episodes, length, chunk):
+    """Stores the episodes as parallel envs do: chunk by chunk, episodes interleaved in the storage."""
+    for start in range(0, length, chunk):
+        level.extend(torch.cat([episode_chunk(e, start, min(start + chunk, length)) for e in episodes]))
+
+
+def relabelled_rows(level):
+    """(episode, step of each transition, relabelled goal) of the relabelled rows of one sample."""
+    torch.manual_seed(0)
+    sample = level.sample()
+    b = level.cfg["batch_size"]
+    original, relabelled = sample[:b], sample[b:]
+    assert bool((original["goal"] == -5.0).all())  # the first copy keeps the stored goals
+    obs = relabelled["observation"]  # [x, achieved]: x = step, achieved = [episode, step]
+    return obs[..., 1], obs[..., 0], relabelled["goal"], relabelled
+
+
+def test_her_draws_goals_from_the_rest_of_the_episode_not_only_the_sampled_window():
+    level = her_level(horizon=3, batch_size=64, her_goals=2)
+    fill(level, episodes=[7, 8, 9], length=60, chunk=10)
+    episode, step, goal, relabelled = relabelled_rows(level)
+    assert relabelled.shape == (2 * 64, 3)
+    # always the same episode, at the same step or later (the achieved goal after step k is k + 1)
+    assert torch.equal(goal[..., 0], episode)
+    assert bool((goal[..., 1] >= step + 1).all()) and bool((goal[..., 1] <= 60).all())
+    # most goals lie beyond the window of horizon + 1 steps: the old draw never did
+    beyond = goal[..., 1] > step[:, :1] + 3
+    assert float(beyond.float().mean()) > 0.5
+    # uniform over the rest of the episode: the goal's position in [k + 1, 60] averages one half
+    position = (goal[..., 1] - (step + 1)) / (60 - (step + 1)).clamp_min(1)
+    assert abs(float(position.mean()) - 0.5) < 0.06
+    # rewards recomputed against the relabelled goals
+    achieved = relabelled["next", "observation"][..., 1:3]
+    assert torch.allclose(relabelled["next", "reward"].squeeze(-1), -(achieved - goal).norm(dim=-1))
+
+
+def test_her_goals_are_only_drawn_from_steps_still_stored():
+    # a buffer of 100 transitions over 3 episodes of 60: the first steps of each were overwritten,
+    # and the episodes still running have stored only their first steps
+    level = her_level(horizon=3, batch_size=32, her_goals=4, buffer_size=100)
+    fill(level, episodes=[1, 2, 3], length=60, chunk=10)
+    stored = level.replay_buffer[:]
+    pairs = {(int(e), int(k)) for e, k in zip(stored[TRAJ_IDS], stored[OPTION_INDEX])}
+    episode, step, goal, _ = relabelled_rows(level)
+    for e, k, g in zip(episode.reshape(-1).tolist(), step.reshape(-1).tolist(), goal.reshape(-1, 2).tolist()):
+        assert g[0] == e and g[1] >= k + 1 and (int(e), int(g[1]) - 1) in pairs
+    # later chunks change the index: goals follow what is stored now
+    fill(level, episodes=[4], length=60, chunk=30)
+    episode, step, goal, _ = relabelled_rows(level)
+    stored = level.replay_buffer[:]
+    pairs = {(int(e), int(k)) for e, k in zip(stored[TRAJ_IDS], stored[OPTION_INDEX])}
+    assert all((int(e), int(g) - 1) in pairs for e, g in zip(episode.reshape(-1).tolist(), goal[..., 1].reshape(-1).tolist()))
+
+
+# --------------------------------------------------------------- acting without dropout
+def test_planning_never_uses_dropout_and_learning_does():
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 2)
+    cfg = small_config(dropout=0.5, num_q=2, log_std_min=-30.0, log_std_max=-30.0)
+    level = TDMPC2Level(cfg, warm_up_steps=10)
+    hierarchy = Hierarchy([level], env=env)
+    hierarchy.train()
+    assert level.training and not level.world_model.training
+    with torch.no_grad():
+        level.world_model.qs.out.weight.normal_()
+    z = torch.softmax(torch.randn(2, 16), -1)
+    actions = torch.rand(2, 8, 4, 1) * 2 - 1
+    # with both Q members used and a near-deterministic policy prior, only dropout could differ
+    torch.manual_seed(1)
+    first = level.estimate_value(z, None, actions)
+    torch.manual_seed(2)
+    assert torch.equal(first, level.estimate_value(z, None, actions))
+    # learning turns dropout on for the online Qs, never for the targets
+    modes = []
+    level.world_model.qs.register_forward_pre_hook(lambda module, args: modes.append(module.training))
+    collector = Collector(env, hierarchy, frames_per_batch=40, total_frames=40, auto_register_policy_transforms=True)
+    for batch in collector:
+        hierarchy.extend(batch)
+    collector.shutdown()
+    modes.clear()
+    assert hierarchy.learn()["level0/skipped_steps"] == 0.0
+    assert True in modes and False in modes
+    assert not level.world_model.training
+
+
+# ------------------------------------------------------------------ the two optimisers
+def learned_level(seed=0):
+    torch.manual_seed(seed)
+    env = make_env("Pendulum-v1", 2)
+    level = TDMPC2Level(small_config(), warm_up_steps=10)
+    hierarchy = Hierarchy([level], env=env)
+    collector = Collector(env, hierarchy, frames_per_batch=40, total_frames=80, auto_register_policy_transforms=True)
+    for batch in collector:
+        hierarchy.extend(batch)
+        hierarchy.learn()
+    collector.shutdown()
+    return env, level, hierarchy
+
+
+def test_policy_has_its_own_optimiser_and_both_round_trip_through_the_state_dict():
+    env, level, hierarchy = learned_level()
+    policy = {id(p) for p in level.world_model.policy.parameters()}
+    assert {id(p) for g in level.policy_optimizer.param_groups for p in g["params"]} == policy
+    assert not policy & {id(p) for g in level.optimizer.param_groups for p in g["params"]}
+    steps = level.num_model_updates
+    assert steps > 0
+    assert all(int(s["step"]) == steps for s in level.optimizer.state.values())
+    assert all(int(s["step"]) == steps for s in level.policy_optimizer.state.values())
+    other = TDMPC2Level(small_config(), warm_up_steps=10)
+    Hierarchy([other], env=env).load_state_dict(hierarchy.state_dict())
+    for mine, theirs in [(level.optimizer, other.optimizer), (level.policy_optimizer, other.policy_optimizer)]:
+        a, b = mine.state_dict(), theirs.state_dict()
+        assert a["param_groups"] == b["param_groups"] and a["state"].keys() == b["state"].keys()
+        for key in a["state"]:
+            assert all(torch.equal(a["state"][key][n], b["state"][key][n]) for n in a["state"][key])
+
+
+def test_a_non_finite_update_is_skipped_and_counted():
+    env, level, hierarchy = learned_level()
+    before = level.num_model_updates
+    params = [p.detach().clone() for p in level.loss.parameters()]
+    forward = level.loss.forward
+    calls = []
+
+    def poisoned(td, bad=(2,)):  # a non-finite policy loss on the calls numbered in ``bad``
+        out = forward(td)
+        calls.append(None)
+        if len(calls) in bad:
+            out["loss_policy"] = out["loss_policy"] * float("inf")
+        return out
+
+    level.loss.forward = poisoned
+    metrics = level._gradient_steps(3)
+    assert metrics["skipped_steps"] == 1.0 and all(map(math.isfinite, metrics.values()))
+    assert all(int(s["step"]) == before + 2 for s in level.policy_optimizer.state.values())
+    assert all(int(s["step"]) == before + 2 for s in level.optimizer.state.values())
+    assert any(not torch.equal(a, b) for a, b in zip(params, level.loss.parameters()))
+    # every step bad: nothing moves, the target Qs neither
+    level.loss.forward = lambda td: poisoned(td, bad=range(100))
+    params = [p.detach().clone() for p in level.loss.parameters()]
+    targets = level.loss.target_qvalue_network_params.clone()
+    assert level._gradient_steps(2) == {"skipped_steps": 2.0}
+    assert all(torch.equal(a, b) for a, b in zip(params, level.loss.parameters()))
+    assert (level.loss.target_qvalue_network_params == targets).all()

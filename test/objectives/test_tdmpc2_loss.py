@@ -1,6 +1,8 @@
 """`TDMPC2Loss`: key contract, each term learning on a fixed batch, the TD target, a plain TorchRL pipeline."""
 from __future__ import annotations
 
+import math
+
 import torch
 from tensordict import TensorDict
 from torchrl.collectors import Collector
@@ -10,7 +12,7 @@ from torchrl.objectives import SoftUpdate
 
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.objectives import TDMPC2Loss
-from torchrl_layered.objectives.tdmpc2 import make_tdmpc2_optimizer
+from torchrl_layered.objectives.tdmpc2 import make_tdmpc2_optimizer, make_tdmpc2_policy_optimizer, tdmpc2_update
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config, resolve_tdmpc2_config
 
 TERMS = ["loss_consistency", "loss_reward", "loss_value", "loss_termination", "loss_policy"]
@@ -18,7 +20,8 @@ TERMS = ["loss_consistency", "loss_reward", "loss_value", "loss_termination", "l
 
 def small_config(**kw):
     cfg = get_default_tdmpc2_config()
-    cfg.update(model_size=1, enc_dim=32, mlp_dim=32, latent_dim=16, num_q=3, **kw)
+    cfg.update(model_size=1, enc_dim=32, mlp_dim=32, latent_dim=16, num_q=3)
+    cfg.update(kw)
     return resolve_tdmpc2_config(cfg)
 
 
@@ -113,7 +116,8 @@ def test_loss_in_a_plain_torchrl_pipeline_with_slice_sampler():
     world_model = TDMPC2WorldModel(3, 1, cfg)
     loss = TDMPC2Loss(world_model, cfg, action_spec=env.action_spec)
     updater = SoftUpdate(loss, tau=cfg["tau"])
-    optim = make_tdmpc2_optimizer(loss)
+    optim, policy_optim = make_tdmpc2_optimizer(loss), make_tdmpc2_policy_optimizer(loss)
+    policy_before = [p.detach().clone() for p in world_model.policy.parameters()]
     buffer = TensorDictReplayBuffer(
         storage=LazyTensorStorage(10_000),
         sampler=SliceSampler(slice_len=cfg["horizon"], traj_key=("collector", "traj_ids"), strict_length=True),
@@ -127,10 +131,7 @@ def test_loss_in_a_plain_torchrl_pipeline_with_slice_sampler():
         for _ in range(10):
             sample = buffer.sample().reshape(cfg["batch_size"], cfg["horizon"])
             out = loss(sample)
-            total = sum(v for k, v in out.items() if k.startswith("loss_"))
-            optim.zero_grad()
-            total.backward()
-            optim.step()
+            assert tdmpc2_update(out, optim, policy_optim, cfg["grad_clip_norm"]) is not None
             updater.step()
             consistency.append(float(out["loss_consistency"]))
     collector.shutdown()
@@ -138,3 +139,179 @@ def test_loss_in_a_plain_torchrl_pipeline_with_slice_sampler():
     assert sum(consistency[-5:]) < sum(consistency[:5])
     moved = (loss.target_qvalue_network_params - target_before).abs().sum()
     assert float(sum(moved.values(True, True))) > 0
+    assert any(not torch.equal(a, b) for a, b in zip(policy_before, world_model.policy.parameters()))
+
+
+# ------------------------------------------------------------ the official formulas, by hand
+def constant_policy(world_model, mean, raw_log_std):
+    """The policy head outputs ``mean`` and ``raw_log_std`` whatever the latent (zero weights)."""
+    last = world_model.policy[-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([*mean, *raw_log_std]))
+
+
+def hand_log_std(raw, cfg):
+    return cfg["log_std_min"] + 0.5 * (cfg["log_std_max"] - cfg["log_std_min"]) * (math.tanh(raw) + 1)
+
+
+def hand_log_pi(eps, mean, raw_log_std, cfg):
+    """Official TD-MPC2 (`gaussian_logprob(eps, log_std) * action_dim`, then `squash`), scalar by scalar."""
+    a = len(mean)
+    log_std = [hand_log_std(r, cfg) for r in raw_log_std]
+    gaussian = sum(-0.5 * e * e - s for e, s in zip(eps, log_std)) - 0.5 * math.log(2 * math.pi)
+    actions = [math.tanh(m + e * math.exp(s)) for m, e, s in zip(mean, eps, log_std)]
+    return gaussian * a - sum(math.log(max(1 - x * x, 0.0) + 1e-6) for x in actions), actions
+
+
+def test_policy_log_pi_is_the_official_action_size_scaled_term():
+    cfg = small_config()
+    world_model = TDMPC2WorldModel(4, 2, cfg)
+    mean, raw = [0.5, -1.0], [0.0, 1.0]
+    constant_policy(world_model, mean, raw)
+    z = torch.softmax(torch.randn(1, 16), -1)
+    action, log_pi = world_model.pi(z, deterministic=True)
+    want, want_action = hand_log_pi([0.0, 0.0], mean, raw, cfg)
+    assert torch.allclose(action, torch.tensor([want_action]), atol=1e-6)
+    assert abs(float(log_pi) - want) < 1e-4
+    # with noise: the Gaussian part (not the tanh correction) is twice the plain log-density
+    torch.manual_seed(3)
+    eps = torch.randn(1, 2)[0].tolist()
+    torch.manual_seed(3)
+    action, log_pi = world_model.pi(z)
+    want, want_action = hand_log_pi(eps, mean, raw, cfg)
+    assert torch.allclose(action, torch.tensor([want_action]), atol=1e-5)
+    assert abs(float(log_pi) - want) < 1e-3
+
+
+def test_value_scale_is_the_official_running_percentile_range_clamped_before_the_lerp():
+    cfg = small_config(tau=0.5)
+    loss = TDMPC2Loss(TDMPC2WorldModel(4, 2, cfg), cfg)
+    assert float(loss.value_scale) == 1.0
+    # [0, 1, 2, 10]: 5th percentile at position 0.15 -> 0.15, 95th at 2.85 -> 2 + 0.85 * 8 = 8.8
+    loss.update_value_scale(torch.tensor([[10.0], [0.0], [2.0], [1.0]]))
+    assert abs(float(loss.value_scale) - (1.0 + 0.5 * (8.65 - 1.0))) < 1e-5
+    # a range below 1 counts as 1: the scale goes back towards 1, never below
+    loss.value_scale.fill_(3.0)
+    loss.update_value_scale(torch.tensor([0.0, 0.1, 0.2]))
+    assert abs(float(loss.value_scale) - 2.0) < 1e-6
+    for _ in range(50):
+        loss.update_value_scale(torch.zeros(8))
+    assert float(loss.value_scale) >= 1.0
+
+
+def test_policy_loss_matches_the_official_formula_over_all_horizon_plus_one_latents():
+    cfg = small_config(entropy_coef=0.1, tau=0.25, rho=0.5, horizon=3)
+    world_model = TDMPC2WorldModel(4, 2, cfg)
+    loss = TDMPC2Loss(world_model, cfg)
+    mean, raw = [0.3, -0.2], [-0.5, 0.2]
+    constant_policy(world_model, mean, raw)
+    # every Q predicts the same value q: logits on the bins around symlog(5)
+    logits = torch.log(world_model.two_hot.encode(torch.tensor([[5.0]]))[0] + 1e-9)
+    with torch.no_grad():
+        loss.qvalue_network_params["out", "weight"].zero_()
+        loss.qvalue_network_params["out", "bias"].copy_(logits.expand_as(loss.qvalue_network_params["out", "bias"]))
+    q = float(world_model.two_hot.decode(logits[None]))
+    calls = []
+    pi = world_model.pi
+    world_model.pi = lambda *args, **kw: calls.append(pi(*args, **kw)) or calls[-1]
+    loss.value_scale.fill_(3.0)
+    out = loss(fixed_batch(b=5, t=3))
+    actions = calls[-1][0]
+    assert actions.shape == (4, 5, 2)  # the policy is trained on z_0 .. z_3
+    # the scale moves first (Q is constant: a range of 0, clamped to 1), then divides
+    scale = 3.0 + 0.25 * (1.0 - 3.0)
+    assert abs(float(out["value_scale"]) - scale) < 1e-6
+    want = 0.0
+    for t in range(4):
+        terms = []
+        for b in range(5):
+            log_std = [hand_log_std(r, cfg) for r in raw]
+            eps = [(math.atanh(float(actions[t, b, i])) - mean[i]) / math.exp(log_std[i]) for i in range(2)]
+            log_pi, _ = hand_log_pi(eps, mean, raw, cfg)
+            terms.append(0.1 * log_pi - q / scale)
+        want += 0.5 ** t * sum(terms) / 5
+    want /= 4
+    assert abs(float(out["loss_policy"]) - want) < 1e-3, (float(out["loss_policy"]), want)
+
+
+def test_target_q_has_no_dropout_in_train_mode():
+    torch.manual_seed(0)
+    cfg = small_config(dropout=0.5, num_q=2)
+    world_model = TDMPC2WorldModel(4, 2, cfg)
+    loss = TDMPC2Loss(world_model, cfg)
+    with torch.no_grad():
+        for params in (loss.qvalue_network_params, loss.target_qvalue_network_params):
+            params["out", "weight"].normal_()
+    loss.train()
+    z, a = torch.softmax(torch.randn(32, 16), -1), torch.rand(32, 2) * 2 - 1
+    online = [loss._q(loss.qvalue_network_params, z, a, None) for _ in range(2)]
+    assert not torch.equal(*online)  # the online Qs do drop out in train mode
+    target = [loss._target_q(z, a, None) for _ in range(2)]
+    assert torch.equal(*target)
+    assert world_model.qs.training  # and the ensemble is back in its own mode
+    # so with two members (both always picked) and a near-deterministic policy the TD target is fixed
+    cfg = small_config(dropout=0.5, num_q=2, log_std_min=-30.0, log_std_max=-30.0)
+    loss = TDMPC2Loss(TDMPC2WorldModel(4, 2, cfg), cfg)
+    with torch.no_grad():
+        loss.target_qvalue_network_params["out", "weight"].normal_()
+    reward, terminated = torch.zeros(32, 1), torch.zeros(32, 1)
+    assert torch.equal(loss.value_target(z, reward, terminated), loss.value_target(z, reward, terminated))
+
+
+def test_initialisation_is_the_official_truncated_normal_with_zero_reward_and_q_outputs():
+    torch.manual_seed(0)
+    cfg = small_config(mlp_dim=256, enc_dim=256, latent_dim=64)
+    world_model = TDMPC2WorldModel(8, 4, cfg, goal_dim=2)
+    linears = [m for m in world_model.modules() if isinstance(m, torch.nn.Linear)]
+    for layer in linears[:-1] + [world_model.qs.layer1, world_model.qs.layer2]:
+        if layer is world_model.reward[-1]:
+            continue
+        std = float(layer.weight.std())
+        assert abs(std - 0.02) < 0.003, std
+        assert abs(float(layer.weight.mean())) < 0.003
+        assert float(layer.bias.abs().max()) == 0.0
+    for head in (world_model.reward[-1], world_model.qs.out):
+        assert float(head.weight.abs().max()) == 0.0 and float(head.bias.abs().max()) == 0.0
+    # so both heads start out predicting 0 for any input
+    z, a, zg = torch.softmax(torch.randn(3, 64), -1), torch.rand(3, 4), torch.softmax(torch.randn(3, 64), -1)
+    assert torch.allclose(world_model.two_hot.decode(world_model.reward_logits(z, a, zg)), torch.zeros(3, 1), atol=1e-5)
+    assert torch.allclose(world_model.two_hot.decode(world_model.q_logits(z, a, zg)), torch.zeros(3, 3, 1), atol=1e-5)
+
+
+def test_world_model_and_policy_have_their_own_adam_and_their_own_gradient_clipping():
+    cfg = small_config(lr=1e-3, enc_lr_scale=0.3, grad_clip_norm=20.0)
+    world_model = TDMPC2WorldModel(4, 2, cfg, goal_dim=2)
+    loss = TDMPC2Loss(world_model, cfg)
+    optim, policy_optim = make_tdmpc2_optimizer(loss), make_tdmpc2_policy_optimizer(loss)
+    ids = lambda params: {id(p) for p in params}  # noqa: E731
+    policy = ids(world_model.policy.parameters())
+    encoders = ids(world_model.encoder.parameters()) | ids(world_model.goal_encoder.parameters())
+    groups = optim.param_groups
+    assert ids(groups[0]["params"]) == encoders and groups[0]["lr"] == 1e-3 * 0.3
+    assert ids(groups[1]["params"]) == ids(loss.parameters()) - encoders - policy and groups[1]["lr"] == 1e-3
+    (group,) = policy_optim.param_groups
+    assert ids(group["params"]) == policy and group["lr"] == 1e-3 and group["eps"] == 1e-5
+    # a world-model gradient of norm 1000 * sqrt(n) is clipped to 20; the policy's, of norm 3 * 2 = 6, is not
+    q_bias, pi_bias = loss.qvalue_network_params["out", "bias"], world_model.policy[-1].bias
+    losses = TensorDict({"loss_value": 1000.0 * q_bias.sum(), "loss_policy": 3.0 * pi_bias.sum()}, [])
+    norms = tdmpc2_update(losses, optim, policy_optim, 20.0)
+    assert abs(float(norms["grad_norm"]) - 1000.0 * math.sqrt(q_bias.numel())) < 1e-2
+    assert abs(float(norms["policy_grad_norm"]) - 6.0) < 1e-5
+    assert abs(float(q_bias.grad.norm()) - 20.0) < 1e-3
+    assert torch.allclose(pi_bias.grad, torch.full_like(pi_bias, 3.0))
+    assert policy_optim.state[pi_bias]["step"] == 1 and optim.state[q_bias]["step"] == 1
+
+
+def test_a_non_finite_step_moves_neither_optimiser():
+    cfg = small_config()
+    world_model = TDMPC2WorldModel(4, 2, cfg)
+    loss = TDMPC2Loss(world_model, cfg)
+    optim, policy_optim = make_tdmpc2_optimizer(loss), make_tdmpc2_policy_optimizer(loss)
+    before = [p.detach().clone() for p in loss.parameters()]
+    out = loss(fixed_batch())
+    out["loss_policy"] = out["loss_policy"] * float("nan")  # only the policy's part is bad
+    assert tdmpc2_update(out, optim, policy_optim, 20.0) is None
+    assert all(torch.equal(a, b) for a, b in zip(before, loss.parameters()))
+    assert not optim.state and not policy_optim.state
+    assert all(p.grad is None for p in loss.parameters())

@@ -11,9 +11,14 @@ from torchrl.objectives import SoftUpdate
 from torchrl_layered.hierarchy.keys import OPTION_INDEX
 from torchrl_layered.hierarchy.transitions import TRAJ_IDS
 from torchrl_layered.levels.base import Level
-from torchrl_layered.levels.learning import UpdateSchedule, gradient_steps
+from torchrl_layered.levels.learning import UpdateSchedule
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
-from torchrl_layered.objectives.tdmpc2 import TDMPC2Loss, make_tdmpc2_optimizer
+from torchrl_layered.objectives.tdmpc2 import (
+    TDMPC2Loss,
+    make_tdmpc2_optimizer,
+    make_tdmpc2_policy_optimizer,
+    tdmpc2_update,
+)
 from torchrl_layered.planners import MPPIPlanner
 from torchrl_layered.tdmpc2.config import resolve_tdmpc2_config
 
@@ -34,16 +39,21 @@ class TDMPC2Level(Level):
     Acting: uniform random actions for ``warm_up_steps`` level transitions, then MPPI over
     the learned model (policy-prior trajectories mixed in, a warm start per instance that
     restarts with each episode), or the policy prior alone with ``use_policy=True``. Eval
-    mode plans without exploration noise. Its transitions go to a TorchRL replay buffer with
-    a `SliceSampler` over sub-trajectories of ``horizon`` transitions; it learns with
-    `TDMPC2Loss` every ``update_interval`` transitions after the warm-up. As a higher level
-    its discount applies per option step.
+    mode plans without exploration noise. The world model acts without dropout in either
+    mode (the official agent acts under ``model.eval()``): only learning turns it on. Its
+    transitions go to a TorchRL replay buffer with a `SliceSampler` over sub-trajectories of
+    ``horizon`` transitions; it learns with `TDMPC2Loss` every ``update_interval`` transitions
+    after the warm-up, the world model and the policy each with its own Adam and gradient
+    clipping (`tdmpc2_update`). As a higher level its discount applies per option step.
 
     Goal-based mode (``desired_goal_slice``): the desired goal part of the observation is
     embedded by its own encoder and conditions reward, Q and policy only (with
     ``input_as_goal`` the parent's option is that goal instead, as a skill); with ``use_her``
-    each sampled sub-trajectory is duplicated ``her_goals`` times with desired goals drawn
-    from achieved goals later in the same sub-trajectory, and rewards recomputed by
+    each sampled sub-trajectory is duplicated ``her_goals`` times (so ``her_goals / (her_goals
+    + 1)`` of the rows are relabelled, HER's ``future`` ratio ``k``), the desired goal of each
+    step drawn uniformly from the achieved goals of the same step or a later one of the same
+    episode as stored in the buffer (HER's ``future`` strategy: anywhere in the rest of the
+    episode, not only in the sampled window), and rewards recomputed by
     ``reward_fn(achieved_goal=..., desired_goal=...)`` (batched).
 
     Args:
@@ -108,6 +118,7 @@ class TDMPC2Level(Level):
         self.loss = self.make_loss()
         self.target_updater = SoftUpdate(self.loss, tau=cfg["tau"])
         self.optimizer = make_tdmpc2_optimizer(self.loss)
+        self.policy_optimizer = make_tdmpc2_policy_optimizer(self.loss)
         unit = Bounded(-1.0, 1.0, shape=(action_dim,), device=action_spec.device)
         self.planner = MPPIPlanner(
             unit, cfg["horizon"], cfg["num_samples"], cfg["iterations"], cfg["num_elites"],
@@ -120,7 +131,18 @@ class TDMPC2Level(Level):
                                  fragmented=True, strict_length=True),
             batch_size=cfg["batch_size"] * cfg["horizon"],
         )
+        self._episode_index = None
         self._update_in_out_keys()
+        self.train(self.training)  # the world model acts in eval mode
+
+    def train(self, mode: bool = True) -> TDMPC2Level:
+        """Sets the mode, but keeps the world model in eval mode: acting and planning never use
+        dropout (official ``act`` runs under ``model.eval()``); `learn` turns it on while it steps."""
+        super().train(mode)
+        world_model = self._modules.get("world_model")
+        if world_model is not None:
+            world_model.eval()
+        return self
 
     def _model_dims(self, obs_dim: int, input_dim: int) -> tuple[int, int, int]:
         """``(model observation size, goal size, appended input size)`` for a mapped observation of
@@ -239,6 +261,7 @@ class TDMPC2Level(Level):
             ["level_input"] if "level_input" in transitions.keys() else []))
         data.set("action", self._to_unit(data.get("action")))
         self.store(data)
+        self._episode_index = None
 
     def sample(self) -> TensorDictBase:
         """A ``[B, H]`` batch for `TDMPC2Loss` (model observations, goals, HER copies)."""
@@ -259,25 +282,77 @@ class TDMPC2Level(Level):
         return batch
 
     def _relabel(self, batch: TensorDictBase, data: TensorDictBase) -> TensorDictBase:
-        """A copy of ``batch`` whose desired goal at step t is the achieved goal at a later step t' >= t."""
+        """A copy of ``batch`` whose desired goal at each step is the achieved goal (of the next
+        observation) of a uniformly random stored step of the same episode, at that step or later."""
         b, h = batch.shape
         achieved = data.get(("next", "observation"))[..., self.achieved_goal_slice].float()
-        t = torch.arange(h, device=achieved.device)
-        later = t + (torch.rand(b, h, device=achieved.device) * (h - t)).long()  # uniform in [t, h - 1]
-        new_goal = torch.gather(achieved, 1, later[..., None].expand(-1, -1, achieved.shape[-1]))
+        stored, index = self._future_steps(data.get("index").reshape(-1))
+        new_goal = stored.get(("next", "observation"))[index][..., self.achieved_goal_slice]
+        new_goal = new_goal.float().reshape(b, h, -1).to(achieved.device)
         relabelled = batch.clone()
         relabelled.set("goal", new_goal)
         reward = self.reward_fn(achieved_goal=achieved, desired_goal=new_goal)
         relabelled.set(("next", "reward"), reward.reshape(b, h, 1).to(achieved.dtype))
         return relabelled
 
+    def _future_steps(self, index: torch.Tensor) -> tuple[TensorDictBase, torch.Tensor]:
+        """``(stored transitions, indices)``: for each storage index in ``index``, a uniformly random
+        stored transition of the same episode (``("collector", "traj_ids")``) whose step
+        (``option_index``) is the same or later."""
+        stored, order, rank, sorted_ids = self._episode_order()
+        position = rank[index.to(rank.device)]
+        end = torch.searchsorted(sorted_ids, sorted_ids[position], right=True)  # one past the episode's last step
+        pick = position + (torch.rand(position.shape, device=position.device) * (end - position)).long()
+        return stored, order[torch.minimum(pick, end - 1)]
+
+    def _episode_order(self):
+        """The stored transitions sorted by (episode, step): ``(stored, order, rank, sorted episode ids)``,
+        ``rank`` the inverse of ``order``; rebuilt when the buffer has changed since the last call."""
+        buffer = self.replay_buffer
+        storage = buffer.storage
+        n = len(storage)
+        key = (n, int(buffer.write_count))
+        if self._episode_index is None or self._episode_index[0] != key:
+            stored = storage.get(slice(0, n))  # views, no copy
+            ids, steps = stored.get(TRAJ_IDS).reshape(-1), stored.get(OPTION_INDEX).reshape(-1)
+            order = torch.argsort(steps, stable=True)
+            order = order[torch.argsort(ids[order], stable=True)]
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(n, device=order.device)
+            self._episode_index = (key, stored, order, rank, ids[order].contiguous())
+        return self._episode_index[1:]
+
     def learn(self) -> dict[str, float]:
         num = self.schedule.due(self.n_transitions, self.n_transitions >= self.warm_up_steps)
         if num <= 0 or not self._can_sample():
             return {}
         self.num_model_updates += num
-        return gradient_steps(self.loss, self.optimizer, self.target_updater, self.sample, num,
-                              self.cfg["grad_clip_norm"])
+        self.world_model.train()  # dropout while learning only, as the official `_update`
+        try:
+            return self._gradient_steps(num)
+        finally:
+            self.world_model.eval()
+
+    def _gradient_steps(self, num: int) -> dict[str, float]:
+        """``num`` TD-MPC2 updates; the loss entries and gradient norms averaged over the applied ones.
+
+        The rule of `gradient_steps`: a step whose loss or gradient norms are not finite is not
+        applied (neither optimiser nor the target Qs move) and is counted in ``skipped_steps``.
+        """
+        totals: dict[str, torch.Tensor] = {}
+        applied = 0
+        for _ in range(num):
+            losses = self.loss(self.sample())
+            norms = tdmpc2_update(losses, self.optimizer, self.policy_optimizer, self.cfg["grad_clip_norm"])
+            if norms is None:
+                continue
+            self.target_updater.step()
+            applied += 1
+            for key, value in {**losses, **norms}.items():
+                totals[key] = totals.get(key, 0.0) + value.detach()
+        metrics = {key: float(value) / applied for key, value in totals.items()}
+        metrics["skipped_steps"] = float(num - applied)
+        return metrics
 
     def _can_sample(self) -> bool:
         """Whether the buffer holds a trajectory of ``horizon`` transitions yet."""
@@ -295,6 +370,7 @@ class TDMPC2Level(Level):
         state.update(num_model_updates=self.num_model_updates, learned_transitions=self.schedule.learned)
         if "loss" in self._modules:
             state["optimizer"] = self.optimizer.state_dict()
+            state["policy_optimizer"] = self.policy_optimizer.state_dict()
         return state
 
     def set_extra_state(self, state: dict) -> None:
@@ -303,3 +379,5 @@ class TDMPC2Level(Level):
         self.schedule.learned = int(state.get("learned_transitions", 0))
         if "optimizer" in state and "loss" in self._modules:
             self.optimizer.load_state_dict(state["optimizer"])
+        if "policy_optimizer" in state and "loss" in self._modules:
+            self.policy_optimizer.load_state_dict(state["policy_optimizer"])

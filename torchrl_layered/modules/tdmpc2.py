@@ -37,9 +37,19 @@ def normed_linear(in_dim: int, out_dim: int, dropout: float = 0.0, act: nn.Modul
     return nn.Sequential(*layers)
 
 
+def weight_init(module: nn.Module) -> None:
+    """TD-MPC2's initialisation (official ``common/init.py``): linear weights from a normal of std
+    0.02 truncated at +-2 (absolute, so in effect untruncated), biases zero. Apply with ``.apply``."""
+    if isinstance(module, (nn.Linear, EnsembleLinear)):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
 def mlp(in_dim: int, hidden: list[int], out_dim: int, *, out_act: nn.Module | None = None, dropout: float = 0.0,
         zero_last: bool = False) -> nn.Sequential:
-    """TD-MPC2's MLP: normed hidden layers; the output layer is plain, or normed with ``out_act``."""
+    """TD-MPC2's MLP: normed hidden layers; the output layer is plain (zeroed with ``zero_last``), or
+    normed with ``out_act``."""
     sizes = [in_dim, *hidden]
     layers = [normed_linear(a, b, dropout if i == 0 else 0.0) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:]))]
     if out_act is not None:
@@ -65,9 +75,9 @@ class QEnsemble(nn.Module):
         self.norm_weight = nn.Parameter(torch.ones(2, num_q, 1, hidden))
         self.norm_bias = nn.Parameter(torch.zeros(2, num_q, 1, hidden))
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.apply(weight_init)
         with torch.no_grad():
             self.out.weight.zero_()
-            self.out.bias.zero_()
 
     def _norm(self, x: torch.Tensor, i: int) -> torch.Tensor:
         return F.layer_norm(x, x.shape[-1:]) * self.norm_weight[i] + self.norm_bias[i]
@@ -86,6 +96,9 @@ class TDMPC2WorldModel(nn.Module):
 
     With ``goal_dim > 0`` a separate goal encoder embeds the desired goal; reward, Q and the
     policy prior see it, dynamics and termination do not (the goal doesn't change the physics).
+
+    Initialised as the official code does: `weight_init` everywhere, then zero output weights
+    in the reward and Q heads (both start out predicting 0).
 
     Args:
         obs_dim, action_dim: sizes of the (non-goal) observation and of the action.
@@ -110,6 +123,10 @@ class TDMPC2WorldModel(nn.Module):
         self.policy = mlp(latent + goal_latent, [mlp_dim, mlp_dim], 2 * action_dim)
         self.qs = QEnsemble(cfg["num_q"], latent + action_dim + goal_latent, mlp_dim, cfg["num_bins"], cfg["dropout"])
         self.two_hot = TwoHot(cfg["num_bins"], cfg["vmin"], cfg["vmax"])
+        self.apply(weight_init)
+        with torch.no_grad():
+            self.reward[-1].weight.zero_()
+            self.qs.out.weight.zero_()
 
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.encoder(obs)
@@ -137,12 +154,19 @@ class TDMPC2WorldModel(nn.Module):
         return self.qs(self._cat(z, a, zg))
 
     def pi(self, z: torch.Tensor, zg: torch.Tensor | None = None, deterministic: bool = False):
-        """Squashed-Gaussian policy prior: ``(action in [-1, 1], log_prob [*, 1])``."""
+        """Squashed-Gaussian policy prior: ``(action in [-1, 1], log_pi [*, 1])``.
+
+        ``log_pi`` is the official TD-MPC2 entropy term, not the plain log-density: the Gaussian
+        log-probability of the pre-tanh sample, multiplied by the action size, minus the tanh
+        correction (official ``gaussian_logprob(eps, log_std) * action_dim`` then ``squash``).
+        The scaling keeps the entropy bonus of ``entropy_coef * log_pi`` as strong per action
+        dimension whatever the action size.
+        """
         mean, log_std = self.policy(self._cat(z, zg)).chunk(2, -1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
         noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
         pre_tanh = mean + noise * log_std.exp()
-        log_prob = (-0.5 * noise.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1, keepdim=True)
+        gaussian = (-0.5 * noise.pow(2) - log_std).sum(-1, keepdim=True) - 0.5 * math.log(2 * math.pi)
         action = torch.tanh(pre_tanh)
-        log_prob = log_prob - torch.log(F.relu(1 - action.pow(2)) + 1e-6).sum(-1, keepdim=True)
-        return action, log_prob
+        log_pi = gaussian * self.action_dim - torch.log(F.relu(1 - action.pow(2)) + 1e-6).sum(-1, keepdim=True)
+        return action, log_pi

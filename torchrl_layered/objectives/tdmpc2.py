@@ -1,8 +1,9 @@
 """`TDMPC2Loss`: the TD-MPC2 objective (Hansen et al., ICLR 2024) as a TorchRL `LossModule`."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,14 +30,18 @@ class TDMPC2Loss(LossModule):
     - ``loss_value``: two-hot cross-entropy of every Q to the TD target
       ``r + gamma * (1 - terminated) * min(two random target Qs)(z', pi(z'))`` (conditioned
       on ``("next", "goal")`` where the batch has it, else on the step's own goal; subclasses
-      change the bootstrap term with `bootstrap_value`);
+      change the bootstrap term with `bootstrap_value`). Target Qs never use dropout (the
+      official target networks stay in eval mode), so the target is a function of the batch;
     - ``loss_termination``: binary cross-entropy of the termination head;
-    - ``loss_policy``: ``entropy_coef * log pi - Q / scale`` on detached latents and Q weights
-      (``scale`` is a running 5-95 percentile range of Q).
+    - ``loss_policy``: ``mean_t rho ** t * mean_b (entropy_coef * log_pi - Q / scale)`` over all
+      ``T + 1`` latents ``z_0 .. z_T`` (detached) with detached Q weights, ``log_pi`` the official
+      action-size-scaled entropy term (`TDMPC2WorldModel.pi`) and ``scale`` the running 5-95
+      percentile range of Q (`update_value_scale`).
 
-    The ``loss_*`` entries are already weighted by the config's coefficients: sum them. The
-    target Q ensemble lives in ``target_qvalue_network_params``: update it with
-    ``SoftUpdate(loss, tau=config["tau"])``.
+    The ``loss_*`` entries are already weighted by the config's coefficients: sum them, or
+    better step them with `tdmpc2_update` (the official update: the policy has its own Adam and
+    its own gradient clipping). The target Q ensemble lives in ``target_qvalue_network_params``:
+    update it with ``SoftUpdate(loss, tau=config["tau"])``.
 
     Args:
         world_model: the `TDMPC2WorldModel` to train.
@@ -91,6 +96,20 @@ class TDMPC2Loss(LossModule):
         with params.to_module(self.qvalue_network):
             return self.world_model.q_logits(z, a, zg)
 
+    def _target_q(self, z, a, zg) -> torch.Tensor:
+        """Target Q logits, always without dropout (as the official target networks, kept in eval mode)."""
+        with _eval_mode(self.qvalue_network):
+            return self._q(self.target_qvalue_network_params, z, a, zg)
+
+    @torch.no_grad()
+    def update_value_scale(self, q: torch.Tensor) -> None:
+        """The official ``RunningScale.update``: lerp ``value_scale`` by ``tau`` towards the 5-95
+        percentile range of ``q`` (linear interpolation), clamped to >= 1 before the lerp."""
+        flat = q.detach().reshape(-1).float()
+        bounds = torch.quantile(flat, torch.tensor([0.05, 0.95], device=flat.device, dtype=flat.dtype))
+        spread = (bounds[1] - bounds[0]).clamp_min(1.0)
+        self.value_scale.lerp_(spread.to(self.value_scale.dtype), self.cfg["tau"])
+
     def _two_q(self, logits: torch.Tensor) -> torch.Tensor:
         """Two random members of the ensemble, decoded: ``[2, *, 1]``."""
         index = torch.randperm(logits.shape[0], device=logits.device)[:2]
@@ -100,7 +119,7 @@ class TDMPC2Loss(LossModule):
     def next_value(self, next_z, zg=None) -> torch.Tensor:
         """``min(two random target Qs)(z', pi(z'))``, ``[*, 1]``."""
         next_action, _ = self.world_model.pi(next_z, zg)
-        return self._two_q(self._q(self.target_qvalue_network_params, next_z, next_action, zg)).min(0).values
+        return self._two_q(self._target_q(next_z, next_action, zg)).min(0).values
 
     @torch.no_grad()
     def value_target(self, next_z, reward, terminated, zg=None) -> torch.Tensor:
@@ -137,28 +156,34 @@ class TDMPC2Loss(LossModule):
             td_target = reward + cfg["discount"] * (1 - terminated) * self.bootstrap_value(td, next_z, next_zg)
 
         z = wm.encode(obs[0])
-        latents, consistency = [], 0.0
+        latents, consistency = [z], 0.0
         for t in range(horizon):
-            latents.append(z)
             z = wm.next(z, action[t])
             consistency = consistency + rho[t, 0] * F.mse_loss(z, next_z[t])
-        latents = torch.stack(latents)  # z_t, the latent in which action t is taken
-        reward_ce = wm.two_hot.cross_entropy(wm.reward_logits(latents, action, zg), reward)  # [T, B]
-        q_logits = self._q(self.qvalue_network_params, latents, action, zg)  # [Q, T, B, bins]
+            latents.append(z)
+        latents = torch.stack(latents)  # z_0 .. z_T; action t is taken in z_t
+        zs = latents[:-1]
+        reward_ce = wm.two_hot.cross_entropy(wm.reward_logits(zs, action, zg), reward)  # [T, B]
+        q_logits = self._q(self.qvalue_network_params, zs, action, zg)  # [Q, T, B, bins]
         value_ce = wm.two_hot.cross_entropy(q_logits, td_target.expand(q_logits.shape[0], *td_target.shape))
-        termination = F.binary_cross_entropy_with_logits(wm.termination_logit(latents, action), terminated) \
+        # deliberately kept: termination is predicted from (z_t, a_t), where the official head reads
+        # z_{t+1}; the same information, and planning needs no extra latent step for it
+        termination = F.binary_cross_entropy_with_logits(wm.termination_logit(zs, action), terminated) \
             if wm.termination is not None else torch.zeros((), device=obs.device)
 
-        # policy: detached latents and detached Q weights, so only the policy learns from it
+        # policy over all T + 1 latents (official `update_pi(zs.detach())`), on detached latents and
+        # detached Q weights, so only the policy learns from it; z_T is conditioned on the last next goal.
+        # Deliberately kept: it is computed in the same pass as the model losses, so it sees the Q
+        # before this step's update (the official updates the policy right after the model), which
+        # saves a second forward pass and lags the policy by one step.
         z_pi = latents.detach()
-        zg_pi = None if zg is None else zg.detach()
-        pi_action, log_prob = wm.pi(z_pi, zg_pi)
+        zg_pi = None if zg is None else torch.cat([zg, next_zg[-1:]]).detach()
+        pi_action, log_pi = wm.pi(z_pi, zg_pi)
         q_pi = self._two_q(self._q(self.qvalue_network_params.detach(), z_pi, pi_action, zg_pi)).mean(0)
-        with torch.no_grad():
-            flat_q = q_pi[0].reshape(-1)
-            spread = torch.quantile(flat_q, 0.95) - torch.quantile(flat_q, 0.05)
-            self.value_scale.lerp_(spread, cfg["tau"])
-        policy = ((cfg["entropy_coef"] * log_prob - q_pi / self.value_scale.clamp_min(1.0)).mean(1) * rho).mean()
+        self.update_value_scale(q_pi[0])
+        rho_pi = cfg["rho"] ** torch.arange(horizon + 1, device=obs.device, dtype=obs.dtype)
+        scale = self.value_scale.clamp_min(1.0)  # a no-op since the update clamps; guards older saved scales
+        policy = ((cfg["entropy_coef"] * log_pi - q_pi / scale).mean((1, 2)) * rho_pi).mean()
 
         return TensorDict(
             {
@@ -174,13 +199,61 @@ class TDMPC2Loss(LossModule):
         )
 
 
+@contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """``module`` in eval mode for the block, then back in its own mode."""
+    was_training = module.training
+    module.train(False)
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
 def make_tdmpc2_optimizer(loss: TDMPC2Loss) -> torch.optim.Optimizer:
-    """Adam over the loss's parameters, the encoders at ``lr * enc_lr_scale`` as in TD-MPC2."""
+    """The world model's Adam: every parameter of the loss but the policy's, the encoders at
+    ``lr * enc_lr_scale`` as in TD-MPC2 (the policy has its own, `make_tdmpc2_policy_optimizer`)."""
     cfg, wm = loss.cfg, loss.world_model
     encoders = [p for m in (wm.encoder, wm.goal_encoder) if m is not None for p in m.parameters()]
-    encoder_ids = {id(p) for p in encoders}
-    rest = [p for p in loss.parameters() if id(p) not in encoder_ids]
+    skip = {id(p) for p in encoders} | {id(p) for p in wm.policy.parameters()}
+    rest = [p for p in loss.parameters() if id(p) not in skip]
     return torch.optim.Adam(
         [{"params": encoders, "lr": cfg["lr"] * cfg["enc_lr_scale"]}, {"params": rest, "lr": cfg["lr"]}],
         lr=cfg["lr"],
     )
+
+
+def make_tdmpc2_policy_optimizer(loss: TDMPC2Loss) -> torch.optim.Optimizer:
+    """The policy prior's own Adam, as the official ``pi_optim``: ``lr``, ``eps=1e-5``."""
+    return torch.optim.Adam(loss.world_model.policy.parameters(), lr=loss.cfg["lr"], eps=1e-5)
+
+
+def tdmpc2_update(
+    losses: TensorDictBase,
+    optimizer: torch.optim.Optimizer,
+    policy_optimizer: torch.optim.Optimizer,
+    max_grad_norm: float,
+) -> dict[str, torch.Tensor] | None:
+    """One TD-MPC2 step on the output of `TDMPC2Loss`: both Adams, each clipping its own gradients.
+
+    The ``loss_*`` entries are summed and back-propagated once (the policy term reaches only the
+    policy, the others never reach it); the world model's parameters are clipped to
+    ``max_grad_norm`` and stepped by ``optimizer``, the policy's clipped to ``max_grad_norm`` on
+    their own and stepped by ``policy_optimizer``. As `gradient_steps` does, a step whose loss or
+    either gradient norm is not finite is not applied (neither optimiser moves; the gradients are
+    cleared): then it returns None, else the norms before clipping (``grad_norm``, ``policy_grad_norm``).
+    """
+    total = sum(v for k, v in losses.items() if k.startswith("loss_"))
+    optimizer.zero_grad(set_to_none=True)
+    policy_optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    params = lambda opt: [p for group in opt.param_groups for p in group["params"]]  # noqa: E731
+    grad_norm = torch.nn.utils.clip_grad_norm_(params(optimizer), max_grad_norm)
+    policy_grad_norm = torch.nn.utils.clip_grad_norm_(params(policy_optimizer), max_grad_norm)
+    if not bool(torch.isfinite(total) & torch.isfinite(grad_norm) & torch.isfinite(policy_grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        policy_optimizer.zero_grad(set_to_none=True)
+        return None
+    optimizer.step()
+    policy_optimizer.step()
+    return {"grad_norm": grad_norm, "policy_grad_norm": policy_grad_norm}
