@@ -178,6 +178,24 @@ def test_dqn_target_discounts_with_gamma_to_the_duration():
     assert torch.allclose(target, expected, atol=1e-6)
 
 
+def test_tianshou_per_option_discount_is_the_explicit_alternative():
+    level = initialized(default_sac_config(hidden_sizes=[16], gamma=0.9), action_spec=Bounded(-2.0, 2.0, (1,)),
+                        discount_per="option")
+    data = fake_transitions(16, 3, level.action_spec)
+    data["raw_action"] = level.raw_action(data["action"])
+    torch.manual_seed(1)
+    per_option = level.targets(data)
+    level._smdp_return.discount_per = "env_step"
+    torch.manual_seed(1)
+    per_step = level.targets(data)
+    # same bootstrap values v: r + 0.9 v versus r + 0.9 ** d v
+    reward, alive = data["next", "reward"], (~data["next", "terminated"]).float()
+    v = (per_option - reward) / 0.9
+    d = data["next", "duration"].float()
+    live = alive.bool().squeeze(-1)
+    assert torch.allclose(per_step[live], (reward + 0.9**d * v)[live], atol=1e-4)
+
+
 # ------------------------------------------------------------------------- hierarchy
 def test_sac_on_top_of_a_random_level_learns_from_options_of_five_steps():
     torch.manual_seed(0)

@@ -13,6 +13,7 @@ from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import UpdateSchedule, gradient_steps
 from torchrl_layered.modules.encoders import IdentityEncoder
 from torchrl_layered.modules.predictor import Predictor, RewardPredictor
+from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, planning_discount
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
 from torchrl_layered.planners import CEMPlanner, ICEMPlanner, MPPIPlanner, SamplingPlanner
 
@@ -68,7 +69,10 @@ class PlannerLevel(Level):
         horizon, num_samples, num_iterations, num_elites: the planner's budget.
         planner_kwargs: further planner arguments (e.g. ``momentum``, ``beta``).
         particles: particles per ensemble member in each imagined rollout.
-        gamma: discount per option step (planning and value targets).
+        gamma: discount per env step: a transition bootstraps with ``gamma ** duration`` and a
+            planned option is discounted by ``gamma ** mean_duration`` (`objectives.discount`).
+        discount_per: ``"env_step"`` (the above) or ``"option"``: ``gamma`` per option, the
+            reference library's rule.
         use_value, use_termination: bootstrap with the value head / discount by survival.
         average_reward: learn the option's reward per env step (its sum / duration).
         learn_predictor: train the predictor from the level's transitions (False for a known model).
@@ -91,6 +95,7 @@ class PlannerLevel(Level):
         planner_kwargs: dict | None = None,
         particles: int = 1,
         gamma: float = 0.99,
+        discount_per: DiscountPer = "env_step",
         use_value: bool = True,
         use_termination: bool = True,
         average_reward: bool = True,
@@ -123,6 +128,7 @@ class PlannerLevel(Level):
             **(planner_kwargs or {}),
         )
         self.particles, self.gamma = particles, gamma
+        self.discount_per = check_discount_per(discount_per, "PlannerLevel")
         self.use_value, self.use_termination = use_value, use_termination
         self.average_reward = average_reward
         self.learn_predictor = learn_predictor
@@ -155,7 +161,7 @@ class PlannerLevel(Level):
                     f"PlannerLevel can only learn a RewardPredictor; got {type(self.predictor).__name__} "
                     "(pass learn_predictor=False for a known model)"
                 )
-            self.loss = RewardPredictorLoss(self.predictor, gamma=self.gamma)
+            self.loss = RewardPredictorLoss(self.predictor, gamma=self.gamma, discount_per=self.discount_per)
             self.target_updater = SoftUpdate(self.loss, tau=self.tau)
             self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=self.lr)
             self.replay_buffer = TensorDictReplayBuffer(
@@ -186,10 +192,11 @@ class PlannerLevel(Level):
         generator = None
         if deterministic:
             generator = torch.Generator(device=obs.device).manual_seed(0)
+        gamma = planning_discount(self.gamma, self.mean_duration, self.discount_per)
 
         def objective(actions: torch.Tensor) -> torch.Tensor:
             return self.predictor.returns(
-                state, context, actions, particles=self.particles, gamma=self.gamma, deterministic=deterministic,
+                state, context, actions, particles=self.particles, gamma=gamma, deterministic=deterministic,
                 use_value=self.use_value, use_termination=self.use_termination, generator=generator,
                 level_input=level_input,
             )
@@ -197,6 +204,11 @@ class PlannerLevel(Level):
         result = self.planner(objective, state=tensordict.get(("state", "planner")), generator=generator)
         tensordict.set(("state", "planner"), result.state)
         return torch.where(random_mode, random_action, result.action[:, 0])
+
+    @property
+    def mean_duration(self) -> float:
+        """Mean env steps per option over the stored transitions (1 before any)."""
+        return self.env_steps / self.n_transitions if self.n_transitions else 1.0
 
     @property
     def env_steps(self) -> int:

@@ -100,6 +100,8 @@ def planner_over_splates(
         planner_level, skill_level: further keyword arguments of `PlannerLevel` / `SPlaTESLevel`.
     """
     planner_args = dict(
+        # 0.99 per skill of ``control_interval`` env steps, as a discount per env step
+        gamma=0.99 ** (1 / control_interval),
         planner="icem", horizon=horizon, num_samples=num_samples, num_iterations=num_iterations,
         num_elites=max(2, round(num_samples * elite_ratio)), planner_kwargs=dict(momentum=momentum),
         use_value=False, use_termination=False, alternate_with_noise=True, switch_random_prob=switch_random_prob,
@@ -156,6 +158,7 @@ def planner_over_dads(
     ``initial_std`` is the CEM's initial std (a fraction of the skill range's half width).
     """
     planner_args = dict(
+        gamma=0.99 ** (1 / control_interval),  # 0.99 per skill, as a discount per env step
         planner="cem", horizon=horizon, num_samples=num_samples, num_iterations=num_iterations,
         num_elites=max(2, round(num_samples * elite_ratio)),
         planner_kwargs=dict(momentum=momentum, initial_std=initial_std),

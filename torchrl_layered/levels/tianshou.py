@@ -22,6 +22,7 @@ from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, Ten
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import UpdateSchedule
 from torchrl_layered.levels.tianshou_config import build, check_config, spec_placeholders, to_plain_config
+from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, option_discount
 
 
 class SMDPReturn:
@@ -33,10 +34,12 @@ class SMDPReturn:
     minimum and entropy term, double-DQN, ...) and only the discount changes. ``duration`` (env
     steps of the option) is read from the batch's ``info``; a reward is the option's summed
     reward. ``calls`` counts uses, so a level can tell an algorithm that never calls it.
+    ``discount_per="option"`` discounts by ``gamma`` per option instead (`objectives.discount`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, discount_per: DiscountPer = "env_step") -> None:
         self.calls = 0
+        self.discount_per = discount_per
 
     def __call__(self, batch: Batch, buffer: ReplayBuffer, indices: np.ndarray, target_q_fn, gamma: float = 0.99,
                  n_step: int = 1) -> Batch:
@@ -50,7 +53,7 @@ class SMDPReturn:
         duration = to_torch_as(np.asarray(batch.info.duration, dtype=np.float32), target_q).reshape(-1, 1)
         not_terminated = to_torch_as(~np.asarray(batch.terminated, dtype=bool), target_q).reshape(-1, 1)
         # the semi-MDP TD target: the next value is discounted over the option's duration
-        batch.returns = reward + gamma**duration * not_terminated * target_q
+        batch.returns = reward + option_discount(gamma, duration, self.discount_per) * not_terminated * target_q
         if hasattr(batch, "weight"):
             batch.weight = to_torch_as(batch.weight, target_q)
         return batch
@@ -94,6 +97,8 @@ class TianshouLevel(Level):
         num_updates: updates per round.
         warm_up_steps: env steps of uniformly random actions before acting with the policy
             and learning.
+        discount_per: ``"env_step"``: an option bootstraps with ``gamma ** duration`` (the
+            algorithm's ``gamma`` is per env step), or ``"option"``: ``gamma`` per option.
         input_spec: the spec of the option it accepts from a parent (``None``: top only).
         control_interval: own steps before it hands control back (``None``: episode end).
 
@@ -113,9 +118,11 @@ class TianshouLevel(Level):
         update_interval: int = 1,
         num_updates: int = 1,
         warm_up_steps: int = 0,
+        discount_per: DiscountPer = "env_step",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.discount_per = check_discount_per(discount_per, "TianshouLevel")
         for name, value, low in [("buffer_size", buffer_size, 1), ("batch_size", batch_size, 1),
                                  ("update_interval", update_interval, 1), ("num_updates", num_updates, 0),
                                  ("warm_up_steps", warm_up_steps, 0)]:
@@ -149,7 +156,7 @@ class TianshouLevel(Level):
         device = action_spec.device if action_spec.device is not None else torch.device("cpu")
         self.algorithm = algorithm.to(device)
         self.components = built
-        self._smdp_return = SMDPReturn()
+        self._smdp_return = SMDPReturn(self.discount_per)
         # the algorithm's _preprocess_batch calls self.compute_nstep_return: this instance gets SMDP targets
         self.algorithm.compute_nstep_return = self._smdp_return
         self.algorithm.register_load_state_dict_pre_hook(_load_tianshou_optimizers)

@@ -12,6 +12,7 @@ from torch import nn
 from torchrl.objectives import LossModule
 
 from torchrl_layered.modules.predictor import RewardPredictor
+from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, option_discount
 from torchrl_layered.objectives.ensemble import EnsembleModelLoss
 
 
@@ -25,7 +26,7 @@ def n_step_targets(
     next_value: torch.Tensor,
     terminated: torch.Tensor,
     done: torch.Tensor,
-    gamma: float,
+    gamma: float | torch.Tensor,
     n: int,
 ) -> torch.Tensor:
     """n-step TD targets along the last dim of ``[*, T]`` sequences.
@@ -34,7 +35,10 @@ def n_step_targets(
     ``e = t + m - 1`` and ``m`` the number of steps until ``n``, the episode end (``done``)
     or the end of the sequence, whichever comes first: a truncated end bootstraps, a
     terminated one does not. ``next_value[..., t]`` is the value of step t's next observation.
+    ``gamma`` may be a ``[*, T]`` tensor of per-transition discounts (semi-MDP options:
+    `option_discount`), which then multiply along the window.
     """
+    gamma = torch.as_tensor(gamma, dtype=reward.dtype, device=reward.device).expand_as(reward)
     if n < 1:
         raise ValueError(f"n_step_targets needs n >= 1; got {n}")
     time = reward.shape[-1]
@@ -45,7 +49,7 @@ def n_step_targets(
     for j in range(min(n, time)):
         included = open_ & _ahead(torch.ones_like(open_), j, False)
         total = total + torch.where(included, discount * _ahead(reward, j, 0.0), 0.0)
-        discount = torch.where(included, discount * gamma, discount)
+        discount = torch.where(included, discount * _ahead(gamma, j, 1.0), discount)
         alive = (~_ahead(terminated.to(torch.bool), j, True)).to(reward.dtype)
         bootstrap = torch.where(included, discount * alive * _ahead(next_value, j, 0.0), bootstrap)
         open_ = included & ~_ahead(done.to(torch.bool), j, True)
@@ -62,7 +66,9 @@ class RewardPredictorLoss(LossModule):
 
     Args:
         predictor: the `RewardPredictor` to train.
-        gamma: discount per transition.
+        gamma: discount per env step; a transition with a ``("next", "duration")`` entry
+            bootstraps with ``gamma ** duration`` (`torchrl_layered.objectives.discount`).
+        discount_per: ``"env_step"`` (``gamma ** duration``) or ``"option"`` (``gamma`` per transition).
         n_steps: horizon of the value targets for sequence batches.
         reward_coef, value_coef: weights of the reward and value losses.
         bootstrap: resample the batch per ensemble member.
@@ -78,6 +84,7 @@ class RewardPredictorLoss(LossModule):
         level_input: NestedKey = "level_input"
         action: NestedKey = "action"
         reward: NestedKey = ("next", "reward")
+        duration: NestedKey = ("next", "duration")
         next_observation: NestedKey = ("next", "observation")
         terminated: NestedKey = ("next", "terminated")
         done: NestedKey = ("next", "done")
@@ -90,6 +97,7 @@ class RewardPredictorLoss(LossModule):
         predictor: RewardPredictor,
         *,
         gamma: float = 0.99,
+        discount_per: DiscountPer = "env_step",
         n_steps: int = 1,
         reward_coef: float = 1.0,
         value_coef: float = 1.0,
@@ -98,6 +106,7 @@ class RewardPredictorLoss(LossModule):
         super().__init__()
         self.predictor = predictor
         self.gamma, self.n_steps = gamma, n_steps
+        self.discount_per = check_discount_per(discount_per, type(self).__name__)
         self.reward_coef, self.value_coef = reward_coef, value_coef
         self.model_loss = EnsembleModelLoss(predictor.model, bootstrap=bootstrap)
         if predictor.value is not None:
@@ -140,9 +149,14 @@ class RewardPredictorLoss(LossModule):
         if predictor.value is not None:
             with torch.no_grad(), self.target_value_network_params.to_module(self.value_network):
                 next_value = self.value_network(next_state, next_head_context)
-            if td.batch_dims >= 2:
-                target = n_step_targets(reward, next_value, terminated, done, self.gamma, self.n_steps)
+            duration = td.get(keys.duration, None)
+            if duration is None:
+                discount = torch.full_like(reward, self.gamma)
             else:
-                target = reward + self.gamma * (~terminated).to(reward.dtype) * next_value
+                discount = option_discount(self.gamma, duration.squeeze(-1), self.discount_per).to(reward.dtype)
+            if td.batch_dims >= 2:
+                target = n_step_targets(reward, next_value, terminated, done, discount, self.n_steps)
+            else:
+                target = reward + discount * (~terminated).to(reward.dtype) * next_value
             terms["loss_value"] = self.value_coef * F.mse_loss(self.value_network(state, head_context), target)
         return TensorDict(terms, batch_size=[])
