@@ -99,9 +99,11 @@ class Hierarchy(TensorDictSequential):
         observation_specs = [self._mapped_spec(observation_spec, obs_maps[i], i) for i in range(n)]
         action_specs = self._action_specs(levels, action_spec)
 
+        num_instances = env.batch_size.numel() if env is not None else 1
         for i, level in enumerate(levels):
-            level.initialize(observation_specs[i], action_specs[i], parent=levels[i - 1] if i else None)
             level.obs_map = obs_maps[i][0] if obs_maps[i] is not None else None
+            level.attach(observation_specs[i], action_specs[i], parent=levels[i - 1] if i else None,
+                         num_instances=num_instances)
             level.is_top = i == 0
             level.always_acts = i == n - 1
             level.state_index = i
@@ -248,5 +250,5 @@ class Hierarchy(TensorDictSequential):
         metrics = {}
         for i, level in enumerate(self.module):
             if level.training:
-                metrics.update({f"level{i}/{name}": value for name, value in level.learn().items()})
+                metrics.update({f"level{i}/{name}": value for name, value in (level.learn() or {}).items()})
         return metrics

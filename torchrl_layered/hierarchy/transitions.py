@@ -67,8 +67,9 @@ def level_transitions(
     input are held constant throughout the option. The lowest level's options last one step,
     so its start observation is the row's own (``start_observation_key=None``).
 
-    Returns a flat TensorDict ``[N]`` with ``observation``, ``level_input`` (below the top),
-    ``action``, ``option_index`` (the option's index in its episode), the collector's
+    Returns a flat TensorDict ``[N]`` (instance by instance, each in time order) with
+    ``observation``, ``level_input`` (below the top), ``action``, ``instance`` (the env
+    instance, flat over the leading dims), ``option_index`` (the option's index in its episode), the collector's
     ``("collector", "traj_ids")`` when the batch has them, ``level_state`` (the level's own
     carried entries as its ``get_action`` left them when it chose the action, when
     ``state_key`` is given and the batch has them: e.g. a skill's start and step, so that a
@@ -104,6 +105,9 @@ def level_transitions(
     if level_input_key is not None:
         data["level_input"] = batch.get(level_input_key)[mask]
     data[OPTION_INDEX] = batch.get(stacked_key(OPTION_INDEX))[..., index][mask]
+    # the env instance (flat over the leading dims) each transition comes from
+    instances = torch.arange(mask[..., 0].numel(), device=mask.device).reshape(mask.shape[:-1])
+    data["instance"] = instances.unsqueeze(-1).expand(mask.shape)[mask]
     # the level acts only at an option's start, so the row where it ends still holds that state
     level_state = batch.get(state_key, None) if state_key is not None else None
     if level_state is not None:

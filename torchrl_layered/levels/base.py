@@ -164,6 +164,11 @@ class Level(TensorDictModuleBase):
         self.is_top = parent is None
         self._update_in_out_keys()
 
+    def attach(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None,
+               num_instances: int = 1) -> None:
+        """How a `Hierarchy` sets the level up for its place: `initialize` (``num_instances``: env instances)."""
+        self.initialize(observation_spec, action_spec, parent)
+
     @property
     def n_transitions(self) -> int:
         """Semi-MDP transitions the level has stored (its own steps, summed over instances)."""
@@ -217,8 +222,9 @@ class Level(TensorDictModuleBase):
     def get_action(self, tensordict: TensorDictBase) -> torch.Tensor:
         """Returns actions ``[n, *action_spec.shape]`` for the ``n`` acting rows.
 
-        ``tensordict`` holds ``observation`` (mapped), ``level_input`` (below the top) and
-        ``steps`` (own steps since the level got control, this one included).
+        ``tensordict`` holds ``observation`` (mapped), ``level_input`` (below the top),
+        ``steps`` (own steps since the level got control, this one included) and ``instance``
+        (each row's index among the env instances).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement get_action(tensordict)")
 
@@ -244,6 +250,10 @@ class Level(TensorDictModuleBase):
         """The level's reward for its semi-MDP transitions; default: the summed env reward."""
         return transitions.get(("next", "reward"))
 
+    def _transition_reward(self, transitions: TensorDictBase) -> torch.Tensor:
+        """`get_reward` (a hook for adapters whose ``get_reward`` has another signature)."""
+        return self.get_reward(transitions)
+
     def extend(self, transitions: TensorDictBase) -> None:
         """Stores the level's semi-MDP transitions (rewards already from `get_reward`)."""
 
@@ -262,7 +272,7 @@ class Level(TensorDictModuleBase):
         transitions = checked_transitions(self, transitions)
         if transitions.batch_size.numel() == 0:
             return None
-        reward = self.get_reward(transitions)
+        reward = self._transition_reward(transitions)
         if not bool(torch.isfinite(reward).all()):
             raise InvalidDataError(f"{type(self).__name__}.get_reward returned non-finite rewards; nothing was stored")
         transitions.set(("next", "reward"), reward)
@@ -308,7 +318,7 @@ class Level(TensorDictModuleBase):
             steps = torch.ones(n, 1, dtype=torch.long, device=obs.device)
         else:
             steps = tensordict.get(keys.steps)[..., index].reshape(n, 1) + 1
-        inputs = {"observation": flat_obs, "steps": steps}
+        inputs = {"observation": flat_obs, "steps": steps, "instance": torch.arange(n, device=obs.device)}
         state_spec = self.get_state_spec()
         if state_spec is not None:
             held_state = tensordict.get(keys.state, None) if index is not None else None
@@ -320,13 +330,14 @@ class Level(TensorDictModuleBase):
 
         if rows is None:
             sub = TensorDict(inputs, batch_size=[n])
-            action = self._checked_action(sub, n)
+            action = self._checked_action(sub, n, sub)
             done = None if self._never_done else self.is_done(sub).reshape(n)
             new_state = sub.get("state", None)
         else:
             sub = TensorDict({k: v[rows] for k, v in inputs.items()}, batch_size=[rows.numel()])
             held = tensordict.get(keys.action).reshape(n, *act_shape)
-            action = held.index_copy(0, rows, self._checked_action(sub, rows.numel()).to(held.dtype))
+            everyone = TensorDict(inputs, batch_size=[n])
+            action = held.index_copy(0, rows, self._checked_action(sub, rows.numel(), everyone).to(held.dtype))
             held_done = tensordict.get(keys.level_done)[..., index].reshape(n)
             done = held_done.index_copy(0, rows, self.is_done(sub).reshape(-1).to(torch.bool))
             new_state = None
@@ -350,8 +361,15 @@ class Level(TensorDictModuleBase):
             tensordict.set(keys.level_done, level_done)
         return tensordict
 
-    def _checked_action(self, sub: TensorDictBase, n: int) -> torch.Tensor:
-        action = self.get_action(sub)
+    def _act(self, acting: TensorDictBase, everyone: TensorDictBase) -> torch.Tensor:
+        """The actions of the acting rows (``acting["instance"]`` indexes ``everyone``, all rows); `get_action` here.
+
+        A hook for adapters whose ``get_action`` sees every instance (`torchrl_layered.compat`).
+        """
+        return self.get_action(acting)
+
+    def _checked_action(self, sub: TensorDictBase, n: int, everyone: TensorDictBase) -> torch.Tensor:
+        action = self._act(sub, everyone)
         expected = torch.Size([n, *self.action_spec.shape])
         if not isinstance(action, torch.Tensor) or action.shape != expected:
             got = tuple(action.shape) if isinstance(action, torch.Tensor) else type(action).__name__
