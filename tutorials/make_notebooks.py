@@ -604,7 +604,7 @@ PLANNING = [
     rolls out (its mean prediction) the same random torques from the same start as a real
     episode of 150 steps. The small one-step errors compound: the members follow the real
     angular velocity for a long while, then drift away from it and from each other. That
-    spread is the epistemic uncertainty a planner can use (e.g. `return_mode="min"` for a
+    spread is the epistemic uncertainty a planner can use (e.g. `particle_reduction="min"` for a
     pessimistic planner) and the reason to plan over short horizons.
     """),
     code("""

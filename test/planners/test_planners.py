@@ -169,7 +169,7 @@ def test_icem_carries_shifted_elites_into_the_next_call():
 
 def test_icem_population_decays_and_adds_the_mean_last():
     spec = Bounded(-1.0, 1.0, shape=(2,))
-    planner = ICEMPlanner(spec, 4, 200, 5, 20, gamma=1.25, keep_elites=0.3)
+    planner = ICEMPlanner(spec, 4, 200, 5, 20, population_decay=1.25, keep_elites=0.3)
     sizes = []
     planner(lambda a: sizes.append(a.shape[1]) or a.sum((-2, -1)), batch_size=2)
     populations = [max(int(200 * 1.25 ** -i), 40) for i in range(5)]
@@ -191,10 +191,10 @@ def risky(actions: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", sorted(PLANNERS))
-def test_return_mode_min_avoids_the_risky_particle_that_mean_accepts(name):
+def test_particle_reduction_min_avoids_the_risky_particle_that_mean_accepts(name):
     spec = Bounded(-1.0, 1.0, shape=(1,))
-    optimistic = make(name, spec, 1, 128, 8, 16, return_mode="mean")
-    pessimistic = make(name, spec, 1, 128, 8, 16, return_mode="min")
+    optimistic = make(name, spec, 1, 128, 8, 16, particle_reduction="mean")
+    pessimistic = make(name, spec, 1, 128, 8, 16, particle_reduction="min")
     mean_plan = optimistic(risky, batch_size=2, generator=seeded(8)).action[:, 0, 0]
     min_plan = pessimistic(risky, batch_size=2, generator=seeded(8)).action[:, 0, 0]
     assert torch.allclose(mean_plan, torch.ones(2), atol=0.03)
@@ -302,7 +302,7 @@ def test_colored_noise_runs_along_the_requested_axis_only():
         ({"num_elites": 0}, "num_elites must be an int >= 1"),
         ({"num_samples": 4, "num_elites": 8}, r"num_samples must be an int >= num_elites \(8\)"),
         ({"num_iterations": 0}, "num_iterations must be an int >= 1"),
-        ({"return_mode": "max"}, "return_mode must be 'mean' or 'min'"),
+        ({"particle_reduction": "max"}, "particle_reduction must be 'mean' or 'min'"),
         ({"result_mode": "median"}, "result_mode must be one of"),
     ],
 )

@@ -8,6 +8,9 @@ to learn (``learn``).
 """
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 from dataclasses import dataclass, fields
 from typing import Any, Callable
 
@@ -55,6 +58,44 @@ class LevelKeys:
     state: NestedKey = "level_state"
 
 
+def _spellings(cls: type) -> dict[str, str]:
+    merged: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        merged.update(klass.__dict__.get("layeredrl_spellings", {}))
+    return merged
+
+
+def _accepting_spellings(init: Callable) -> Callable:
+    """``init`` with LayeredRL's spellings of its class's arguments renamed to ours."""
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        for theirs, ours in _spellings(type(self)).items():
+            if theirs in kwargs:
+                if ours in kwargs:
+                    raise TypeError(f"{type(self).__name__} got both {theirs}= and {ours}=, two names of one argument")
+                kwargs[ours] = kwargs.pop(theirs)
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+def _unknown_arguments(cls: type, unknown: dict[str, Any]) -> str:
+    """``X got an unknown argument 'y'; did you mean 'z'?`` over every argument the class's constructors take."""
+    known = set(_spellings(cls))
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            known |= {name for name, p in inspect.signature(init).parameters.items()
+                      if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return (f"{cls.__name__} got unknown argument{'s' if len(parts) > 1 else ''} {', '.join(parts)}; "
+            f"it takes {', '.join(sorted(known))}")
+
+
 class Level(TensorDictModuleBase):
     """Base class of every level; subclass it to write a custom level.
 
@@ -80,9 +121,20 @@ class Level(TensorDictModuleBase):
 
     #: Action specs the level can produce; `Hierarchy` refuses other kinds at build time.
     supported_action_specs: tuple[type, ...] = (TensorSpec,)
+    #: LayeredRL's spellings of constructor arguments, ``{theirs: ours}``, accepted as ours
+    #: (subclasses add theirs; the README's "Coming from LayeredRL" lists them all).
+    layeredrl_spellings: dict[str, str] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = _accepting_spellings(init)
 
     def __init__(self, *, input_spec: TensorSpec | None = None, control_interval: int | None = None,
-                 on_nonfinite: NonFinitePolicy = "raise"):
+                 on_nonfinite: NonFinitePolicy = "raise", **unknown):
+        if unknown:
+            raise TypeError(_unknown_arguments(type(self), unknown))
         super().__init__()
         if control_interval is not None and (not isinstance(control_interval, int) or control_interval < 1):
             raise ValueError(f"control_interval must be a positive int or None; got {control_interval!r}")

@@ -74,6 +74,8 @@ class DADSLevel(SkillPriorLearning, TDMPC2Level):
         **kwargs: of `TDMPC2Level` (``warm_up_steps``, ``update_interval``, ``use_policy``, ...).
     """
 
+    layeredrl_spellings = {"skill_space_dim": "skill_dim"}
+
     def __init__(
         self,
         skill_dim: int = 2,

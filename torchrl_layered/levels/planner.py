@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from typing import Callable
 
 import torch
@@ -15,9 +16,8 @@ from torchrl_layered.modules.encoders import IdentityEncoder
 from torchrl_layered.modules.predictor import Predictor, RewardPredictor
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, planning_discount
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
-from torchrl_layered.planners import CEMPlanner, ICEMPlanner, MPPIPlanner, SamplingPlanner
-
-PLANNERS = {"cem": CEMPlanner, "icem": ICEMPlanner, "mppi": MPPIPlanner}
+from torchrl_layered.planners import SamplingPlanner
+from torchrl_layered.planners.factory import resolve_planner
 
 #: Builds a predictor for a level: ``factory(observation_spec, action_spec, input_dim=0) -> Predictor``;
 #: ``input_dim`` (passed only below a parent) is the size of the level input to condition on.
@@ -65,9 +65,11 @@ class PlannerLevel(Level):
     Args:
         predictor: a `Predictor` (learned or known); built with ``predictor_factory`` if None.
         predictor_factory: ``factory(observation_spec, action_spec, input_dim=0) -> Predictor``.
-        planner: ``"icem"``, ``"cem"``, ``"mppi"`` or a `SamplingPlanner` class.
+        planner: ``"icem"``, ``"cem"``, ``"mppi"``, a `SamplingPlanner` class, or a
+            ``functools.partial`` of one (`torchrl_layered.planners.factory`).
         horizon, num_samples, num_iterations, num_elites: the planner's budget.
         planner_kwargs: further planner arguments (e.g. ``momentum``, ``beta``).
+        initial_guess: ``[*A]``, the action a fresh plan starts from (default: the range's centre).
         particles: particles per ensemble member in each imagined rollout.
         gamma: discount per env step: a transition bootstraps with ``gamma ** duration`` and a
             planned option is discounted by ``gamma ** mean_duration`` (`objectives.discount`).
@@ -81,18 +83,20 @@ class PlannerLevel(Level):
     """
 
     supported_action_specs = (Bounded,)
+    layeredrl_spellings = {"partial_planner": "planner"}
 
     def __init__(
         self,
         predictor: Predictor | None = None,
         *,
         predictor_factory: PredictorFactory | None = None,
-        planner: str | type[SamplingPlanner] = "icem",
+        planner: str | type[SamplingPlanner] | partial = "icem",
         horizon: int = 10,
         num_samples: int = 256,
         num_iterations: int = 6,
         num_elites: int | None = None,
         planner_kwargs: dict | None = None,
+        initial_guess: torch.Tensor | None = None,
         particles: int = 1,
         gamma: float = 0.99,
         discount_per: DiscountPer = "env_step",
@@ -113,20 +117,23 @@ class PlannerLevel(Level):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(planner, str) and planner not in PLANNERS:
-            raise ValueError(f"PlannerLevel: unknown planner {planner!r}; choose one of {sorted(PLANNERS)}")
         if horizon < 1:
             raise ValueError(f"PlannerLevel needs horizon >= 1; got {horizon}")
         self.predictor = predictor
         self.predictor_factory = predictor_factory or default_predictor_factory
-        self.planner_cls = PLANNERS[planner] if isinstance(planner, str) else planner
-        self.planner_args = dict(
-            horizon=horizon,
-            num_samples=num_samples,
-            num_iterations=num_iterations,
-            num_elites=num_elites if num_elites is not None else max(1, num_samples // 10),
-            **(planner_kwargs or {}),
-        )
+        try:
+            self.planner_cls, fixed = resolve_planner(planner)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"PlannerLevel: {err}") from None
+        args = dict(horizon=horizon, num_samples=num_samples, num_iterations=num_iterations, **(planner_kwargs or {}))
+        args.update(fixed)  # what the planner partial says wins over the level's defaults
+        ratio = args.pop("elite_ratio", None)
+        if ratio is not None:
+            num_elites = max(2, round(args["num_samples"] * ratio))
+        args["num_elites"] = num_elites if num_elites is not None else max(1, args["num_samples"] // 10)
+        if initial_guess is not None:
+            args["initial_guess"] = initial_guess
+        self.planner_args = args
         self.particles, self.gamma = particles, gamma
         self.discount_per = check_discount_per(discount_per, "PlannerLevel")
         self.use_value, self.use_termination = use_value, use_termination
@@ -152,7 +159,11 @@ class PlannerLevel(Level):
                 f"but the level {'is the top' if self.is_top else f'gets {self.level_input_dim} input features'}; "
                 f"build the predictor with input_dim={self.level_input_dim}"
             )
-        self.planner = self.planner_cls(action_spec, **self.planner_args)
+        args = dict(self.planner_args)
+        sigma = args.pop("initial_sigma", None)
+        if sigma is not None:  # an absolute std (LayeredRL's spelling): a fraction of the half range here
+            args["initial_std"] = float(sigma) / float(((action_spec.space.high - action_spec.space.low) / 2).mean())
+        self.planner = self.planner_cls(action_spec, **args)
         self._update_in_out_keys()
         self.replay_buffer = None
         if self.learn_predictor:

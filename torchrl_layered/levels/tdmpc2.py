@@ -70,6 +70,7 @@ class TDMPC2Level(Level):
     """
 
     supported_action_specs = (Bounded,)
+    layeredrl_spellings = {"tdmpc2_config": "config"}
 
     def __init__(
         self,

@@ -51,10 +51,10 @@ class SamplingPlanner(nn.Module):
     moves its action bounds.
 
     Warm start: where ``state["has_plan"]`` is True the sampling mean starts from the previous
-    plan shifted by one step (step 0 dropped, the new last step set to the centre of the
-    action range, as TD-MPC2 does: nothing is known about it yet, so it gets the prior of a
-    fresh plan); where it is False (a new episode: a caller resets an instance by zeroing its
-    state) it starts from the centre. The std is reset to ``initial_std`` at every call.
+    plan shifted by one step (step 0 dropped, the new last step set to ``initial_guess``, as
+    TD-MPC2 does: nothing is known about it yet, so it gets the prior of a fresh plan); where
+    it is False (a new episode: a caller resets an instance by zeroing its state) it starts
+    from ``initial_guess`` at every step. The std is reset to ``initial_std`` at every call.
 
     Args:
         action_spec: a continuous `Bounded` spec of one action, shape ``[*A]``, finite bounds.
@@ -65,10 +65,12 @@ class SamplingPlanner(nn.Module):
         initial_std: the std at the start of each call, as a fraction of the half range
             ``(high - low) / 2``.
         min_std: the floor of the std, as a fraction of the half range.
-        return_mode: how per-particle returns ``[B, N, P]`` are reduced: ``"mean"``, or
+        particle_reduction: how per-particle returns ``[B, N, P]`` are reduced: ``"mean"``, or
             ``"min"`` for a pessimistic planner.
         result_mode: what `PlanResult.action` is: ``"mean"`` the final mean, ``"best"`` the
             best candidate ever scored (see `result_modes` for a planner's choices).
+        initial_guess: ``[*A]``, the action a fresh plan starts from at every step and a
+            shifted plan gets as its new last step; default the centre of the action range.
     """
 
     #: The values of ``result_mode`` a planner accepts.
@@ -84,8 +86,9 @@ class SamplingPlanner(nn.Module):
         *,
         initial_std: float = 1.0,
         min_std: float = 0.05,
-        return_mode: str = "mean",
+        particle_reduction: str = "mean",
         result_mode: str = "mean",
+        initial_guess: torch.Tensor | None = None,
     ):
         super().__init__()
         name = type(self).__name__
@@ -107,8 +110,8 @@ class SamplingPlanner(nn.Module):
             raise ValueError(f"{name}: initial_std must be > 0 (a fraction of the half range); got {initial_std}")
         if not min_std >= 0:
             raise ValueError(f"{name}: min_std must be >= 0 (a fraction of the half range); got {min_std}")
-        if return_mode not in ("mean", "min"):
-            raise ValueError(f"{name}: return_mode must be 'mean' or 'min'; got {return_mode!r}")
+        if particle_reduction not in ("mean", "min"):
+            raise ValueError(f"{name}: particle_reduction must be 'mean' or 'min'; got {particle_reduction!r}")
         if result_mode not in self.result_modes:
             raise ValueError(f"{name}: result_mode must be one of {self.result_modes}; got {result_mode!r}")
 
@@ -117,12 +120,21 @@ class SamplingPlanner(nn.Module):
         self.num_samples = num_samples
         self.num_iterations = num_iterations
         self.num_elites = num_elites
-        self.return_mode = return_mode
+        self.particle_reduction = particle_reduction
         self.result_mode = result_mode
         half_range = (high - low) / 2
         self.register_buffer("low", low.clone(), persistent=False)
         self.register_buffer("high", high.clone(), persistent=False)
-        self.register_buffer("centre", (low + high) / 2, persistent=False)
+        if initial_guess is None:
+            centre = (low + high) / 2
+        else:
+            centre = torch.as_tensor(initial_guess, dtype=low.dtype, device=low.device)
+            if centre.shape != self.action_shape or not torch.isfinite(centre).all():
+                raise ValueError(f"{name}: initial_guess must be a finite tensor of shape {tuple(self.action_shape)}; "
+                                 f"got {tuple(centre.shape)}")
+            if ((centre < low) | (centre > high)).any():
+                raise ValueError(f"{name}: initial_guess {centre} lies outside the action bounds")
+        self.register_buffer("centre", centre.expand(self.action_shape).clone(), persistent=False)
         self.register_buffer("initial_std", initial_std * half_range, persistent=False)
         self.register_buffer("min_std", min_std * half_range, persistent=False)
 
@@ -154,7 +166,7 @@ class SamplingPlanner(nn.Module):
 
         Args:
             objective: maps actions ``[B, N, H, *A]`` to returns ``[B, N]`` or ``[B, N, P]``
-                (``P`` particles, reduced with ``return_mode``); higher is better (pass
+                (``P`` particles, reduced with ``particle_reduction``); higher is better (pass
                 ``lambda a: -cost(a)`` for a cost). A NaN return counts as ``-inf``.
             state: ``[B]`` the ``state`` of the previous `PlanResult` (keys of `state_spec`),
                 or ``None`` for a fresh plan.
@@ -294,7 +306,7 @@ class SamplingPlanner(nn.Module):
                 f"to returns [B, N] or [B, N, P]; got {shape}"
             )
         if scores.dim() == 3:
-            scores = scores.mean(-1) if self.return_mode == "mean" else scores.amin(-1)
+            scores = scores.mean(-1) if self.particle_reduction == "mean" else scores.amin(-1)
         # topk ranks NaN above everything: a diverging rollout must lose instead.
         return torch.where(torch.isnan(scores), float("-inf"), scores)
 

@@ -23,8 +23,9 @@ class CEMPlanner(SamplingPlanner):
         momentum: the weight of the old mean/std in each refit, in ``[0, 1)``.
         initial_std: the std at the start of each call, as a fraction of the half range.
         min_std: the floor of the std, as a fraction of the half range.
-        return_mode: reduction of per-particle returns: ``"mean"`` or ``"min"``.
+        particle_reduction: reduction of per-particle returns: ``"mean"`` or ``"min"``.
         result_mode: ``"mean"`` returns the final mean, ``"best"`` the best candidate scored.
+        initial_guess: ``[*A]``, where a fresh plan starts (default: the centre of the range).
 
     Example:
         >>> planner = CEMPlanner(Bounded(-1.0, 1.0, shape=(2,)), horizon=10, num_samples=512,
@@ -45,12 +46,14 @@ class CEMPlanner(SamplingPlanner):
         momentum: float = 0.1,
         initial_std: float = 1.0,
         min_std: float = 0.05,
-        return_mode: str = "mean",
+        particle_reduction: str = "mean",
         result_mode: str = "mean",
+        initial_guess: torch.Tensor | None = None,
     ):
         super().__init__(
             action_spec, horizon, num_samples, num_iterations, num_elites, initial_std=initial_std,
-            min_std=min_std, return_mode=return_mode, result_mode=result_mode,
+            min_std=min_std, particle_reduction=particle_reduction, result_mode=result_mode,
+            initial_guess=initial_guess,
         )
         if not 0 <= momentum < 1:
             raise ValueError(f"{type(self).__name__}: momentum must be in [0, 1); got {momentum}")

@@ -22,7 +22,7 @@ class ICEMPlanner(CEMPlanner):
 
     - samples are ``mean + std * noise`` with noise of spectrum ``1 / f**beta`` along the
       horizon (`colored_noise`);
-    - iteration ``i`` samples ``min(N, max(int(N * gamma**-i), 2 * num_elites))`` sequences
+    - iteration ``i`` samples ``min(N, max(int(N * population_decay**-i), 2 * num_elites))`` sequences
       (the paper's decay; capped at ``N`` so that ``num_samples`` stays an upper bound);
     - the best ``int(keep_elites * num_elites)`` elites of iteration ``i`` are added to the
       candidates of iteration ``i + 1``; those of the last iteration are carried in the state,
@@ -42,15 +42,16 @@ class ICEMPlanner(CEMPlanner):
         beta: the noise colour: 0 white, 1 pink, 2 red. The default 2.0 suits tasks whose good
             actions are held for several steps (locomotion, reaching), as the paper reports;
             lower it for tasks that need fast-changing actions.
-        gamma: the population decay factor, ``>= 1`` (1: no decay).
+        population_decay: the paper's population decay factor gamma, ``>= 1`` (1: no decay).
         keep_elites: the fraction of the elites kept for the next iteration, in ``[0, 1]``.
         momentum: the weight of the old mean/std in each refit, in ``[0, 1)``.
         initial_std: the std at the start of each call, as a fraction of the half range.
         min_std: the floor of the std, as a fraction of the half range.
-        return_mode: reduction of per-particle returns: ``"mean"`` or ``"min"``.
+        particle_reduction: reduction of per-particle returns: ``"mean"`` or ``"min"``.
         result_mode: ``"best"`` (the paper's choice) returns the best candidate scored,
             ``"mean"`` the final mean. On the default pendulum run the two end level
             (`benchmarks/results/icem_result_mode.md`).
+        initial_guess: ``[*A]``, where a fresh plan starts (default: the centre of the range).
     """
 
     def __init__(
@@ -62,33 +63,35 @@ class ICEMPlanner(CEMPlanner):
         num_elites: int,
         *,
         beta: float = 2.0,
-        gamma: float = 1.25,
+        population_decay: float = 1.25,
         keep_elites: float = 0.3,
         momentum: float = 0.1,
         initial_std: float = 1.0,
         min_std: float = 0.05,
-        return_mode: str = "mean",
+        particle_reduction: str = "mean",
         result_mode: str = "best",
+        initial_guess: torch.Tensor | None = None,
     ):
         super().__init__(
             action_spec, horizon, num_samples, num_iterations, num_elites, momentum=momentum,
-            initial_std=initial_std, min_std=min_std, return_mode=return_mode, result_mode=result_mode,
+            initial_std=initial_std, min_std=min_std, particle_reduction=particle_reduction, result_mode=result_mode,
+            initial_guess=initial_guess,
         )
         name = type(self).__name__
         if not math.isfinite(beta):
             raise ValueError(f"{name}: beta must be a finite number (0 white, 1 pink, 2 red); got {beta}")
-        if not gamma >= 1:
-            raise ValueError(f"{name}: gamma (population decay) must be >= 1; got {gamma}")
+        if not population_decay >= 1:
+            raise ValueError(f"{name}: population_decay must be >= 1; got {population_decay}")
         if not 0 <= keep_elites <= 1:
             raise ValueError(f"{name}: keep_elites must be a fraction in [0, 1]; got {keep_elites}")
         self.beta = beta
-        self.gamma = gamma
+        self.population_decay = population_decay
         self.keep_elites = keep_elites
         self.num_kept = int(keep_elites * num_elites)
 
     def population(self, iteration: int) -> int:
         """The number of new samples drawn at ``iteration`` (0-based)."""
-        decayed = int(self.num_samples * self.gamma ** (-iteration))
+        decayed = int(self.num_samples * self.population_decay ** (-iteration))
         return min(self.num_samples, max(decayed, 2 * self.num_elites))
 
     def state_spec(self) -> Composite:

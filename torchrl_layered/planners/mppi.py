@@ -31,9 +31,10 @@ class MPPIPlanner(SamplingPlanner):
         max_std: the ceiling of the std, as a fraction of the half range.
         initial_std: the std at the start of each call, as a fraction of the half range; the
             default starts at ``max_std``, as TD-MPC2 does.
-        return_mode: reduction of per-particle returns: ``"mean"`` or ``"min"``.
+        particle_reduction: reduction of per-particle returns: ``"mean"`` or ``"min"``.
         result_mode: ``"mean"`` returns the final mean, ``"best"`` the best candidate scored,
             ``"sample"`` one of the last iteration's elites drawn by weight (TD-MPC2).
+        initial_guess: ``[*A]``, where a fresh plan starts (default: the centre of the range).
     """
 
     result_modes = ("mean", "best", "sample")
@@ -50,12 +51,14 @@ class MPPIPlanner(SamplingPlanner):
         min_std: float = 0.05,
         max_std: float = 2.0,
         initial_std: float = 2.0,
-        return_mode: str = "mean",
+        particle_reduction: str = "mean",
         result_mode: str = "mean",
+        initial_guess: torch.Tensor | None = None,
     ):
         super().__init__(
             action_spec, horizon, num_samples, num_iterations, num_elites, initial_std=initial_std,
-            min_std=min_std, return_mode=return_mode, result_mode=result_mode,
+            min_std=min_std, particle_reduction=particle_reduction, result_mode=result_mode,
+            initial_guess=initial_guess,
         )
         name = type(self).__name__
         if not temperature > 0:
