@@ -157,10 +157,11 @@ class TDMPC2WorldModel(nn.Module):
         """Squashed-Gaussian policy prior: ``(action in [-1, 1], log_pi [*, 1])``.
 
         ``log_pi`` is the official TD-MPC2 entropy term, not the plain log-density: the Gaussian
-        log-probability of the pre-tanh sample, multiplied by the action size, minus the tanh
-        correction (official ``gaussian_logprob(eps, log_std) * action_dim`` then ``squash``).
-        The scaling keeps the entropy bonus of ``entropy_coef * log_pi`` as strong per action
-        dimension whatever the action size.
+        log-probability of the pre-tanh sample (summed over dims) multiplied by the action size,
+        minus the tanh correction (official ``gaussian_logprob(eps, log_std, size=action_dim)``
+        then ``squash``), so the policy loss's ``entropy_coef * log_pi`` weighs the entropy
+        ``action_dim`` times more than a plain log-density would. (Later official versions drop
+        the tanh correction from the scaled term; we keep it, as the first release does.)
         """
         mean, log_std = self.policy(self._cat(z, zg)).chunk(2, -1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)

@@ -40,7 +40,7 @@ _DEFAULTS: dict[str, Any] = {
     "reward_coef": 0.1,
     "value_coef": 0.1,
     "termination_coef": 0.05,
-    "entropy_coef": 1e-4,
+    "entropy_coef": 1e-4,  # weighs the action-size-scaled log-prob of `TDMPC2WorldModel.pi`, as officially
     "discount_factor": [0.99],
     "buffer_size": 1_000_000,
     "episodic": True,
