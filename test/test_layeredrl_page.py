@@ -104,6 +104,7 @@ def test_the_planner_snippet():
     (lambda L: L.TDMPC2Level(tdmpc_config={}), r"unknown argument 'tdmpc_config' \(did you mean 'tdmpc2_config'\?\)"),
     (lambda L: L.DADSLevel(skill_space_dim=2, skill_dim=3), r"got both skill_space_dim= and skill_dim="),
     (lambda L: L.RandomLevel(controll_interval=3), r"did you mean 'control_interval'"),
+    (lambda L: L.TDMPC2Level(goal_based=True), r"'goal_based' \(goal mode follows from desired_goal_slice="),
 ])
 def test_a_wrong_name_fails_naming_the_right_one(call, message):
     import torchrl_layered.levels as levels

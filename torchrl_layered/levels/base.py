@@ -58,10 +58,10 @@ class LevelKeys:
     state: NestedKey = "level_state"
 
 
-def _spellings(cls: type) -> dict[str, str]:
+def _spellings(cls: type, attribute: str = "layeredrl_spellings") -> dict[str, str]:
     merged: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        merged.update(klass.__dict__.get("layeredrl_spellings", {}))
+        merged.update(klass.__dict__.get(attribute, {}))
     return merged
 
 
@@ -88,10 +88,12 @@ def _unknown_arguments(cls: type, unknown: dict[str, Any]) -> str:
         if init is not None:
             known |= {name for name, p in inspect.signature(init).parameters.items()
                       if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    hints = _spellings(cls, "layeredrl_hints")
     parts = []
     for name in unknown:
         close = difflib.get_close_matches(name, sorted(known), n=1)
-        parts.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hint = hints.get(name) or (f"did you mean {close[0]!r}?" if close else None)
+        parts.append(f"{name!r}" + (f" ({hint})" if hint else ""))
     return (f"{cls.__name__} got unknown argument{'s' if len(parts) > 1 else ''} {', '.join(parts)}; "
             f"it takes {', '.join(sorted(known))}")
 
@@ -124,6 +126,8 @@ class Level(TensorDictModuleBase):
     #: LayeredRL's spellings of constructor arguments, ``{theirs: ours}``, accepted as ours
     #: (subclasses add theirs; the README's "Coming from LayeredRL" lists them all).
     layeredrl_spellings: dict[str, str] = {}
+    #: LayeredRL arguments with no one-to-one equivalent, ``{theirs: what to pass instead}``.
+    layeredrl_hints: dict[str, str] = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

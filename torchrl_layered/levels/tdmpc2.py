@@ -71,6 +71,7 @@ class TDMPC2Level(Level):
 
     supported_action_specs = (Bounded,)
     layeredrl_spellings = {"tdmpc2_config": "config"}
+    layeredrl_hints = {"goal_based": "goal mode follows from desired_goal_slice= and achieved_goal_slice=; give those"}
 
     def __init__(
         self,
