@@ -66,13 +66,13 @@ def test_every_term_decreases_on_a_fixed_batch():
         assert last[k] < first[k], f"{k}: {float(first[k]):.4f} -> {float(last[k]):.4f}"
     # the policy term, with the world model held fixed, falls as the policy learns
     policy_optim = torch.optim.Adam(world_model.policy.parameters(), lr=3e-3)
-    start = float(loss(batch)["loss_policy"])
+    start = float(loss(batch)["loss_policy"].detach())
     for _ in range(100):
         out = loss(batch)
         policy_optim.zero_grad()
         out["loss_policy"].backward()
         policy_optim.step()
-    assert float(loss(batch)["loss_policy"]) < start
+    assert float(loss(batch)["loss_policy"].detach()) < start
 
 
 def test_value_target_matches_hand_computation_with_termination():
