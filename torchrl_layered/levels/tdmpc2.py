@@ -5,9 +5,10 @@ from typing import Any, Callable
 
 import torch
 from tensordict import TensorDictBase
-from torchrl.data import Bounded, Composite, LazyTensorStorage, SliceSampler, TensorDictReplayBuffer, TensorSpec
+from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec
 from torchrl.objectives import SoftUpdate
 
+from torchrl_layered.data import fragmented_slice_sampler
 from torchrl_layered.hierarchy.keys import OPTION_INDEX
 from torchrl_layered.hierarchy.transitions import TRAJ_IDS
 from torchrl_layered.levels.base import Level
@@ -129,8 +130,7 @@ class TDMPC2Level(Level):
         )
         self.replay_buffer = TensorDictReplayBuffer(
             storage=LazyTensorStorage(int(cfg["buffer_size"]), device="auto"),
-            sampler=SliceSampler(slice_len=cfg["horizon"], traj_key=TRAJ_IDS, step_key=OPTION_INDEX,
-                                 fragmented=True, strict_length=True),
+            sampler=fragmented_slice_sampler(cfg["horizon"], traj_key=TRAJ_IDS, step_key=OPTION_INDEX),
             batch_size=cfg["batch_size"] * cfg["horizon"],
         )
         self._episode_index = None
