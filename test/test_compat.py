@@ -9,11 +9,11 @@ import pytest
 import torch
 from gymnasium.spaces import Box, Discrete, Space
 from helpers import ScriptedEnv
-from torchrl.collectors import Collector
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import TransformedEnv
 
 from torchrl_layered import Hierarchy, RandomLevel
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.compat import LayeredRLLevel as Level
 from torchrl_layered.compat import space_to_spec, spec_to_space
 from torchrl_layered.envs import make_env
@@ -170,7 +170,7 @@ def test_the_pages_custom_level_runs_at_every_depth_of_a_hierarchy(depth):
     hierarchy = Hierarchy(levels, env=env)
     assert isinstance(ported.action_space, Box) and ported.n_env_instances == 3
     assert ported.input_dim == (0 if depth == 0 else 2)
-    collector = Collector(env, hierarchy, frames_per_batch=60, total_frames=120, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=60, total_frames=120)
     for batch in collector:
         transitions = hierarchy.extend(batch)
         assert hierarchy.learn() == {}

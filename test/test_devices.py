@@ -10,9 +10,9 @@ import math
 
 import pytest
 import torch
-from torchrl.collectors import Collector
 
 from torchrl_layered import Hierarchy
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.envs.make import goal_slices
 from torchrl_layered.levels import PlannerLevel, TDMPC2Level
@@ -35,8 +35,7 @@ def small_planner(factory, **kw):
 
 
 def train(env, hierarchy, frames: int) -> tuple[dict, torch.Tensor]:
-    collector = Collector(env, hierarchy, frames_per_batch=env.batch_size.numel() * 20, total_frames=frames,
-                          auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=env.batch_size.numel() * 20, total_frames=frames)
     metrics, batch = {}, None
     for batch in collector:
         hierarchy.extend(batch)

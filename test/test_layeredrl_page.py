@@ -13,13 +13,14 @@ import torch
 from torchrl.collectors import Collector
 
 from torchrl_layered import Hierarchy
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 
 
 def run(levels, env, frames: int = 40) -> list:
     """Builds the hierarchy, collects ``frames`` env steps, stores and learns; returns the transitions per level."""
     hierarchy = Hierarchy(levels, env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=frames, total_frames=frames, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=frames, total_frames=frames)
     stored = []
     for batch in collector:
         stored = hierarchy.extend(batch)

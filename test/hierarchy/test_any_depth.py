@@ -15,6 +15,7 @@ from torchrl.data import Bounded
 
 from helpers import OPTION, learning_stack
 from torchrl_layered import Hierarchy
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.levels import PlannerLevel, RandomLevel
 
@@ -29,7 +30,7 @@ def test_every_learning_level_learns_at_every_depth(kind, depth):
     env.set_seed(0)
     levels = learning_stack(kind, depth)
     hierarchy = Hierarchy(levels, env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=100, total_frames=300, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=100, total_frames=300)
     learned: dict[str, float] = {}
     stored = 0
     for batch in collector:

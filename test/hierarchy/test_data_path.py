@@ -11,6 +11,7 @@ from torchrl.envs import GymEnv, ParallelEnv, SerialEnv, TransformedEnv
 
 from helpers import EchoLevel, assert_same_transitions, echo_action, reference_transitions
 from torchrl_layered import Hierarchy
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 
 INTERVALS = [None, 3, 2]
@@ -95,8 +96,7 @@ def test_collector_with_auto_registered_transform_matches_reference(make):
     env = make()
     hierarchy = echo_hierarchy(env)
     n = max(env.batch_size.numel(), 1)
-    collector = Collector(env, hierarchy, frames_per_batch=n * 30, total_frames=n * 90,
-                          auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=n * 30, total_frames=n * 90)
     assert any(type(t).__name__ == "HierarchyTransform" for t in collector.env.transform)
     assert_matches_reference(hierarchy, collect(collector))
 
@@ -105,15 +105,15 @@ def test_parallel_env_matches_reference():
     env = ParallelEnv(2, cartpole)
     hierarchy = echo_hierarchy(env)
     collector = Collector(TransformedEnv(env, hierarchy.make_transform()), hierarchy, frames_per_batch=60,
-                          total_frames=120, auto_register_policy_transforms=False)
+                          total_frames=120)
     assert_matches_reference(hierarchy, collect(collector))
 
 
 def test_multi_sync_collector_with_two_workers_matches_reference():
     make = functools.partial(make_env, "CartPole-v1", 2)
     hierarchy = echo_hierarchy(make())
-    collector = MultiSyncCollector([make, make], hierarchy, frames_per_batch=80, total_frames=240,
-                                   auto_register_policy_transforms=True)
+    collector = make_collector([make, make], hierarchy, collector_cls=MultiSyncCollector,
+                               frames_per_batch=80, total_frames=240)
     batches = collect(collector)
     assert batches[0].numel() == 80
     assert_matches_reference(hierarchy, batches)
@@ -122,7 +122,7 @@ def test_multi_sync_collector_with_two_workers_matches_reference():
 def test_terminal_observation_is_the_true_last_one_on_a_vector_env():
     env = make_env("CartPole-v1", 3)
     hierarchy = echo_hierarchy(env)
-    collector = Collector(env, hierarchy, frames_per_batch=300, total_frames=300, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=300, total_frames=300)
     batch = collect(collector)[0]
     for trans in hierarchy.transitions(batch):
         final = trans[trans["next", "terminated"].squeeze(-1)]

@@ -91,7 +91,6 @@ def test_transitions_match_reference_for_any_depth_intervals_and_episode_ends(da
         hierarchy,
         frames_per_batch=num_envs * steps_per_batch,
         total_frames=num_envs * steps_per_batch * num_batches,
-        auto_register_policy_transforms=False,
     )
     got = [[] for _ in range(num_levels)]
     for b, batch in enumerate(collector):
@@ -122,7 +121,7 @@ def test_terminal_transition_ends_on_the_true_last_observation():
     env = ScriptedEnv([[(3, True)], [(5, False)]])
     hierarchy = make_hierarchy(env, [None, 2])
     collector = Collector(TransformedEnv(env, hierarchy.make_transform()), hierarchy, frames_per_batch=16,
-                          total_frames=16, auto_register_policy_transforms=False)
+                          total_frames=16)
     batch = next(iter(collector))
     collector.shutdown()
     for trans in hierarchy.transitions(batch):
@@ -141,7 +140,7 @@ def test_partial_reset_restarts_only_the_ending_instance():
     env = ScriptedEnv([[(3, True), (100, False)], long, long])
     hierarchy = make_hierarchy(env, [None, 3, 2])
     collector = Collector(TransformedEnv(env, hierarchy.make_transform()), hierarchy, frames_per_batch=3 * 8,
-                          total_frames=3 * 8, auto_register_policy_transforms=False)
+                          total_frames=3 * 8)
     batch = next(iter(collector))
     collector.shutdown()
     t = 3  # instance 0 ended after step index 2: it restarts clean at index 3
@@ -158,7 +157,7 @@ def test_option_index_counts_each_levels_options_per_episode():
     env = ScriptedEnv([[(6, True)], [(100, False)]])
     hierarchy = make_hierarchy(env, [None, 2])
     collector = Collector(TransformedEnv(env, hierarchy.make_transform()), hierarchy, frames_per_batch=2 * 8,
-                          total_frames=2 * 8, auto_register_policy_transforms=False)
+                          total_frames=2 * 8)
     batch = next(iter(collector))
     collector.shutdown()
     top, low = hierarchy.transitions(batch)

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import torch
-from torchrl.collectors import Collector
 from torchrl.data import Bounded, Composite, Unbounded
 from torchrl.envs import GymEnv
 
 from torchrl_layered import Hierarchy, Level, RandomLevel
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 
 
@@ -40,7 +40,7 @@ def test_custom_level_hooks_through_a_hierarchy():
     top = GoalLevel()
     low = GoalLevel(input_spec=Bounded(-1.0, 1.0, shape=(1,)))
     hierarchy = Hierarchy([RandomLevel(), top, low][1:], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=40, total_frames=80, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=40, total_frames=80)
     for batch in collector:
         hierarchy.extend(batch)
         metrics = hierarchy.learn()
@@ -60,7 +60,7 @@ def test_eval_mode_stores_nothing():
     level = GoalLevel()
     hierarchy = Hierarchy([level], env=env)
     hierarchy.eval()
-    collector = Collector(env, hierarchy, frames_per_batch=20, total_frames=20, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=20, total_frames=20)
     for batch in collector:
         hierarchy.extend(batch)
         assert hierarchy.learn() == {}
@@ -105,7 +105,7 @@ def test_level_state_is_carried_per_instance_and_zeroed_at_episode_start():
     top = CountingLevel()
     low = RandomLevel(input_spec=Bounded(0.0, 2.0, shape=(1,)), control_interval=2)
     hierarchy = Hierarchy([top, low], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=2 * 8, total_frames=16, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=2 * 8, total_frames=16)
     batch = next(iter(collector))
     collector.shutdown()
     count = batch["levels", "0", "state", "count"][..., 0]

@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 from tensordict import TensorDict
-from torchrl.collectors import Collector
 from torchrl.data import Bounded
 
 from torchrl_layered import Hierarchy
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.levels import PlannerLevel, RandomLevel
 from torchrl_layered.levels.dads import DADSLevel
@@ -51,7 +51,7 @@ def test_dads_below_a_planner_learns_with_the_reward_recomputed_from_the_parent_
                        num_elites=4, warm_up_steps=20, batch_size=16)
     skill = DADSLevel(2, tiny_config(), control_interval=2, warm_up_steps=20, n_skill_samples=8, symmetry_breaking_steps=60)
     hierarchy = Hierarchy([top, skill], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=50, total_frames=150, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=50, total_frames=150)
     for batch in collector:
         hierarchy.extend(batch)
         metrics = hierarchy.learn()

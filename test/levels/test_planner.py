@@ -7,6 +7,7 @@ from torchrl.collectors import Collector
 from torchrl.data import Bounded, Categorical
 
 from torchrl_layered import Hierarchy
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import Maze2D, make_env
 from torchrl_layered.envs.make import goal_slices
 from torchrl_layered.levels import PlannerLevel
@@ -55,8 +56,7 @@ def test_planning_with_the_true_maze_dynamics_reaches_the_goal(planner):
                          horizon=8, num_samples=64, num_iterations=3, use_value=False)
     hierarchy = Hierarchy([level], env=env)
     hierarchy.eval()
-    collector = Collector(env, hierarchy, frames_per_batch=3 * 80, total_frames=3 * 80,
-                          auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=3 * 80, total_frames=3 * 80)
     batch = next(iter(collector))
     collector.shutdown()
     reached = batch["next", "success"].any(-1)
@@ -71,7 +71,7 @@ def test_a_learned_model_beats_random_actions_within_a_small_budget():
     level = PlannerLevel(predictor_factory=factory, planner="icem", horizon=6, num_samples=64, num_iterations=3,
                          warm_up_steps=800, batch_size=128, update_interval=4, lr=3e-3, gamma=0.9)
     hierarchy = Hierarchy([level], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=400, total_frames=3200, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=400, total_frames=3200)
     for batch in collector:
         hierarchy.extend(batch)
         hierarchy.learn()
@@ -81,8 +81,10 @@ def test_a_learned_model_beats_random_actions_within_a_small_budget():
     def evaluate(policy):
         eval_env = make_env("Maze2D-Open-v0", 4)
         eval_env.set_seed(123)
-        c = Collector(eval_env, policy, frames_per_batch=4 * 100, total_frames=4 * 100,
-                      auto_register_policy_transforms=policy is hierarchy)
+        if policy is hierarchy:
+            c = make_collector(eval_env, policy, frames_per_batch=4 * 100, total_frames=4 * 100)
+        else:
+            c = Collector(eval_env, policy, frames_per_batch=4 * 100, total_frames=4 * 100)
         b = next(iter(c))
         c.shutdown()
         return float(b["next", "reward"].mean())
@@ -151,8 +153,8 @@ def test_warm_up_clock_reaches_multi_process_collector_workers():
     level = PlannerLevel(known_maze_predictor(env), learn_predictor=False, warm_up_steps=50, horizon=3,
                          num_samples=16, num_iterations=2, use_value=False)
     hierarchy = Hierarchy([level], env=env)
-    collector = MultiSyncCollector([make, make], hierarchy, frames_per_batch=40, total_frames=80,
-                                   auto_register_policy_transforms=True)
+    collector = make_collector([make, make], hierarchy, collector_cls=MultiSyncCollector,
+                               frames_per_batch=40, total_frames=80)
     random_mode = []
     for batch in collector:
         random_mode.append(bool(batch["levels", "0", "state", "random_mode"].all()))

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import torch
-from torchrl.collectors import Collector
 from torchrl.data import Bounded, Categorical
 
 from torchrl_layered import ActionSequenceLevel, ConstantLevel, Hierarchy, RandomLevel
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 
 
 def run(hierarchy, env, steps):
     n = env.batch_size.numel()
-    collector = Collector(env, hierarchy, frames_per_batch=n * steps, total_frames=n * steps,
-                          auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=n * steps, total_frames=n * steps)
     batch = next(iter(collector))
     collector.shutdown()
     return batch

@@ -6,10 +6,10 @@ import pytest
 import torch
 from helpers import ScriptedEnv
 from tensordict import TensorDict
-from torchrl.collectors import Collector
 from torchrl.data import Bounded
 
 from torchrl_layered import Hierarchy
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import Maze2D, make_env
 from torchrl_layered.levels import PlannerLevel, RandomLevel
 from torchrl_layered.levels.skill_hierarchies import cpu_tdmpc2_config, planner_over_splates
@@ -61,8 +61,7 @@ def test_transitions_carry_the_skill_start_and_step_with_desynchronised_instance
     env = ScriptedEnv([[(7, False), (5, True)], [(11, False)], [(4, True), (9, False)]])
     skill = SPlaTESLevel(2, tiny_config(), control_interval=4, warm_up_steps=10**6, n_skill_samples=4)
     hierarchy = Hierarchy([small_planner(warm_up_steps=10**6), skill], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=3 * 40, total_frames=3 * 40,
-                          auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=3 * 40, total_frames=3 * 40)
     batch = next(iter(collector))
     collector.shutdown()
     low = hierarchy.transitions(batch)[1]
@@ -83,7 +82,7 @@ def test_three_levels_with_a_middle_skill_level_learn_without_errors_on_desynchr
                           symmetry_breaking_steps=100)
     low = RandomLevel(input_spec=Bounded(-1.0, 1.0, shape=(2,)), control_interval=2)
     hierarchy = Hierarchy([small_planner(), middle, low], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=60, total_frames=240, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=60, total_frames=240)
     for batch in collector:
         transitions = hierarchy.extend(batch)
         metrics = hierarchy.learn()
@@ -107,7 +106,7 @@ def test_splates_below_a_planner_learns_on_the_maze_and_keeps_the_parent_model_o
                          potential_diff_reward=False, hidden_slice=(4, 6))
     hierarchy = Hierarchy([small_planner(predictor_factory=factory, warm_up_steps=40), skill], env=env)
     assert skill.world_model.obs_dim == 4  # the desired goal is hidden from the skill agent
-    collector = Collector(env, hierarchy, frames_per_batch=50, total_frames=200, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=50, total_frames=200)
     for batch in collector:
         hierarchy.extend(batch)
         metrics = hierarchy.learn()
@@ -174,7 +173,7 @@ def test_skills_become_diverse_after_a_short_budget():
     hierarchy.eval()
     initial_spread = skill_end_spread(skill, maze, starts, skills, goal, 10)
     hierarchy.train()
-    collector = Collector(env, hierarchy, frames_per_batch=400, total_frames=4000, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=400, total_frames=4000)
     for batch in collector:
         hierarchy.extend(batch)
         hierarchy.learn()

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 from tensordict import TensorDict
-from torchrl.collectors import Collector
 from torchrl.data import Bounded, Unbounded
 from torchrl.envs import TransformedEnv
 
 from torchrl_layered import Hierarchy, RandomLevel
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.envs.make import goal_slices
 from torchrl_layered.hierarchy.keys import OPTION_INDEX
@@ -83,7 +83,7 @@ def test_her_relabels_with_later_achieved_goals_and_the_given_reward():
                         achieved_goal_slice=slices["achieved_goal"], use_her=True, her_goals=2, reward_fn=reward_fn,
                         warm_up_steps=10**6)
     hierarchy = Hierarchy([level], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=100, total_frames=100, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=100, total_frames=100)
     for batch in collector:
         hierarchy.extend(batch)
     collector.shutdown()
@@ -107,7 +107,7 @@ def test_goal_based_level_learns_without_errors_and_restarts_its_warm_start_each
                         reward_fn=lambda achieved_goal, desired_goal: -(achieved_goal - desired_goal).norm(dim=-1),
                         warm_up_steps=40)
     hierarchy = Hierarchy([level], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=40, total_frames=120, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=40, total_frames=120)
     metrics = {}
     for batch in collector:
         hierarchy.extend(batch)
@@ -131,7 +131,7 @@ def test_tdmpc2_runs_as_a_higher_and_as_a_lower_level():
     top = TDMPC2Level(small_config(), warm_up_steps=10)
     low = TDMPC2Level(small_config(), warm_up_steps=10, input_spec=option, control_interval=3)
     hierarchy = Hierarchy([top, RandomLevel(input_spec=option, control_interval=2)][:1] + [low], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=60, total_frames=180, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=60, total_frames=180)
     for batch in collector:
         transitions = hierarchy.extend(batch)
         hierarchy.learn()
@@ -243,7 +243,7 @@ def test_planning_never_uses_dropout_and_learning_does():
     # learning turns dropout on for the online Qs, never for the targets
     modes = []
     level.world_model.qs.register_forward_pre_hook(lambda module, args: modes.append(module.training))
-    collector = Collector(env, hierarchy, frames_per_batch=40, total_frames=40, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=40, total_frames=40)
     for batch in collector:
         hierarchy.extend(batch)
     collector.shutdown()
@@ -259,7 +259,7 @@ def learned_level(seed=0):
     env = make_env("Pendulum-v1", 2)
     level = TDMPC2Level(small_config(), warm_up_steps=10)
     hierarchy = Hierarchy([level], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=40, total_frames=80, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=40, total_frames=80)
     for batch in collector:
         hierarchy.extend(batch)
         hierarchy.learn()

@@ -15,10 +15,10 @@ import time
 import pytest
 import torch
 from tensordict import TensorDictBase
-from torchrl.collectors import Collector
 from torchrl.envs import RewardSum
 
 from torchrl_layered import Hierarchy
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.envs.make import goal_slices
 from torchrl_layered.levels import TDMPC2Level
@@ -83,8 +83,7 @@ def train_and_evaluate(her: str = "episode", seed: int = 0, env_steps: int = 600
     hierarchy = Hierarchy([level], env=env)
     eval_env = make_env(ENV, eval_envs, max_episode_steps=EPISODE_STEPS, reward_type=reward)
     eval_env = eval_env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
-    collector = Collector(env, hierarchy, frames_per_batch=200, total_frames=env_steps,
-                          auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=200, total_frames=env_steps)
     results, steps = {}, 0
     for batch in collector:
         hierarchy.extend(batch)

@@ -28,7 +28,7 @@ def test_tdmpc2_solves_pendulum_within_15k_env_steps():
     level = TDMPC2Level(cpu_config(), warm_up_steps=1000, update_interval=2)
     hierarchy = Hierarchy([level], env=env)
     env = env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
-    collector = Collector(env, hierarchy, frames_per_batch=400, total_frames=15_000, auto_register_policy_transforms=False)
+    collector = Collector(env, hierarchy, frames_per_batch=400, total_frames=15_000)
     returns = []
     for batch in collector:
         hierarchy.extend(batch)

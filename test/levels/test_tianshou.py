@@ -9,12 +9,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
-from torchrl.collectors import Collector
 from torchrl.data import Bounded, Categorical, Unbounded
 from torchrl.envs import TransformedEnv
 
 import torchrl_layered
 from torchrl_layered import Hierarchy, RandomLevel
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.levels import TianshouLevel, default_dqn_config, default_sac_config
 
@@ -204,7 +204,7 @@ def test_sac_on_top_of_a_random_level_learns_from_options_of_five_steps():
     top = TianshouLevel(default_sac_config(hidden_sizes=[32]), batch_size=16)
     low = RandomLevel(input_spec=Bounded(-1.0, 1.0, (2,)), control_interval=5)
     hierarchy = Hierarchy([top, low], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=60, total_frames=240, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=60, total_frames=240)
     durations, metrics = [], {}
     for batch in collector:
         transitions = hierarchy.extend(batch)
@@ -298,7 +298,7 @@ def test_td3_with_exploration_noise_acts_in_bounds_and_learns_from_options():
     env = make_env("Pendulum-v1", 2)
     top = TianshouLevel(td3_config(), batch_size=8)
     hierarchy = Hierarchy([top, RandomLevel(input_spec=Bounded(-1.0, 1.0, (2,)), control_interval=3)], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=48, total_frames=96, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=48, total_frames=96)
     for batch in collector:
         hierarchy.extend(batch)
         metrics = hierarchy.learn()
@@ -326,8 +326,7 @@ def train(level: TianshouLevel, name: str, steps: int = 15_000, num_envs: int = 
     env = make_env(name, num_envs)
     env.set_seed(seed)
     hierarchy = Hierarchy([level], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=100 * num_envs, total_frames=steps,
-                          auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=100 * num_envs, total_frames=steps)
     for batch in collector:
         hierarchy.extend(batch)
         hierarchy.learn()

@@ -12,10 +12,10 @@ import torch
 from helpers import LEARNING_KINDS, learning_stack
 from tensordict import TensorDict
 from torch import nn
-from torchrl.collectors import Collector
 from torchrl.objectives import LossModule
 
 from torchrl_layered import Hierarchy, RandomLevel
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.levels import PlannerLevel
 from torchrl_layered.levels.learning import gradient_steps
@@ -27,8 +27,7 @@ def depth_of(kind: str) -> int:
 
 
 def collect(hierarchy: Hierarchy, env, frames: int = 120, per_batch: int = 60) -> list:
-    collector = Collector(env, hierarchy, frames_per_batch=per_batch, total_frames=frames,
-                          auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=per_batch, total_frames=frames)
     batches = [batch.clone() for batch in collector]
     collector.shutdown()
     return batches

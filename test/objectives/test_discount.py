@@ -11,10 +11,10 @@ import pytest
 import torch
 from helpers import ScriptedEnv
 from tensordict import TensorDict
-from torchrl.collectors import Collector
 from torchrl.data import Bounded
 
 from torchrl_layered import Hierarchy, RandomLevel
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.levels import PlannerLevel
 from torchrl_layered.objectives.discount import option_discount, planning_discount
 from torchrl_layered.objectives.predictor import n_step_targets
@@ -46,7 +46,7 @@ def early_ending_options():
     top = PlannerLevel(horizon=2, num_samples=8, num_iterations=1, warm_up_steps=10_000, batch_size=4, gamma=0.9)
     low = RandomLevel(input_spec=Bounded(-1.0, 1.0, (2,)), control_interval=4)
     hierarchy = Hierarchy([top, low], env=env)
-    collector = Collector(env, hierarchy, frames_per_batch=24, total_frames=24, auto_register_policy_transforms=True)
+    collector = make_collector(env, hierarchy, frames_per_batch=24, total_frames=24)
     (batch,) = list(collector)
     collector.shutdown()
     return hierarchy, hierarchy.transitions(batch)[0]

@@ -123,7 +123,7 @@ def test_loss_in_a_plain_torchrl_pipeline_with_slice_sampler():
         sampler=SliceSampler(slice_len=cfg["horizon"], traj_key=("collector", "traj_ids"), strict_length=True),
         batch_size=cfg["batch_size"] * cfg["horizon"],
     )
-    collector = Collector(env, None, frames_per_batch=100, total_frames=300, auto_register_policy_transforms=False)
+    collector = Collector(env, None, frames_per_batch=100, total_frames=300)
     target_before = loss.target_qvalue_network_params.clone()
     consistency = []
     for batch in collector:

@@ -5,7 +5,8 @@ import functools
 
 import gymnasium as gym
 import numpy as np
-from torchrl.envs import EnvBase, GymWrapper
+from torchrl.envs import EnvBase, GymWrapper, TransformedEnv
+from torchrl.envs.gym_like import GymLikeEnv
 
 #: The entries of a goal-based observation, in the order `make_env` concatenates them.
 GOAL_KEYS = ("observation", "achieved_goal", "desired_goal")
@@ -32,6 +33,17 @@ class FlattenGoalObservation(gym.ObservationWrapper):
 
     def observation(self, observation):
         return np.concatenate([np.asarray(observation[key], np.float32).reshape(-1) for key in GOAL_KEYS])
+
+
+class VectorGymWrapper(GymWrapper):
+    """`GymWrapper` of a gymnasium vector env whose actions stay batched for a single instance too.
+
+    TorchRL 0.12 hands a lone discrete action to the env as a Python int, which a vector env of
+    one instance cannot take; later TorchRL versions pass the array, as this wrapper does.
+    """
+
+    def read_action(self, action):
+        return GymLikeEnv.read_action(self, action)
 
 
 def _is_goal_space(space: gym.Space) -> bool:
@@ -80,7 +92,11 @@ def make_env(
     fns = [functools.partial(_make_one, name, gym_kwargs, flatten_goals) for _ in range(num_envs)]
     vector_cls = gym.vector.AsyncVectorEnv if asynchronous else gym.vector.SyncVectorEnv
     vec = vector_cls(fns, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
-    env = GymWrapper(vec, categorical_action_encoding=True, device=device)
+    env = VectorGymWrapper(vec, categorical_action_encoding=True, device=device)
+    base = env.base_env if isinstance(env, TransformedEnv) else env
+    if base.reward_spec.shape == base.batch_size:
+        # TorchRL 0.12 drops the reward's trailing dimension for a single instance: [1] instead of [1, 1]
+        base.reward_spec = base.reward_spec.unsqueeze(-1)
     probe = _make_one(name, gym_kwargs, flatten_goals)
     env.goal_slices = getattr(probe, "slices", None)
     probe.close()

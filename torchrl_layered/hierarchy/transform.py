@@ -114,6 +114,15 @@ class HierarchyTransform(TensorDictPrimer):
         self.reward_key = reward_key
         self.done_key = done_key
 
+    def _reset(self, tensordict: TensorDictBase, tensordict_reset: TensorDictBase) -> TensorDictBase:
+        tensordict_reset = super()._reset(tensordict, tensordict_reset)
+        # TensorDictPrimer of TorchRL < 0.13 fills its defaults as floats: back to the specs' dtypes
+        for key, spec in self.primers.items(True, True):
+            value = tensordict_reset.get(key, None)
+            if value is not None and value.dtype != spec.dtype:
+                tensordict_reset.set(key, value.to(spec.dtype))
+        return tensordict_reset
+
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
         state = tensordict.get(LEVELS)
         acting = state.get(ACTING)

@@ -13,11 +13,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDictBase
-from torchrl.collectors import Collector
 from torchrl.envs import Compose, EnvBase, RewardSum
 from torchrl.record.loggers import Logger, get_logger
 from tqdm import tqdm
 
+from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.levels.validation import InvalidDataError
@@ -254,14 +254,13 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
     if config.eval.episodes:
         eval_env = build_env(config, config.eval.episodes)
         eval_env = eval_env.append_transform(Compose(hierarchy.make_transform(), RewardSum()))
-    collector = Collector(
+    collector = make_collector(  # the transform is already on the env
         env,
         hierarchy,
         frames_per_batch=config.collector.frames_per_batch,
         total_frames=config.collector.total_frames,
         device=config.device,
         trust_policy=True,
-        auto_register_policy_transforms=False,  # the transform is already on the env
     )
     if checkpoint is not None:
         collector.load_state_dict(checkpoint[1]["collector"], strict=False)
