@@ -101,3 +101,37 @@ def test_the_planner_plans_with_gamma_to_the_mean_duration():
     level.get_action(td)
     assert seen[-1] == pytest.approx(0.9**2.5)
 
+
+
+def test_tdmpc2_bootstraps_each_option_with_gamma_to_its_duration():
+    from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
+    from torchrl_layered.objectives.tdmpc2 import TDMPC2Loss
+    from torchrl_layered.tdmpc2 import get_default_tdmpc2_config, resolve_tdmpc2_config
+
+    for per in ("env_step", "option"):
+        cfg = get_default_tdmpc2_config()
+        cfg.update(model_size=1, enc_dim=32, mlp_dim=32, latent_dim=16, num_q=3, discount_factor=[0.9], discount_per=per)
+        cfg = resolve_tdmpc2_config(cfg)
+        world_model = TDMPC2WorldModel(4, 2, cfg)
+        loss = TDMPC2Loss(world_model, cfg)
+        target = loss.target_qvalue_network_params  # every target Q predicts 5.0
+        encoded = world_model.two_hot.encode(torch.tensor([[5.0]]))[0]
+        with torch.no_grad():
+            target["out", "weight"].zero_()
+            target["out", "bias"].copy_(torch.log(encoded + 1e-9).expand_as(target["out", "bias"]))
+        next_z = torch.softmax(torch.randn(4, 16), -1)
+        reward = torch.tensor([[1.0], [1.0], [1.0], [1.0]])
+        terminated = torch.tensor([[0.0], [0.0], [1.0], [0.0]])
+        duration = torch.tensor([[1], [4], [4], [2]])  # the last option cut short by an episode end
+        got = loss.value_target(next_z, reward, terminated, duration=duration)
+        discount = 0.9 ** duration.float() if per == "env_step" else torch.full((4, 1), 0.9)
+        assert torch.allclose(got, reward + discount * (1 - terminated) * 5.0, atol=1e-3), per
+
+
+def test_tdmpc2_plans_with_gamma_to_the_mean_option_duration():
+    from torchrl_layered.levels import TDMPC2Level
+
+    level = TDMPC2Level(warm_up_steps=10)
+    level.n_transitions, level.env_steps = 2, 9  # two options of 4.5 env steps
+    assert level.mean_duration == 4.5
+    assert level.planning_gamma == pytest.approx(level.cfg["discount"] ** 4.5)

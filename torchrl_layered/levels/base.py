@@ -156,8 +156,9 @@ class Level(TensorDictModuleBase):
         self.always_acts = False
         #: The level's column in the hierarchy's stacked state; ``None`` for a plain policy.
         self.state_index: int | None = None
-        # a buffer, not an int: collectors copy buffers to their worker processes with the weights
+        # buffers, not ints: collectors copy buffers to their worker processes with the weights
         self.register_buffer("transition_count", torch.zeros((), dtype=torch.long))
+        self.register_buffer("env_step_count", torch.zeros((), dtype=torch.long))
         self._parent_ref: list[Level] = []
         self.tensor_keys = LevelKeys()
         self._update_in_out_keys()
@@ -233,6 +234,20 @@ class Level(TensorDictModuleBase):
     @n_transitions.setter
     def n_transitions(self, value: int) -> None:
         self.transition_count.fill_(value)
+
+    @property
+    def env_steps(self) -> int:
+        """Env steps covered by the level's stored transitions: the clock of every ``warm_up_steps``."""
+        return int(self.env_step_count)
+
+    @env_steps.setter
+    def env_steps(self, value: int) -> None:
+        self.env_step_count.fill_(value)
+
+    @property
+    def mean_duration(self) -> float:
+        """Mean env steps per option over the stored transitions (1 before any)."""
+        return self.env_steps / self.n_transitions if self.n_transitions else 1.0
 
     @property
     def device(self) -> torch.device:
@@ -340,6 +355,7 @@ class Level(TensorDictModuleBase):
             return
         self.extend(accepted)
         self.n_transitions += accepted.batch_size.numel()
+        self.env_step_count += accepted.get(("next", "duration")).sum().to(self.env_step_count.device)
 
     def observe(self, transitions: TensorDictBase) -> None:
         """Checks transitions, then stores them with the level's reward; nothing is stored in eval mode.

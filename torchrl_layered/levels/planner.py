@@ -145,7 +145,6 @@ class PlannerLevel(Level):
         self.buffer_size, self.batch_size = buffer_size, batch_size
         self.schedule = UpdateSchedule(update_interval, num_updates)
         self.lr, self.tau = lr, tau
-        self.register_buffer("env_step_count", torch.zeros((), dtype=torch.long))  # synced to collector workers
         self.num_model_updates = 0
 
     # ---------------------------------------------------------------- build
@@ -216,20 +215,6 @@ class PlannerLevel(Level):
         tensordict.set(("state", "planner"), result.state)
         return torch.where(random_mode, random_action, result.action[:, 0])
 
-    @property
-    def mean_duration(self) -> float:
-        """Mean env steps per option over the stored transitions (1 before any)."""
-        return self.env_steps / self.n_transitions if self.n_transitions else 1.0
-
-    @property
-    def env_steps(self) -> int:
-        """Env steps covered by the level's stored transitions (its warm-up clock)."""
-        return int(self.env_step_count)
-
-    @env_steps.setter
-    def env_steps(self, value: int) -> None:
-        self.env_step_count.fill_(value)
-
     def _random_mode(self, previous: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:
             return torch.zeros_like(previous)
@@ -254,7 +239,6 @@ class PlannerLevel(Level):
         return reward
 
     def extend(self, transitions: TensorDictBase) -> None:
-        self.env_step_count += transitions.get(("next", "duration")).sum()
         if self.replay_buffer is not None:
             data = transitions.select("observation", "action", "next")
             if self.level_input_dim:

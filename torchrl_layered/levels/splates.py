@@ -143,7 +143,7 @@ class SPlaTESLevel(SkillPriorLearning, TDMPC2Level):
         tensordict.set(("state", "skill_step"), step)
         n = obs.shape[0]
         deterministic = self.deterministic
-        if not deterministic and self.n_transitions < self.warm_up_steps:
+        if not deterministic and self.env_steps < self.warm_up_steps:
             return self._from_unit(torch.rand(n, self.world_model.action_dim, device=obs.device) * 2 - 1)
         wm = self.world_model
         with torch.no_grad():
@@ -194,7 +194,7 @@ class SPlaTESLevel(SkillPriorLearning, TDMPC2Level):
             a = actions[:, :, t]
             reward = wm.two_hot.decode(wm.reward_logits(z, a, zg))
             total = total + torch.where(running, weight * reward, 0.0)
-            survive = self.cfg["discount"] * (1 - torch.sigmoid(wm.termination_logit(z, a)))
+            survive = self.planning_gamma * (1 - torch.sigmoid(wm.termination_logit(z, a)))
             weight = torch.where(running, weight * survive, weight)
             z = torch.where(running, wm.next(z, a), z)
         still_running = (step + h < self.control_interval)[:, None]

@@ -14,6 +14,7 @@ from torchrl_layered.hierarchy.transitions import TRAJ_IDS
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import UpdateSchedule
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
+from torchrl_layered.objectives.discount import planning_discount
 from torchrl_layered.objectives.tdmpc2 import (
     TDMPC2Loss,
     make_tdmpc2_optimizer,
@@ -37,7 +38,7 @@ def _as_slice(value) -> slice | None:
 class TDMPC2Level(Level):
     """TD-MPC2 (Hansen et al., 2024): a latent world model, MPPI planning, and a policy prior.
 
-    Acting: uniform random actions for ``warm_up_steps`` level transitions, then MPPI over
+    Acting: uniform random actions for ``warm_up_steps`` env steps, then MPPI over
     the learned model (policy-prior trajectories mixed in, a warm start per instance that
     restarts with each episode), or the policy prior alone with ``use_policy=True``. Eval
     mode plans without exploration noise. The world model acts without dropout in either
@@ -45,7 +46,9 @@ class TDMPC2Level(Level):
     transitions go to a TorchRL replay buffer with a `SliceSampler` over sub-trajectories of
     ``horizon`` transitions; it learns with `TDMPC2Loss` every ``update_interval`` transitions
     after the warm-up, the world model and the policy each with its own Adam and gradient
-    clipping (`tdmpc2_update`). As a higher level its discount applies per option step.
+    clipping (`tdmpc2_update`). The config's discount is per env step: an option bootstraps
+    with ``discount ** duration`` and a planned step is discounted by ``discount ** mean
+    duration`` (`objectives.discount`; config ``discount_per="option"`` for one per option).
 
     Goal-based mode (``desired_goal_slice``): the desired goal part of the observation is
     embedded by its own encoder and conditions reward, Q and policy only (with
@@ -62,7 +65,7 @@ class TDMPC2Level(Level):
         desired_goal_slice, achieved_goal_slice: where the goals lie in the observation
             (``slice`` or ``(start, stop)``; see `torchrl_layered.envs.make.goal_slices`).
         use_her, her_goals, reward_fn: hindsight relabelling (goal-based mode only).
-        warm_up_steps: level transitions of random actions before planning and learning.
+        warm_up_steps: env steps (of its stored transitions) of random actions before planning and learning.
         update_interval, num_updates: ``num_updates`` updates every ``update_interval`` transitions.
         use_policy: act with the policy prior instead of planning.
         input_as_goal: below a parent, condition reward, Q and policy on the level input
@@ -184,6 +187,11 @@ class TDMPC2Level(Level):
             obs = torch.cat([obs, level_input.reshape(*obs.shape[:-1], -1).float()], -1)
         return obs.float(), None if goal is None else goal.float()
 
+    @property
+    def planning_gamma(self) -> float:
+        """The discount per planned step: ``discount ** mean_duration`` (`objectives.discount`)."""
+        return planning_discount(self.cfg["discount"], self.mean_duration, self.cfg["discount_per"])
+
     def _to_unit(self, action: torch.Tensor) -> torch.Tensor:
         low, high = self.action_spec.space.low.to(action.device), self.action_spec.space.high.to(action.device)
         return 2 * (action - low) / (high - low) - 1
@@ -197,7 +205,7 @@ class TDMPC2Level(Level):
         obs, goal = self.split(tensordict.get("observation"), tensordict.get("level_input", None))
         n = obs.shape[0]
         deterministic = self.deterministic
-        if not deterministic and self.n_transitions < self.warm_up_steps:
+        if not deterministic and self.env_steps < self.warm_up_steps:
             return self._from_unit(torch.rand(n, self.world_model.action_dim, device=obs.device) * 2 - 1)
         with torch.no_grad():
             z = self.world_model.encode(obs)
@@ -230,7 +238,7 @@ class TDMPC2Level(Level):
         for t in range(h):
             a = actions[:, :, t]
             total = total + weight * wm.two_hot.decode(wm.reward_logits(z, a, zg))
-            weight = weight * self.cfg["discount"] * (1 - torch.sigmoid(wm.termination_logit(z, a)))
+            weight = weight * self.planning_gamma * (1 - torch.sigmoid(wm.termination_logit(z, a)))
             z = wm.next(z, a)
         a, _ = wm.pi(z, zg)
         q = wm.two_hot.decode(wm.q_logits(z, a, zg)[torch.randperm(wm.qs.num_q, device=z.device)[:2]]).mean(0)
@@ -277,6 +285,7 @@ class TDMPC2Level(Level):
         batch.set(("next", "observation"), next_obs)
         batch.set(("next", "reward"), data.get(("next", "reward")).float())
         batch.set(("next", "terminated"), data.get(("next", "terminated")))
+        batch.set(("next", "duration"), data.get(("next", "duration")))
         if goal is not None:
             batch.set("goal", goal)
             if self.use_her:
@@ -325,7 +334,7 @@ class TDMPC2Level(Level):
         return self._episode_index[1:]
 
     def learn(self) -> dict[str, float]:
-        num = self.schedule.due(self.n_transitions, self.n_transitions >= self.warm_up_steps)
+        num = self.schedule.due(self.n_transitions, self.env_steps >= self.warm_up_steps)
         if num <= 0 or not self._can_sample():
             return {}
         self.num_model_updates += num

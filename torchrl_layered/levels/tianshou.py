@@ -133,7 +133,6 @@ class TianshouLevel(Level):
         self.buffer_size, self.batch_size = buffer_size, batch_size
         self.schedule = UpdateSchedule(update_interval, num_updates)
         self.warm_up_steps = warm_up_steps
-        self.register_buffer("env_step_count", torch.zeros((), dtype=torch.long))  # synced to collector workers
         self.num_gradient_updates = 0
         self.replay_buffer: TensorDictReplayBuffer | None = None
         self.components: dict[str, Any] = {}
@@ -229,7 +228,6 @@ class TianshouLevel(Level):
         return torch.as_tensor(raw, dtype=torch.float32, device=action.device)
 
     def extend(self, transitions: TensorDictBase) -> None:
-        self.env_steps += int(transitions.get(("next", "duration")).sum())
         keys = ["observation", "action", "next"] + ([] if self._level_input_spec is None else ["level_input"])
         data = transitions.select(*keys)
         data.set("raw_action", self.raw_action(data.get("action")))
@@ -269,15 +267,6 @@ class TianshouLevel(Level):
         with policy_within_training_step(self.policy), torch.no_grad():
             batch = self.algorithm._preprocess_batch(batch, buffer, indices)
         return torch.as_tensor(batch.returns).reshape(transitions.shape[0], -1)
-
-    @property
-    def env_steps(self) -> int:
-        """Env steps covered by the level's stored transitions (its warm-up and epsilon clock)."""
-        return int(self.env_step_count)
-
-    @env_steps.setter
-    def env_steps(self, value: int) -> None:
-        self.env_step_count.fill_(value)
 
     def learn(self) -> dict[str, float]:
         warmed_up = (self.replay_buffer is not None and len(self.replay_buffer) >= self.batch_size

@@ -65,6 +65,7 @@ def checked_transitions(level: Level, transitions: TensorDictBase) -> TensorDict
         ("next", "observation"): level.observation_spec,
         "action": level.action_spec,
         ("next", "reward"): None,
+        ("next", "duration"): None,
         ("next", "terminated"): None,
         ("next", "done"): None,
     }

@@ -14,6 +14,7 @@ from torchrl.data import Bounded
 from torchrl.objectives import LossModule
 
 from torchrl_layered.modules.tdmpc2 import QEnsemble, TDMPC2WorldModel
+from torchrl_layered.objectives.discount import option_discount
 from torchrl_layered.tdmpc2.config import resolve_tdmpc2_config
 
 
@@ -61,6 +62,7 @@ class TDMPC2Loss(LossModule):
         reward: NestedKey = ("next", "reward")
         next_observation: NestedKey = ("next", "observation")
         terminated: NestedKey = ("next", "terminated")
+        duration: NestedKey = ("next", "duration")
         goal: NestedKey = "goal"
         next_goal: NestedKey = ("next", "goal")
 
@@ -122,9 +124,15 @@ class TDMPC2Loss(LossModule):
         return self._two_q(self._target_q(next_z, next_action, zg)).min(0).values
 
     @torch.no_grad()
-    def value_target(self, next_z, reward, terminated, zg=None) -> torch.Tensor:
-        """``r + gamma * (1 - terminated) * min(two random target Qs)(z', pi(z'))``."""
-        return reward + self.cfg["discount"] * (1 - terminated) * self.next_value(next_z, zg)
+    def value_target(self, next_z, reward, terminated, zg=None, duration=None) -> torch.Tensor:
+        """``r + gamma ** duration * (1 - terminated) * min(two random target Qs)(z', pi(z'))``."""
+        return reward + self.discount(reward, duration) * (1 - terminated) * self.next_value(next_z, zg)
+
+    def discount(self, reward: torch.Tensor, duration: torch.Tensor | None) -> torch.Tensor | float:
+        """The bootstrap discount of each transition (`objectives.discount`; ``gamma`` without durations)."""
+        if duration is None:
+            return self.cfg["discount"]
+        return option_discount(self.cfg["discount"], duration, self.cfg["discount_per"]).to(reward.dtype)
 
     def bootstrap_value(self, tensordict: TensorDictBase, next_z: torch.Tensor, next_zg: torch.Tensor | None) -> torch.Tensor:
         """The value of the next step in the TD target, ``[T, B, 1]``; ``tensordict`` is the time-major batch.
@@ -153,7 +161,8 @@ class TDMPC2Loss(LossModule):
             next_z = wm.encode(next_obs)
             next_goal = td.get(keys.next_goal, None) if wm.goal_dim else None
             next_zg = wm.encode_goal(next_goal.float()) if next_goal is not None else None if zg is None else zg.detach()
-            td_target = reward + cfg["discount"] * (1 - terminated) * self.bootstrap_value(td, next_z, next_zg)
+            discount = self.discount(reward, td.get(keys.duration, None))
+            td_target = reward + discount * (1 - terminated) * self.bootstrap_value(td, next_z, next_zg)
 
         z = wm.encode(obs[0])
         latents, consistency = [z], 0.0

@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from torchrl_layered.objectives.discount import check_discount_per
+
 #: Widths and depths per model size (millions of parameters), as in Hansen et al. (2024).
 MODEL_SIZES: dict[int, dict[str, int]] = {
     1: dict(enc_dim=256, mlp_dim=384, latent_dim=128, num_enc_layers=2, num_q=2),
@@ -42,6 +44,7 @@ _DEFAULTS: dict[str, Any] = {
     "termination_coef": 0.05,
     "entropy_coef": 1e-4,  # weighs the action-size-scaled log-prob of `TDMPC2WorldModel.pi`, as officially
     "discount_factor": [0.99],
+    "discount_per": "env_step",
     "buffer_size": 1_000_000,
     "episodic": True,
     # planning (MPPI)
@@ -93,6 +96,7 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
     cfg["discount"] = float(discount)
     if not 0.0 < cfg["discount"] <= 1.0:
         raise ValueError(f"discount_factor must lie in (0, 1]; got {cfg['discount']}")
+    check_discount_per(cfg["discount_per"], "TD-MPC2 config")
     if cfg["latent_dim"] % cfg["simnorm_dim"]:
         raise ValueError(f"latent_dim ({cfg['latent_dim']}) must be a multiple of simnorm_dim ({cfg['simnorm_dim']})")
     if cfg["horizon"] < 1:
