@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import torch
-from torchrl.envs import Compose, RewardSum
+from torchrl.envs import RewardSum
 
 from torchrl_layered import ConstantLevel, Hierarchy, RandomLevel
 from torchrl_layered.envs import make_env
@@ -11,7 +11,7 @@ from torchrl_layered.trainers import evaluate
 
 def eval_env(name: str, n: int, hierarchy: Hierarchy, steps: int):
     env = make_env(name, n, max_episode_steps=steps)
-    return env.append_transform(Compose(hierarchy.make_transform(), RewardSum()))
+    return env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
 
 
 def test_evaluation_runs_one_episode_per_instance_and_reports_success_on_maze2d():
@@ -51,9 +51,9 @@ def test_success_counts_episodes_that_reach_the_goal_and_final_success_those_tha
     # (1.5 cells right of the start) and ends against the far wall
     env = make_env("Maze2D-Open-v0", 1, max_episode_steps=60, start_cells=[(1, 3)], goal_cells=[(3, 3)])
     hierarchy = Hierarchy([ConstantLevel([1.0, 0.0])], env=env)
-    eval_env_ = env.append_transform(Compose(hierarchy.make_transform(), RewardSum()))
+    eval_env_ = env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
     result = evaluate(hierarchy, eval_env_, seed=0)
     assert result.episodes == 1 and result.success_rate == 1.0 and result.final_success_rate == 0.0
     stay = Hierarchy([ConstantLevel([0.0, 0.0])], env=env)
-    result = evaluate(stay, env.append_transform(Compose(stay.make_transform(), RewardSum())), seed=0)
+    result = evaluate(stay, env.append_transform(stay.make_transform()).append_transform(RewardSum()), seed=0)
     assert result.success_rate == 0.0 and result.final_success_rate == 0.0

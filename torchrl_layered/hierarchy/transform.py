@@ -150,7 +150,8 @@ class HierarchyTransform(TensorDictPrimer):
     # outputs are state only: ``step_mdp`` carries them from the root, untouched, for free.
     def _with_primers(self, spec: Composite, keys) -> Composite:
         if self.primers.shape[: spec.ndim] != spec.shape:
-            self.primers = self._expand_shape(self.primers)
+            # to the env's batch, read off the spec: inside a nested Compose, TorchRL 0.12 finds no parent
+            self.primers = self.primers.expand((*spec.shape, *self.primers.shape))
         for key in keys:
             spec[key] = self.primers[key].clone().to(spec.device)
         return spec

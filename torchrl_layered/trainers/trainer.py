@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDictBase
-from torchrl.envs import Compose, EnvBase, RewardSum
+from torchrl.envs import EnvBase, RewardSum
 from torchrl.record.loggers import Logger, get_logger
 from tqdm import tqdm
 
@@ -249,11 +249,11 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
     if checkpoint is not None:
         restore_hierarchy(checkpoint[0], checkpoint[1], hierarchy)
         set_rng_state(checkpoint[1]["rng"])
-    env = env.append_transform(Compose(hierarchy.make_transform(), RewardSum()))
+    env = env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
     eval_env = None
     if config.eval.episodes:
         eval_env = build_env(config, config.eval.episodes)
-        eval_env = eval_env.append_transform(Compose(hierarchy.make_transform(), RewardSum()))
+        eval_env = eval_env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
     collector = make_collector(  # the transform is already on the env
         env,
         hierarchy,
