@@ -94,6 +94,8 @@ def make_collector(env: Any, hierarchy: Hierarchy, collector_cls: type | None = 
         raise TypeError(f"make_collector needs a torchrl_layered Hierarchy as the policy; got {type(hierarchy).__name__}")
     if AUTO_REGISTER in kwargs:
         raise TypeError(f"make_collector adds the hierarchy's transform itself; do not pass {AUTO_REGISTER}")
+    if not (isinstance(env, (EnvBase, list, tuple)) or callable(env)):
+        raise TypeError(f"make_collector needs an env, an env constructor or a list of them; got {type(env).__name__}")
     collector_cls = default_collector_cls() if collector_cls is None else collector_cls
     if registers_policy_transforms(collector_cls):
         kwargs[AUTO_REGISTER] = not carries_hierarchy_transform(env)
@@ -104,8 +106,6 @@ def make_collector(env: Any, hierarchy: Hierarchy, collector_cls: type | None = 
     elif isinstance(env, EnvBase):
         if not carries_hierarchy_transform(env):
             env = with_transform(env, transform)
-    elif callable(env):
-        env = functools.partial(_build_with_transform, env, transform)
     else:
-        raise TypeError(f"make_collector needs an env, an env constructor or a list of them; got {type(env).__name__}")
+        env = functools.partial(_build_with_transform, env, transform)
     return collector_cls(env, hierarchy, **kwargs)

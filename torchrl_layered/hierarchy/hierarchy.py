@@ -197,7 +197,8 @@ class Hierarchy(TensorDictSequential):
         )
 
     def make_tensordict_primer(self) -> HierarchyTransform:
-        """Lets ``Collector(..., auto_register_policy_transforms=True)`` add the transform itself."""
+        """Lets ``Collector(..., auto_register_policy_transforms=True)`` add the transform itself
+        (TorchRL 0.13 and later; `torchrl_layered.collectors.make_collector` works with older ones too)."""
         return self.make_transform()
 
     # ---------------------------------------------------------------- running
@@ -205,8 +206,9 @@ class Hierarchy(TensorDictSequential):
         if tensordict.get(stacked_key(ACTING), None) is None:
             raise RuntimeError(
                 "Hierarchy found no option state in the tensordict: wrap the env with "
-                "TransformedEnv(env, hierarchy.make_transform()), or pass auto_register_policy_transforms=True "
-                "to the Collector"
+                "TransformedEnv(env, hierarchy.make_transform()), pass auto_register_policy_transforms=True "
+                "to the Collector (TorchRL 0.13 and later), or build it with "
+                "torchrl_layered.collectors.make_collector(env, hierarchy, ...)"
             )
         return super().forward(tensordict, *args, **kwargs)
 

@@ -25,8 +25,9 @@ def check_option_state(batch: TensorDictBase, num_levels: int, level_keys: list[
     ``level_keys`` are the entries the levels' transitions are read from (their held actions
     and start observations). Raises `InvalidDataError` saying what is missing and how to fix it.
     """
-    how = ("collect with the hierarchy's transform: TransformedEnv(env, hierarchy.make_transform()), or "
-           "Collector(..., auto_register_policy_transforms=True)")
+    how = ("collect with the hierarchy's transform: TransformedEnv(env, hierarchy.make_transform()), "
+           "Collector(..., auto_register_policy_transforms=True) (TorchRL 0.13 and later), or "
+           "torchrl_layered.collectors.make_collector(env, hierarchy, ...)")
     stacked = [("next", *stacked_key(name)) for name in (ACTING, DURATION, OPTION_REWARD)] + [stacked_key(OPTION_INDEX)]
     for key in stacked:
         value = batch.get(key, None)
