@@ -5,7 +5,7 @@ import functools
 
 import pytest
 import torch
-from torchrl.collectors import Collector, MultiSyncCollector
+from torchrl.collectors import MultiSyncCollector
 from torchrl.data import Bounded
 from torchrl.envs import GymEnv, ParallelEnv, SerialEnv, TransformedEnv
 
@@ -104,8 +104,8 @@ def test_collector_with_auto_registered_transform_matches_reference(make):
 def test_parallel_env_matches_reference():
     env = ParallelEnv(2, cartpole)
     hierarchy = echo_hierarchy(env)
-    collector = Collector(TransformedEnv(env, hierarchy.make_transform()), hierarchy, frames_per_batch=60,
-                          total_frames=120)
+    collector = make_collector(TransformedEnv(env, hierarchy.make_transform()), hierarchy, frames_per_batch=60,
+                               total_frames=120)
     assert_matches_reference(hierarchy, collect(collector))
 
 
