@@ -164,7 +164,8 @@ def episode_chunk(episode, start, stop):
         "observation": obs, "action": torch.zeros(n, 1), OPTION_INDEX: k.long(),
         TRAJ_IDS: torch.full((n,), episode, dtype=torch.long),
         "next": {"observation": next_obs, "reward": torch.zeros(n, 1), "terminated": torch.zeros(n, 1, dtype=torch.bool),
-                 "truncated": torch.zeros(n, 1, dtype=torch.bool), "done": torch.zeros(n, 1, dtype=torch.bool)},
+                 "truncated": torch.zeros(n, 1, dtype=torch.bool), "done": torch.zeros(n, 1, dtype=torch.bool),
+                 "duration": torch.ones(n, 1, dtype=torch.long)},
     }, [n])
 
 

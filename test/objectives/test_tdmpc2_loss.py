@@ -133,7 +133,7 @@ def test_loss_in_a_plain_torchrl_pipeline_with_slice_sampler():
             out = loss(sample)
             assert tdmpc2_update(out, optim, policy_optim, cfg["grad_clip_norm"]) is not None
             updater.step()
-            consistency.append(float(out["loss_consistency"]))
+            consistency.append(float(out["loss_consistency"].detach()))
     collector.shutdown()
     assert all(torch.isfinite(torch.tensor(consistency)))
     assert sum(consistency[-5:]) < sum(consistency[:5])
