@@ -2,7 +2,7 @@
 
 Only ``layeredrl`` became ``torchrl_layered`` and the page's ``...`` got small values; each
 level then runs in a `Hierarchy` with a TorchRL `Collector`. The page's custom level is
-ported in test/test_compat.py.
+ported in test/test_compat.py, the Tianshou config in test/levels/test_tianshou_v05.py.
 """
 from __future__ import annotations
 

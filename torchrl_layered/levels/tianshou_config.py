@@ -33,6 +33,12 @@ input, one-hot when it is discrete):
 ``__device__``              the device of the action spec, as a string
 ==========================  ===============================================================
 
+LayeredRL's network placeholders are filled too (for `torchrl_layered.nets.ConcatNet`):
+``__mapped_env_obs_shape__`` (the observation shape), ``__level_input_dim__`` (the level
+input's width) and ``__level_state_dims__`` (``{}``: the policy sees no level state). A config
+in LayeredRL's Tianshou 0.5 shape (``optims``, ``policy_dynamic_args``) is translated first
+(`torchrl_layered.levels.tianshou_v05`).
+
 and the objects built earlier: ``__actor__``, ``__critic_<i>__``, ``__model__``, any other
 ``__<component>__``, and ``__policy__``. Networks are built on the CPU and moved to
 the level's device afterwards. Example (SAC; see `default_sac_config` for the full one)::
@@ -67,6 +73,8 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchrl.data import Bounded, Categorical, TensorSpec
 
+from torchrl_layered.levels.tianshou_v05 import from_v05_config, is_v05_config, replacement_hint
+
 #: Top-level keys with a fixed meaning (everything else is a component or a plain value).
 RESERVED_KEYS = ("policy", "algorithm", "n_critics", "exploration")
 #: Components that must be objects (a ``_target_`` entry) when present.
@@ -84,6 +92,9 @@ SPEC_PLACEHOLDERS = (
     "__observation_space__",
     "__target_entropy__",
     "__device__",
+    "__mapped_env_obs_shape__",
+    "__level_input_dim__",
+    "__level_state_dims__",
 )
 _PLACEHOLDER = re.compile(r"__[A-Za-z0-9_]+__")
 
@@ -105,11 +116,14 @@ class BuildPlan:
 
 # --------------------------------------------------------------------------- helpers
 def to_plain_config(config: Any) -> dict:
-    """A deep, plain-``dict`` copy of a dict or OmegaConf config (interpolations resolved)."""
+    """A deep, plain-``dict`` copy of a dict or OmegaConf config (interpolations resolved).
+
+    A config in LayeredRL's Tianshou 0.5 shape comes back translated to the 2.x layout.
+    """
     if isinstance(config, DictConfig):
-        return OmegaConf.to_container(config, resolve=True)
+        config = OmegaConf.to_container(config, resolve=True)
     if isinstance(config, Mapping):
-        return copy.deepcopy(dict(config))
+        return from_v05_config(config) if is_v05_config(config) else copy.deepcopy(dict(config))
     raise TypeError(
         f"tianshou_config must be a dict or an OmegaConf DictConfig; got {type(config).__name__} "
         "(e.g. TianshouLevel(tianshou_config=default_sac_config()))"
@@ -152,7 +166,9 @@ def _locate(target: Any, path: str) -> Any:
     try:
         return get_class(target)
     except Exception as err:  # hydra raises ImportError/ValueError variants
-        raise ValueError(f"tianshou_config: {path}._target_ = {target!r} cannot be imported ({err})") from None
+        hint = replacement_hint(target)
+        reason = hint if hint is not None else f"it cannot be imported ({err})"
+        raise ValueError(f"tianshou_config: {path}._target_ = {target!r}: {reason}") from None
 
 
 # --------------------------------------------------------------------------- checks
@@ -175,6 +191,10 @@ def check_config(config: dict) -> BuildPlan:
                 f"tianshou_config.{name} has no '_target_': give the class to build, e.g. "
                 f"{name}: {{_target_: {_EXAMPLE_TARGETS[name]}, ...}}"
             )
+    for path, value in _walk(config, "tianshou_config"):
+        hint = replacement_hint(value) if path.endswith("._target_") and isinstance(value, str) else None
+        if hint is not None:
+            raise ValueError(f"{path}: {hint}")
     components = [k for k, v in config.items() if k not in RESERVED_KEYS and _has_target(v)]
     for name in components:
         if f"__{name}__" in SPEC_PLACEHOLDERS or name.startswith("critic_"):
@@ -291,6 +311,9 @@ def spec_placeholders(observation_spec: TensorSpec, action_spec: TensorSpec, inp
         "__obs_shape__": [obs_dim],
         "__observation_space__": gym.spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32),
         "__device__": str(device),
+        "__mapped_env_obs_shape__": list(observation_spec.shape),
+        "__level_input_dim__": input_features_dim(input_spec),
+        "__level_state_dims__": {},
     }
     if isinstance(action_spec, Categorical):
         n = int(action_spec.n)
