@@ -32,7 +32,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = get_default_tdmpc2_config()
-    cfg.update(model_size=args.model_size, batch_size=256, horizon=3, num_samples=512, iterations=6,
+    cfg.update(model_size=args.model_size, batch_size=256, horizon=3, num_samples=512, num_iterations=6,
                compile=args.compile)
     env = make_env("Pendulum-v1", args.num_envs, device=args.device)
     level = TDMPC2Level(cfg, warm_up_steps=0, update_interval=1, num_updates=1)

@@ -172,7 +172,7 @@ OPTION = Bounded(-1.0, 1.0, shape=(2,))
 
 def tiny_tdmpc2():
     return cpu_tdmpc2_config(enc_dim=16, mlp_dim=16, latent_dim=16, batch_size=4, num_samples=16, num_elites=4,
-                             num_pi_trajs=2, iterations=2, horizon=2)
+                             num_pi_trajs=2, num_iterations=2, horizon=2)
 
 
 def learning_level(kind: str, top: bool):

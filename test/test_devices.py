@@ -26,7 +26,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.i
 
 def tiny_tdmpc2(**kw):
     return cpu_tdmpc2_config(enc_dim=16, mlp_dim=32, latent_dim=16, batch_size=8, num_samples=16, num_elites=4,
-                             num_pi_trajs=2, iterations=2, **kw)
+                             num_pi_trajs=2, num_iterations=2, **kw)
 
 
 def small_planner(factory, **kw):

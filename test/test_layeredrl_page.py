@@ -37,7 +37,7 @@ def test_the_tdmpc2_snippet():
     tdmpc2_config["discount_factor"] = [0.95]
     level = TDMPC2Level(tdmpc2_config=tdmpc2_config)
 
-    assert level.cfg["discount"] == 0.95
+    assert level.cfg["gamma"] == 0.95
     (transitions,) = run([level], make_env("Pendulum-v1", 2))
     assert transitions.numel() == 40 and level.n_transitions == 40
 

@@ -17,7 +17,7 @@ from torchrl_layered.predictors import get_default_predictor_factory
 
 def tiny_config(**kw):
     cfg = cpu_tdmpc2_config(enc_dim=16, mlp_dim=16, latent_dim=16, batch_size=4, num_samples=16, num_elites=4,
-                            num_pi_trajs=2, iterations=2)
+                            num_pi_trajs=2, num_iterations=2)
     cfg.update(kw)
     return cfg
 

@@ -20,7 +20,7 @@ from test_planner import known_maze_predictor
 
 def tiny_config(**kw):
     cfg = cpu_tdmpc2_config(enc_dim=16, mlp_dim=16, latent_dim=16, batch_size=4, num_samples=16, num_elites=4,
-                            num_pi_trajs=2, iterations=2)
+                            num_pi_trajs=2, num_iterations=2)
     cfg.update(kw)
     return cfg
 

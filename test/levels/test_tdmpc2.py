@@ -23,7 +23,7 @@ from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
 def small_config(**kw):
     cfg = get_default_tdmpc2_config()
     cfg.update(model_size=1, enc_dim=32, mlp_dim=32, latent_dim=16, num_q=2, batch_size=8, num_samples=64,
-               num_elites=8, num_pi_trajs=4, iterations=3)
+               num_elites=8, num_pi_trajs=4, num_iterations=3)
     cfg.update(kw)
     return cfg
 
@@ -313,3 +313,10 @@ def test_a_non_finite_update_is_skipped_and_counted():
     assert level._gradient_steps(2) == {"skipped_steps": 2.0}
     assert all(torch.equal(a, b) for a, b in zip(params, level.loss.parameters()))
     assert (level.loss.target_qvalue_network_params == targets).all()
+
+
+def test_the_configs_mppi_settings_mean_what_mppiplanners_do():
+    level = TDMPC2Level(small_config(temperature=0.25, num_iterations=2))
+    level.initialize(Unbounded((3,)), Bounded(-2.0, 2.0, (1,)))
+    planner = level.planner
+    assert planner.temperature == 0.25 and planner.num_iterations == 2

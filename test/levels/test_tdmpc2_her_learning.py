@@ -37,7 +37,7 @@ def cpu_config():
     """A TD-MPC2 small enough to train 6k steps on one CPU core in minutes (MLPs of 128, latent 32)."""
     cfg = get_default_tdmpc2_config()
     cfg.update(model_size=1, enc_dim=64, mlp_dim=128, latent_dim=32, num_q=2, batch_size=64, horizon=3,
-               num_samples=128, iterations=3, num_elites=16, num_pi_trajs=8)
+               num_samples=128, num_iterations=3, num_elites=16, num_pi_trajs=8)
     return cfg
 
 

@@ -16,7 +16,7 @@ def cpu_config():
     """A TD-MPC2 small enough to train 15k steps on two CPU cores in minutes."""
     cfg = get_default_tdmpc2_config()
     cfg.update(model_size=1, enc_dim=128, mlp_dim=128, latent_dim=64, num_q=2, batch_size=64, lr=1e-3,
-               num_samples=128, iterations=4, num_elites=16, num_pi_trajs=8)
+               num_samples=128, num_iterations=4, num_elites=16, num_pi_trajs=8)
     return cfg
 
 

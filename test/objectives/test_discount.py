@@ -110,7 +110,7 @@ def test_tdmpc2_bootstraps_each_option_with_gamma_to_its_duration():
 
     for per in ("env_step", "option"):
         cfg = get_default_tdmpc2_config()
-        cfg.update(model_size=1, enc_dim=32, mlp_dim=32, latent_dim=16, num_q=3, discount_factor=[0.9], discount_per=per)
+        cfg.update(model_size=1, enc_dim=32, mlp_dim=32, latent_dim=16, num_q=3, gamma=0.9, discount_per=per)
         cfg = resolve_tdmpc2_config(cfg)
         world_model = TDMPC2WorldModel(4, 2, cfg)
         loss = TDMPC2Loss(world_model, cfg)
@@ -134,4 +134,4 @@ def test_tdmpc2_plans_with_gamma_to_the_mean_option_duration():
     level = TDMPC2Level(warm_up_steps=10)
     level.n_transitions, level.env_steps = 2, 9  # two options of 4.5 env steps
     assert level.mean_duration == 4.5
-    assert level.planning_gamma == pytest.approx(level.cfg["discount"] ** 4.5)
+    assert level.planning_gamma == pytest.approx(level.cfg["gamma"] ** 4.5)

@@ -76,7 +76,7 @@ def test_every_term_decreases_on_a_fixed_batch():
 
 
 def test_value_target_matches_hand_computation_with_termination():
-    cfg = small_config(discount_factor=[0.9])
+    cfg = small_config(gamma=0.9)
     world_model = TDMPC2WorldModel(4, 2, cfg)
     loss = TDMPC2Loss(world_model, cfg)
     # every target Q predicts 5.0: a large logit on the two bins around symlog(5)
@@ -97,9 +97,14 @@ def test_config_is_plain_and_editable():
     cfg = get_default_tdmpc2_config()
     cfg["discount_factor"] = [0.95]
     resolved = resolve_tdmpc2_config(cfg)
-    assert resolved["discount"] == 0.95 and resolved["latent_dim"] == 512 and resolved["num_q"] == 5
+    assert resolved["gamma"] == 0.95 and resolved["latent_dim"] == 512 and resolved["num_q"] == 5
     assert resolve_tdmpc2_config(model_size=1)["latent_dim"] == 128
+    # the official TD-MPC2 / LayeredRL names are accepted and renamed; one name for each entry after
+    resolved = resolve_tdmpc2_config({"discount_factor": 0.9, "iterations": 2})
+    assert resolved["gamma"] == 0.9 and resolved["num_iterations"] == 2
+    assert "discount_factor" not in resolved and "iterations" not in resolved
     for bad, message in [({"discount_factor": [0.9, 0.8]}, "one value"), ({"model_size": 7}, "model_size"),
+                         ({"gamma": 0.9, "discount_factor": [0.8]}, "keep gamma"), ({"temperature": 0.0}, "temperature"),
                          ({"horizon": 0}, "horizon"), ({"nonsense": 1}, "unknown")]:
         try:
             resolve_tdmpc2_config(bad)

@@ -30,7 +30,7 @@ def cpu_tdmpc2_config(**overrides) -> dict[str, Any]:
     """
     cfg = get_default_tdmpc2_config()
     cfg.update(model_size=1, enc_dim=64, mlp_dim=128, latent_dim=32, num_q=2, batch_size=64, horizon=3,
-               num_samples=128, iterations=3, num_elites=16, num_pi_trajs=8)
+               num_samples=128, num_iterations=3, num_elites=16, num_pi_trajs=8)
     cfg.update(overrides)
     return cfg
 

@@ -46,8 +46,8 @@ class TDMPC2Level(Level):
     transitions go to a TorchRL replay buffer with a `SliceSampler` over sub-trajectories of
     ``horizon`` transitions; it learns with `TDMPC2Loss` every ``update_interval`` transitions
     after the warm-up, the world model and the policy each with its own Adam and gradient
-    clipping (`tdmpc2_update`). The config's discount is per env step: an option bootstraps
-    with ``discount ** duration`` and a planned step is discounted by ``discount ** mean
+    clipping (`tdmpc2_update`). The config's ``gamma`` is per env step: an option bootstraps
+    with ``gamma ** duration`` and a planned step is discounted by ``gamma ** mean
     duration`` (`objectives.discount`; config ``discount_per="option"`` for one per option).
 
     Goal-based mode (``desired_goal_slice``): the desired goal part of the observation is
@@ -127,8 +127,8 @@ class TDMPC2Level(Level):
         self.policy_optimizer = make_tdmpc2_policy_optimizer(self.loss)
         unit = Bounded(-1.0, 1.0, shape=(action_dim,), device=action_spec.device)
         self.planner = MPPIPlanner(
-            unit, cfg["horizon"], cfg["num_samples"], cfg["iterations"], cfg["num_elites"],
-            temperature=1.0 / cfg["temperature"], min_std=cfg["min_std"], max_std=cfg["max_std"],
+            unit, cfg["horizon"], cfg["num_samples"], cfg["num_iterations"], cfg["num_elites"],
+            temperature=cfg["temperature"], min_std=cfg["min_std"], max_std=cfg["max_std"],
             initial_std=cfg["max_std"], result_mode="sample",
         )
         self.replay_buffer = TensorDictReplayBuffer(
@@ -189,8 +189,8 @@ class TDMPC2Level(Level):
 
     @property
     def planning_gamma(self) -> float:
-        """The discount per planned step: ``discount ** mean_duration`` (`objectives.discount`)."""
-        return planning_discount(self.cfg["discount"], self.mean_duration, self.cfg["discount_per"])
+        """The discount per planned step: ``gamma ** mean_duration`` (`objectives.discount`)."""
+        return planning_discount(self.cfg["gamma"], self.mean_duration, self.cfg["discount_per"])
 
     def _to_unit(self, action: torch.Tensor) -> torch.Tensor:
         low, high = self.action_spec.space.low.to(action.device), self.action_spec.space.high.to(action.device)

@@ -131,8 +131,8 @@ class TDMPC2Loss(LossModule):
     def discount(self, reward: torch.Tensor, duration: torch.Tensor | None) -> torch.Tensor | float:
         """The bootstrap discount of each transition (`objectives.discount`; ``gamma`` without durations)."""
         if duration is None:
-            return self.cfg["discount"]
-        return option_discount(self.cfg["discount"], duration, self.cfg["discount_per"]).to(reward.dtype)
+            return self.cfg["gamma"]
+        return option_discount(self.cfg["gamma"], duration, self.cfg["discount_per"]).to(reward.dtype)
 
     def bootstrap_value(self, tensordict: TensorDictBase, next_z: torch.Tensor, next_zg: torch.Tensor | None) -> torch.Tensor:
         """The value of the next step in the TD target, ``[T, B, 1]``; ``tensordict`` is the time-major batch.

@@ -43,27 +43,50 @@ _DEFAULTS: dict[str, Any] = {
     "value_coef": 0.1,
     "termination_coef": 0.05,
     "entropy_coef": 1e-4,  # weighs the action-size-scaled log-prob of `TDMPC2WorldModel.pi`, as officially
-    "discount_factor": [0.99],
+    "gamma": 0.99,  # per env step, as every level's gamma (see objectives/discount.py)
     "discount_per": "env_step",
     "buffer_size": 1_000_000,
     "episodic": True,
     # planning (MPPI)
     "mpc": True,
-    "iterations": 6,
+    "num_iterations": 6,
     "num_samples": 512,
     "num_elites": 64,
     "num_pi_trajs": 24,
     "min_std": 0.05,
     "max_std": 2.0,
-    "temperature": 0.5,
+    "temperature": 2.0,  # divides the scores, as MPPIPlanner's (official TD-MPC2's 0.5 multiplies them)
     # speed
     "compile": False,
 }
 
 
 def get_default_tdmpc2_config() -> dict[str, Any]:
-    """A fresh copy of the default config; edit it freely (e.g. ``cfg["discount_factor"] = [0.95]``)."""
+    """A fresh copy of the default config; edit it freely (e.g. ``cfg["gamma"] = 0.95``)."""
     return copy.deepcopy(_DEFAULTS)
+
+
+#: Official TD-MPC2 / LayeredRL names of entries, accepted in a config and renamed (LayeredRL's
+#: ``discount_factor`` is a one-element list).
+SPELLINGS = {"discount_factor": "gamma", "discount": "gamma", "iterations": "num_iterations"}
+
+
+def _rename_spellings(config: dict[str, Any]) -> dict[str, Any]:
+    config = dict(config)
+    for old, new in SPELLINGS.items():
+        if old not in config:
+            continue
+        value = config.pop(old)
+        if isinstance(value, (list, tuple)):
+            if len(value) != 1:
+                raise ValueError(f"{old} must hold one value (single task); got {list(value)}")
+            value = value[0]
+        # a config from get_default_tdmpc2_config() carries the default under the new name
+        if new in config and config[new] not in (value, _DEFAULTS[new]):
+            raise ValueError(f"TD-MPC2 config sets both {new}={config[new]!r} and {old}={value!r} ({old} is "
+                             f"another name for {new}); keep {new}")
+        config[new] = value
+    return config
 
 
 def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> dict[str, Any]:
@@ -77,7 +100,7 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
             from omegaconf import OmegaConf
 
             config = OmegaConf.to_container(config, resolve=True)
-        config = {k: v for k, v in dict(config).items() if k != "discount"}  # derived, recomputed below
+        config = _rename_spellings(dict(config))
         unknown = set(config) - set(cfg)
         if unknown:
             raise ValueError(f"unknown TD-MPC2 config entries {sorted(unknown)}; known: {sorted(cfg)}")
@@ -88,14 +111,11 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
     for key, value in MODEL_SIZES[cfg["model_size"]].items():
         if cfg[key] is None:
             cfg[key] = value
-    discount = cfg["discount_factor"]
-    if isinstance(discount, (list, tuple)):
-        if len(discount) != 1:
-            raise ValueError(f"discount_factor must hold one value (single task); got {list(discount)}")
-        discount = discount[0]
-    cfg["discount"] = float(discount)
-    if not 0.0 < cfg["discount"] <= 1.0:
-        raise ValueError(f"discount_factor must lie in (0, 1]; got {cfg['discount']}")
+    cfg["gamma"] = float(cfg["gamma"])
+    if not 0.0 < cfg["gamma"] <= 1.0:
+        raise ValueError(f"gamma must lie in (0, 1]; got {cfg['gamma']}")
+    if not cfg["temperature"] > 0:
+        raise ValueError(f"temperature must be > 0; got {cfg['temperature']}")
     check_discount_per(cfg["discount_per"], "TD-MPC2 config")
     if cfg["latent_dim"] % cfg["simnorm_dim"]:
         raise ValueError(f"latent_dim ({cfg['latent_dim']}) must be a multiple of simnorm_dim ({cfg['simnorm_dim']})")
