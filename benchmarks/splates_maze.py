@@ -22,7 +22,7 @@ from torchrl.collectors import Collector
 from torchrl.envs import Compose, RewardSum, TransformedEnv
 
 from torchrl_layered.envs import make_env
-from torchrl_layered.levels.skill_hierarchies import planner_over_splates
+from torchrl_layered.hierarchies import planner_over_splates
 from torchrl_layered.trainers.evaluate import evaluate
 
 

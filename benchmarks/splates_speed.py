@@ -19,7 +19,7 @@ import torch
 from torchrl.collectors import Collector
 
 from torchrl_layered.envs import make_env
-from torchrl_layered.levels.skill_hierarchies import planner_over_splates
+from torchrl_layered.hierarchies import planner_over_splates
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
 from torchrl_layered.levels import DADSLevel, Level, PlannerLevel, RandomLevel, SPlaTESLevel, TDMPC2Level
-from torchrl_layered.levels.skill_hierarchies import cpu_tdmpc2_config
+from torchrl_layered.hierarchies.skills import cpu_tdmpc2_config
 from torchrl_layered.levels.tianshou import TianshouLevel
 from torchrl_layered.levels.tianshou_config import default_sac_config
 

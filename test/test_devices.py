@@ -17,7 +17,7 @@ from torchrl_layered.envs import make_env
 from torchrl_layered.envs.make import goal_slices
 from torchrl_layered.levels import PlannerLevel, TDMPC2Level
 from torchrl_layered.levels.dads import DADSLevel
-from torchrl_layered.levels.skill_hierarchies import cpu_tdmpc2_config
+from torchrl_layered.hierarchies.skills import cpu_tdmpc2_config
 from torchrl_layered.levels.splates import SPlaTESLevel
 from torchrl_layered.predictors import IdentityEncoder, RewardPredictor, get_default_predictor_factory
 

@@ -54,7 +54,7 @@ import math
 from torchrl.collectors import Collector
 
 from torchrl_layered.envs import Maze2D, make_env
-from torchrl_layered.levels.skill_hierarchies import planner_over_splates
+from torchrl_layered.hierarchies import planner_over_splates
 
 logging.getLogger("torchrl").setLevel(logging.WARNING)  # after importing torchrl, which sets it
 

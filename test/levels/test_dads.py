@@ -11,7 +11,7 @@ from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.levels import PlannerLevel, RandomLevel
 from torchrl_layered.levels.dads import DADSLevel
-from torchrl_layered.levels.skill_hierarchies import cpu_tdmpc2_config, planner_over_dads
+from torchrl_layered.hierarchies.skills import cpu_tdmpc2_config, planner_over_dads
 from torchrl_layered.predictors import get_default_predictor_factory
 
 

@@ -12,7 +12,7 @@ from torchrl_layered import Hierarchy
 from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import Maze2D, make_env
 from torchrl_layered.levels import PlannerLevel, RandomLevel
-from torchrl_layered.levels.skill_hierarchies import cpu_tdmpc2_config, planner_over_splates
+from torchrl_layered.hierarchies.skills import cpu_tdmpc2_config, planner_over_splates
 from torchrl_layered.levels.splates import SPlaTESLevel
 from torchrl_layered.predictors import get_default_predictor_factory
 from test_planner import known_maze_predictor

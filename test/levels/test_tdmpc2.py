@@ -13,8 +13,7 @@ from torchrl_layered import Hierarchy, RandomLevel
 from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.envs.make import goal_slices
-from torchrl_layered.hierarchy.keys import OPTION_INDEX
-from torchrl_layered.hierarchy.transitions import TRAJ_IDS
+from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels import TDMPC2Level
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config

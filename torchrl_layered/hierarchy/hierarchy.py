@@ -10,7 +10,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import Composite, TensorSpec, Unbounded
 from torchrl.envs import EnvBase
 
-from torchrl_layered.hierarchy.keys import (
+from torchrl_layered.keys import (
     ACTING,
     ACTION,
     LEVEL_DONE,

@@ -17,7 +17,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import Composite, TensorSpec, Unbounded
 from torchrl.envs.transforms import TensorDictPrimer
 
-from torchrl_layered.hierarchy.keys import (
+from torchrl_layered.keys import (
     ACTING,
     ACTION,
     DURATION,

@@ -7,11 +7,8 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
-from torchrl_layered.hierarchy.keys import ACTING, DURATION, OPTION_INDEX, OPTION_REWARD, stacked_key
+from torchrl_layered.keys import ACTING, DURATION, OPTION_INDEX, OPTION_REWARD, TRAJ_IDS, stacked_key
 from torchrl_layered.errors import InvalidDataError
-
-#: Where collectors write the id of each episode (unique across workers).
-TRAJ_IDS = ("collector", "traj_ids")
 
 
 def next_key(key: NestedKey) -> tuple:

@@ -7,8 +7,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Composite, TensorSpec, Unbounded
 
-from torchrl_layered.hierarchy.keys import OPTION_INDEX
-from torchrl_layered.hierarchy.transitions import TRAJ_IDS
+from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.dads import SkillPriorLearning, parent_predictor
 from torchrl_layered.levels.tdmpc2 import TDMPC2Level, _as_slice

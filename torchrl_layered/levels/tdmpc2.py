@@ -9,8 +9,7 @@ from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplay
 from torchrl.objectives import SoftUpdate
 
 from torchrl_layered.data import fragmented_slice_sampler
-from torchrl_layered.hierarchy.keys import OPTION_INDEX
-from torchrl_layered.hierarchy.transitions import TRAJ_IDS
+from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import UpdateSchedule
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel

@@ -206,9 +206,8 @@ def _check_env(section: Mapping) -> EnvConfig:
 
 
 def _check_hierarchy(section: Mapping) -> HierarchyConfig:
-    from torchrl_layered.trainers.hierarchies import HIERARCHIES, check_hierarchy_kwargs
-
-    from torchrl_layered.trainers.options import check_option_values
+    from torchrl_layered.hierarchies import HIERARCHIES
+    from torchrl_layered.trainers.options import check_hierarchy_kwargs, check_option_values
 
     name = _str(section.get("name"), "hierarchy.name")
     if name not in HIERARCHIES:

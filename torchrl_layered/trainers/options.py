@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Mapping
 
+from torchrl_layered.hierarchies import HIERARCHIES
 from torchrl_layered.trainers.config import ConfigError
 
 
@@ -139,3 +140,16 @@ _PLAIN = {bool: "true or false", int: "an integer", float: "a number", str: "a s
 def _describe(expected: Any) -> str:
     plain = _PLAIN.get(expected) if isinstance(expected, type) else None
     return plain or f"of type {inspect.formatannotation(expected)}"
+
+
+def check_hierarchy_kwargs(name: str, kwargs: dict) -> None:
+    """Raises a `ConfigError` naming ``hierarchy.kwargs.<key>`` if the factory has no such option."""
+    params = inspect.signature(HIERARCHIES[name]).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    options = list(params)[1:]  # the first parameter is the env
+    for key in kwargs:
+        if key not in options:
+            raise ConfigError(
+                f"hierarchy.kwargs.{key} is not an option of hierarchy {name!r}; its options are {options}"
+            )

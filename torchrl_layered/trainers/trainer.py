@@ -34,7 +34,7 @@ from torchrl_layered.trainers.checkpoint import (
 from torchrl_layered.trainers.config import RESUMABLE, ConfigError, TrainConfig, parse_config
 from torchrl_layered.trainers.evaluate import EvalResult, evaluate
 from torchrl_layered.trainers.finite import RunStoppedError, check_finite, stopped
-from torchrl_layered.trainers.hierarchies import make_hierarchy
+from torchrl_layered.hierarchies import make_hierarchy
 from torchrl_layered.trainers.plot import plot_learning_curve
 
 #: Offset of the evaluation env's seed from the training seed.

@@ -1,4 +1,4 @@
-"""Ready hierarchies: a planner over learned skills (SPlaTES or DADS), as in the papers' maze examples.
+"""Ready-made hierarchies: a planner over learned skills (SPlaTES or DADS), as in the papers' maze examples.
 
 Both put a `PlannerLevel` (a sampling planner over a learned `RewardPredictor` whose state is
 the achieved goal and context the desired goal) over a skill level that learns its skills in
@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from torchrl.envs import EnvBase
 
 from torchrl_layered.envs.make import goal_slices
+from torchrl_layered.hierarchies.registry import register_hierarchy
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.levels.dads import DADSLevel
 from torchrl_layered.levels.planner import PlannerLevel
@@ -42,6 +43,7 @@ def _planner_level(env: EnvBase, predictor: dict | None, **kwargs) -> PlannerLev
     return PlannerLevel(predictor_factory=get_default_predictor_factory(env, **sizes), **kwargs)
 
 
+@register_hierarchy("planner_splates")
 def planner_over_splates(
     env: EnvBase,
     *,
@@ -124,6 +126,7 @@ def planner_over_splates(
     return Hierarchy([top, low], env=env)
 
 
+@register_hierarchy("planner_dads")
 def planner_over_dads(
     env: EnvBase,
     *,

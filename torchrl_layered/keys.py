@@ -1,4 +1,6 @@
-"""Names of the entries that a hierarchy keeps in the tensordict.
+"""Names of the tensordict entries that levels, the hierarchy and its transitions share.
+
+They live below all three so that each reads the same names.
 
 Flags and counters of all levels are stacked along a last dim of size ``num_levels``
 (column ``k`` = level ``k``, 0 = top) under ``"levels"``: a handful of tensors whatever the
@@ -10,6 +12,9 @@ from __future__ import annotations
 from tensordict.utils import NestedKey
 
 LEVELS = "levels"
+
+#: Where collectors write the id of each episode (unique across workers).
+TRAJ_IDS = ("collector", "traj_ids")
 
 # stacked [*B, num_levels]
 ACTING = "acting"

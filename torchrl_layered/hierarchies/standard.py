@@ -1,64 +1,22 @@
-"""Ready-made hierarchies, by name: what ``hierarchy=NAME`` builds in the training app.
+"""The standard hierarchies: one learning level (planner, TD-MPC2, SAC, DQN) or a random baseline.
 
-Each entry is a function ``factory(env, **kwargs) -> Hierarchy`` whose keyword arguments are
-the ``kwargs`` of ``configs/hierarchy/NAME.yaml``. A new level plugs into the app with one
-function here (decorated with `register_hierarchy`) and one YAML file.
+Each is registered by name (`register_hierarchy`) for the training app's ``hierarchy=NAME``;
+its keyword arguments are the ``kwargs`` of ``configs/hierarchy/NAME.yaml``.
 """
 from __future__ import annotations
 
-import inspect
 from functools import partial
-from typing import Callable, Sequence
+from typing import Sequence
 
 from torchrl.data import Bounded, Categorical
 from torchrl.envs import EnvBase
 
+from torchrl_layered.hierarchies.registry import register_hierarchy
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.levels import PlannerLevel, RandomLevel, TDMPC2Level
 from torchrl_layered.levels.planner import default_predictor_factory
-from torchrl_layered.levels.skill_hierarchies import planner_over_dads, planner_over_splates
 from torchrl_layered.predictors import get_default_predictor_factory
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
-
-HierarchyFactory = Callable[..., Hierarchy]
-
-#: name -> factory(env, **kwargs); filled by `register_hierarchy`.
-HIERARCHIES: dict[str, HierarchyFactory] = {}
-
-
-def register_hierarchy(name: str) -> Callable[[HierarchyFactory], HierarchyFactory]:
-    """Registers ``factory(env, **kwargs) -> Hierarchy`` as ``hierarchy=name`` of the app."""
-
-    def register(factory: HierarchyFactory) -> HierarchyFactory:
-        if name in HIERARCHIES:
-            raise ValueError(f"a hierarchy named {name!r} is already registered ({HIERARCHIES[name].__qualname__})")
-        HIERARCHIES[name] = factory
-        return factory
-
-    return register
-
-
-def check_hierarchy_kwargs(name: str, kwargs: dict) -> None:
-    """Raises a `ConfigError` naming ``hierarchy.kwargs.<key>`` if the factory has no such option."""
-    from torchrl_layered.trainers.config import ConfigError
-
-    params = inspect.signature(HIERARCHIES[name]).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    options = list(params)[1:]  # the first parameter is the env
-    for key in kwargs:
-        if key not in options:
-            raise ConfigError(
-                f"hierarchy.kwargs.{key} is not an option of hierarchy {name!r}; its options are {options}"
-            )
-
-
-def make_hierarchy(name: str, env: EnvBase, **kwargs) -> Hierarchy:
-    """Builds the hierarchy registered as ``name`` for ``env``."""
-    if name not in HIERARCHIES:
-        raise ValueError(f"unknown hierarchy {name!r}; choose one of {sorted(HIERARCHIES)}")
-    return HIERARCHIES[name](env, **kwargs)
-
 
 # ------------------------------------------------------------------ hierarchies
 @register_hierarchy("random")
@@ -179,8 +137,3 @@ def _require_action_spec(env: EnvBase, kind: type, algorithm: str) -> None:
     if not isinstance(spec, kind):
         raise TypeError(f"{algorithm} cannot feed the env, which needs a {type(spec).__name__} action; "
                         f"{algorithm} produces {kind.__name__} actions")
-
-
-# planners over skills (goal-based envs such as Maze2D); options: see their docstrings
-register_hierarchy("planner_splates")(planner_over_splates)
-register_hierarchy("planner_dads")(planner_over_dads)
