@@ -14,7 +14,7 @@ from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.objectives.dads import DADSLoss, RunningMeanVar, skill_log_ratio
 from torchrl_layered.objectives.splates import SPlaTESLoss
 from torchrl_layered.predictors import FixedEncoder, Predictor
-from torchrl_layered.tdmpc2.config import get_default_tdmpc2_config, resolve_tdmpc2_config
+from torchrl_layered.objectives.tdmpc2_config import get_default_tdmpc2_config, resolve_tdmpc2_config
 
 TARGET_MEAN = np.array([0.1, -0.2])
 TARGET_STD = np.array([2.0, 0.5])

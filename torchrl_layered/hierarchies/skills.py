@@ -19,7 +19,7 @@ from torchrl_layered.levels.dads import DADSLevel
 from torchrl_layered.levels.planner import PlannerLevel
 from torchrl_layered.levels.splates import SPlaTESLevel
 from torchrl_layered.predictors import get_default_predictor_factory
-from torchrl_layered.tdmpc2.config import get_default_tdmpc2_config
+from torchrl_layered.objectives.tdmpc2_config import get_default_tdmpc2_config
 
 
 def cpu_tdmpc2_config(**overrides) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from torchrl_layered.objectives.tdmpc2 import (
     tdmpc2_update,
 )
 from torchrl_layered.planners import MPPIPlanner
-from torchrl_layered.tdmpc2.config import resolve_tdmpc2_config
+from torchrl_layered.objectives.tdmpc2_config import resolve_tdmpc2_config
 
 #: ``reward_fn(achieved_goal=[*, g], desired_goal=[*, g]) -> [*]``, batched, for hindsight relabelling.
 GoalRewardFn = Callable[..., torch.Tensor]

@@ -15,7 +15,7 @@ from torchrl.objectives import LossModule
 
 from torchrl_layered.modules.tdmpc2 import QEnsemble, TDMPC2WorldModel
 from torchrl_layered.objectives.discount import option_discount
-from torchrl_layered.tdmpc2.config import resolve_tdmpc2_config
+from torchrl_layered.objectives.tdmpc2_config import resolve_tdmpc2_config
 
 
 class TDMPC2Loss(LossModule):
