@@ -1,6 +1,9 @@
 """The tutorial notebooks run top to bottom on the small budget, and are committed with their outputs."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import ipykernel  # noqa: F401  (the kernel the notebooks run in)
@@ -26,6 +29,15 @@ def test_every_tutorial_script_is_committed_as_a_notebook_with_its_current_cells
         committed = [(cell.cell_type, cell.source) for cell in nbformat.read(path, as_version=4).cells]
         source = [(cell.cell_type, cell.source) for cell in jupytext.read(script).cells]
         assert committed == source, f"{path.name} is stale: run python tutorials/make_notebooks.py {path.stem[:2]}"
+
+
+def test_a_tutorial_runs_as_a_plain_script(tmp_path):
+    script = TUTORIALS / "03_writing_a_custom_level.py"
+    env = {**os.environ, "TUTORIAL_SMALL": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip(), "the script printed nothing"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -21,9 +21,9 @@ class ConcatNet(Net):
     Args:
         mapped_env_obs_shape: shape of the (mapped) observation.
         level_input_dim: width of the level input (0 at the top).
-        level_state_dims: widths of extra level-state entries (``{}`` for `TianshouLevel`,
-            whose policy sees no level state).
-        scale_remaining_steps: accepted for LayeredRL configs; `TianshouLevel` has no
+        level_state_dims: widths of extra level-state entries: ``{}`` (``__level_state_dims__``),
+            as `TianshouLevel`'s policy sees no level state.
+        scale_remaining_steps: accepted for LayeredRL configs and ignored: there is no
             remaining-steps entry to scale.
         **kwargs: ``Net``'s arguments (``hidden_sizes``, ``action_shape``, ``concat``, ...).
     """
@@ -32,10 +32,10 @@ class ConcatNet(Net):
                  level_state_dims: Mapping[str, int] | None = None, scale_remaining_steps: float = 1.0,
                  **kwargs: Any) -> None:
         kwargs.pop("device", None)  # tianshou 2.x networks are moved with .to(); the level does that
-        obs_size = int(np.prod(mapped_env_obs_shape))
-        state_size = obs_size + int(level_input_dim) + sum(int(v) for v in (level_state_dims or {}).values())
-        super().__init__(state_shape=state_size, **kwargs)
-        self.scale_remaining_steps = scale_remaining_steps
+        if level_state_dims:
+            raise ValueError(f"ConcatNet: TianshouLevel's policy sees no level state, so level_state_dims must be "
+                             f"empty (__level_state_dims__); got {dict(level_state_dims)}")
+        super().__init__(state_shape=int(np.prod(mapped_env_obs_shape)) + int(level_input_dim), **kwargs)
 
 
 class Critic(ContinuousCritic):

@@ -170,3 +170,25 @@ def test_the_translation_leaves_the_users_config_alone():
     assert "policy_dynamic_args" not in translated and "optims" not in translated
     assert translated["policy"]["_target_"] == "tianshou.algorithm.modelfree.sac.SACPolicy"
     assert translated["actor"]["_target_"] == "tianshou.utils.net.continuous.ContinuousActorProbabilistic"
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c.update(policy_dynamic_args=["__actor__"]), "policy_dynamic_args must be a mapping"),
+    (lambda c: c.update(optims="adam"), "optims must be a mapping"),
+    (lambda c: c.update(n_critics="2"), "n_critics must be a positive int"),
+    (lambda c: c.update(eps=float("nan")), "eps must be a number in"),
+    (lambda c: c.update(eps="0.3"), "eps must be a number in"),
+    (lambda c: c["optims"].update(critic_optim={"lr": 0.1}), "must be an optimiser entry"),
+])
+def test_a_malformed_05_config_is_refused_naming_the_entry(change, message):
+    config = dqn_config()
+    change(config)
+    with pytest.raises(ValueError, match=message):
+        TianshouLevel(config)
+
+
+def test_concat_net_refuses_level_state_the_policy_never_sees():
+    config = dqn_config()
+    config["critic"]["level_state_dims"] = {"n_remaining_steps": 1}
+    with pytest.raises(ValueError, match="level_state_dims must be empty"):
+        initialized(config, Unbounded((4,)), Categorical(2))

@@ -105,6 +105,7 @@ def test_config_is_plain_and_editable():
     assert "discount_factor" not in resolved and "iterations" not in resolved
     for bad, message in [({"discount_factor": [0.9, 0.8]}, "one value"), ({"model_size": 7}, "model_size"),
                          ({"gamma": 0.9, "discount_factor": [0.8]}, "keep gamma"), ({"temperature": 0.0}, "temperature"),
+                         ({"temperature": float("inf")}, "temperature"),
                          ({"horizon": 0}, "horizon"), ({"nonsense": 1}, "unknown")]:
         try:
             resolve_tdmpc2_config(bad)

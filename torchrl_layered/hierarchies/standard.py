@@ -112,24 +112,28 @@ def negative_distance(achieved_goal, desired_goal):
 def sac_hierarchy(env: EnvBase, *, hidden_sizes: Sequence[int] = (64, 64), lr: float = 1e-3, batch_size: int = 128,
                   update_interval: int = 3, num_updates: int = 2, warm_up_steps: int = 0) -> Hierarchy:
     """One `TianshouLevel` running Tianshou's SAC (continuous actions)."""
-    from torchrl_layered.levels import TianshouLevel, default_sac_config
+    from torchrl_layered.levels import default_sac_config
 
     _require_action_spec(env, Bounded, "SAC")
-    level = TianshouLevel(default_sac_config(hidden_sizes=list(hidden_sizes), lr=lr), batch_size=batch_size,
-                          update_interval=update_interval, num_updates=num_updates, warm_up_steps=warm_up_steps)
-    return Hierarchy([level], env=env)
+    return _tianshou_hierarchy(env, default_sac_config(hidden_sizes=list(hidden_sizes), lr=lr), batch_size=batch_size,
+                               update_interval=update_interval, num_updates=num_updates, warm_up_steps=warm_up_steps)
 
 
 @register_hierarchy("dqn")
 def dqn_hierarchy(env: EnvBase, *, hidden_sizes: Sequence[int] = (64, 64), lr: float = 1e-3, batch_size: int = 128,
                   update_interval: int = 1, num_updates: int = 1, warm_up_steps: int = 0) -> Hierarchy:
     """One `TianshouLevel` running Tianshou's (double) DQN with an epsilon schedule (discrete actions)."""
-    from torchrl_layered.levels import TianshouLevel, default_dqn_config
+    from torchrl_layered.levels import default_dqn_config
 
     _require_action_spec(env, Categorical, "DQN")
-    level = TianshouLevel(default_dqn_config(hidden_sizes=list(hidden_sizes), lr=lr), batch_size=batch_size,
-                          update_interval=update_interval, num_updates=num_updates, warm_up_steps=warm_up_steps)
-    return Hierarchy([level], env=env)
+    return _tianshou_hierarchy(env, default_dqn_config(hidden_sizes=list(hidden_sizes), lr=lr), batch_size=batch_size,
+                               update_interval=update_interval, num_updates=num_updates, warm_up_steps=warm_up_steps)
+
+
+def _tianshou_hierarchy(env: EnvBase, config: dict, **level_kwargs) -> Hierarchy:
+    from torchrl_layered.levels import TianshouLevel
+
+    return Hierarchy([TianshouLevel(config, **level_kwargs)], env=env)
 
 
 def _require_action_spec(env: EnvBase, kind: type, algorithm: str) -> None:

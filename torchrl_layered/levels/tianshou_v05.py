@@ -105,6 +105,14 @@ def _optimizer_factory(entry: Any, path: str) -> dict:
             "optim_class": {"_target_": "hydra.utils.get_class", "path": target}, **kwargs}
 
 
+def _mapping(value: Any, name: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"tianshou_config.{name} must be a mapping; got {type(value).__name__}")
+    return dict(value)
+
+
 def _rename_classes(node: Any) -> Any:
     if isinstance(node, Mapping):
         out = {k: _rename_classes(v) for k, v in node.items()}
@@ -142,7 +150,7 @@ def from_v05_config(config: Mapping) -> dict:
     if "learning_rate_schedule" in config:
         raise ValueError("tianshou_config.learning_rate_schedule (LayeredRL) has no TianshouLevel counterpart: give "
                          "the optimiser factory an lr scheduler instead (tianshou.algorithm.optim.LRSchedulerFactory*)")
-    policy_entry = dict(config.pop("policy", None) or {})
+    policy_entry = _mapping(config.pop("policy", None), "policy")
     target = policy_entry.pop("_target_", None)
     policy_entry.pop("_partial_", None)
     if target not in POLICIES:
@@ -150,10 +158,12 @@ def from_v05_config(config: Mapping) -> dict:
         raise ValueError(f"tianshou_config.policy: {hint}. Known: {', '.join(POLICIES)}; or write the 2.x layout "
                          "(see default_sac_config())")
     policy_class, algorithm_class, policy_args, algorithm_args = POLICIES[target]
-    arguments = {**policy_entry, **dict(config.pop("policy_dynamic_args", None) or {})}
+    dynamic = _mapping(config.pop("policy_dynamic_args", None), "policy_dynamic_args")
+    arguments = {**policy_entry, **dynamic}
 
-    optims = dict(config.pop("optims", None) or {})
+    optims = _mapping(config.pop("optims", None), "optims")
     n_critics = config.get("n_critics", 1)
+    n_critics = n_critics if isinstance(n_critics, int) and not isinstance(n_critics, bool) else 1  # check_config refuses it
     placeholders = {}
     if "actor_optim" in optims:
         placeholders["__actor_optim__"] = _optimizer_factory(optims["actor_optim"], "optims.actor_optim")
@@ -185,5 +195,7 @@ def from_v05_config(config: Mapping) -> dict:
 
     eps = config.pop("eps", None)
     if eps is not None:  # LayeredRL sets one constant epsilon
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0.0 <= eps <= 1.0:
+            raise ValueError(f"tianshou_config.eps must be a number in [0, 1] (a constant epsilon); got {eps!r}")
         config["exploration"] = {"eps_start": float(eps), "eps_end": float(eps), "eps_decay_steps": 0}
     return config

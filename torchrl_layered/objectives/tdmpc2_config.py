@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 from torchrl_layered.objectives.discount import check_discount_per
@@ -114,8 +115,8 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
     cfg["gamma"] = float(cfg["gamma"])
     if not 0.0 < cfg["gamma"] <= 1.0:
         raise ValueError(f"gamma must lie in (0, 1]; got {cfg['gamma']}")
-    if not cfg["temperature"] > 0:
-        raise ValueError(f"temperature must be > 0; got {cfg['temperature']}")
+    if not 0 < cfg["temperature"] < math.inf:
+        raise ValueError(f"temperature must be a finite number > 0; got {cfg['temperature']}")
     check_discount_per(cfg["discount_per"], "TD-MPC2 config")
     if cfg["latent_dim"] % cfg["simnorm_dim"]:
         raise ValueError(f"latent_dim ({cfg['latent_dim']}) must be a multiple of simnorm_dim ({cfg['simnorm_dim']})")
