@@ -31,8 +31,17 @@ def test_every_tutorial_script_is_committed_as_a_notebook_with_its_current_cells
         assert committed == source, f"{path.name} is stale: run python tutorials/make_notebooks.py {path.stem[:2]}"
 
 
+def skip_without_auto_registering_collectors(sources) -> None:
+    """The tutorials' collectors register the hierarchy's transform themselves: TorchRL 0.13 and later."""
+    if not registers_policy_transforms(torchrl.collectors.Collector) and any(
+            "auto_register_policy_transforms" in source for source in sources):
+        pytest.skip("the tutorial's collectors register the hierarchy's transform themselves "
+                    "(auto_register_policy_transforms: TorchRL 0.13 and later)")
+
+
 def test_a_tutorial_runs_as_a_plain_script(tmp_path):
     script = TUTORIALS / "03_writing_a_custom_level.py"
+    skip_without_auto_registering_collectors([script.read_text()])
     env = {**os.environ, "TUTORIAL_SMALL": "1", "MPLBACKEND": "Agg", "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=240)
@@ -53,10 +62,7 @@ def test_the_committed_notebook_holds_real_outputs_and_plots(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_the_notebook_runs_top_to_bottom_on_the_small_budget(path, tmp_path, monkeypatch):
     nb = nbformat.read(path, as_version=4)
-    if not registers_policy_transforms(torchrl.collectors.Collector) and any(
-            "auto_register_policy_transforms" in cell.source for cell in nb.cells if cell.cell_type == "code"):
-        pytest.skip("the notebook's collectors register the hierarchy's transform themselves "
-                    "(auto_register_policy_transforms: TorchRL 0.13 and later)")
+    skip_without_auto_registering_collectors(cell.source for cell in nb.cells if cell.cell_type == "code")
     monkeypatch.setenv("TUTORIAL_SMALL", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     client = nbclient.NotebookClient(nb, timeout=240, kernel_name="python3",
