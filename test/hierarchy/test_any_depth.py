@@ -50,8 +50,8 @@ def test_every_learning_level_learns_at_every_depth(kind, depth):
 
 def test_a_planner_below_a_parent_plans_for_its_level_input():
     """Two level inputs that reward opposite actions lead the same planner to opposite plans."""
-    from torchrl_layered.modules.encoders import IdentityEncoder
-    from torchrl_layered.modules.predictor import KnownModel, Predictor
+    from torchrl_layered.predictors.encoders import IdentityEncoder
+    from torchrl_layered.predictors.predictor import KnownModel, Predictor
 
     def reward(state, context, action):  # context = [level input]: reward the action that matches it
         return -(action[..., 0] - context[..., 0]) ** 2

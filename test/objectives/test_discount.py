@@ -84,8 +84,8 @@ def test_the_planner_plans_with_gamma_to_the_mean_duration():
     def reward(state, context, action):
         return torch.ones(action.shape[:-1])
 
-    from torchrl_layered.modules.encoders import IdentityEncoder
-    from torchrl_layered.modules.predictor import KnownModel, Predictor
+    from torchrl_layered.predictors.encoders import IdentityEncoder
+    from torchrl_layered.predictors.predictor import KnownModel, Predictor
 
     class Recording(Predictor):
         def returns(self, *args, gamma=1.0, **kwargs):

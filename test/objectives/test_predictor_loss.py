@@ -5,8 +5,8 @@ import torch
 from tensordict import TensorDict
 from torchrl.objectives import SoftUpdate
 
-from torchrl_layered.modules.encoders import IdentityEncoder
-from torchrl_layered.modules.predictor import RewardPredictor
+from torchrl_layered.predictors.encoders import IdentityEncoder
+from torchrl_layered.predictors.predictor import RewardPredictor
 from torchrl_layered.objectives.predictor import RewardPredictorLoss, n_step_targets
 
 

@@ -11,7 +11,8 @@ from tensordict import TensorDict
 from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
 from torchrl_layered.modules.splates import SPlaTESWorldModel
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
-from torchrl_layered.objectives.dads import DADSLoss, RunningMeanVar, skill_log_ratio
+from torchrl_layered.objectives.dads import DADSLoss
+from torchrl_layered.objectives.skill_rewards import RunningMeanVar, skill_log_ratio
 from torchrl_layered.objectives.splates import SPlaTESLoss
 from torchrl_layered.predictors import FixedEncoder, Predictor
 from torchrl_layered.objectives.tdmpc2_config import get_default_tdmpc2_config, resolve_tdmpc2_config

@@ -14,8 +14,7 @@ from torchrl.envs import EnvBase
 from torchrl_layered.hierarchies.registry import register_hierarchy
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.levels import PlannerLevel, RandomLevel, TDMPC2Level
-from torchrl_layered.levels.planner import default_predictor_factory
-from torchrl_layered.predictors import get_default_predictor_factory
+from torchrl_layered.predictors import default_predictor_factory, get_default_predictor_factory
 from torchrl_layered.objectives.tdmpc2_config import get_default_tdmpc2_config
 
 # ------------------------------------------------------------------ hierarchies

@@ -3,11 +3,12 @@ from torchrl_layered.levels.base import Level, LevelKeys
 from torchrl_layered.levels.dads import DADSLevel
 from torchrl_layered.levels.planner import PlannerLevel
 from torchrl_layered.levels.simple import ActionSequenceLevel, ConstantLevel, RandomLevel
+from torchrl_layered.levels.skill import SkillLevel
 from torchrl_layered.levels.splates import SPlaTESLevel
 from torchrl_layered.levels.tdmpc2 import TDMPC2Level
 
 __all__ = [
-    "Level", "LevelKeys", "PlannerLevel", "TDMPC2Level", "DADSLevel", "SPlaTESLevel",
+    "Level", "LevelKeys", "PlannerLevel", "TDMPC2Level", "SkillLevel", "DADSLevel", "SPlaTESLevel",
     "RandomLevel", "ConstantLevel", "ActionSequenceLevel",
 ]
 

@@ -88,6 +88,8 @@ def _unknown_arguments(cls: type, unknown: dict[str, Any]) -> str:
         if init is not None:
             known |= {name for name, p in inspect.signature(init).parameters.items()
                       if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    for settings in cls.keyword_settings():
+        known |= {f.name for f in fields(settings)}
     hints = _spellings(cls, "layeredrl_hints")
     parts = []
     for name in unknown:
@@ -128,6 +130,11 @@ class Level(TensorDictModuleBase):
     layeredrl_spellings: dict[str, str] = {}
     #: LayeredRL arguments with no one-to-one equivalent, ``{theirs: what to pass instead}``.
     layeredrl_hints: dict[str, str] = {}
+
+    @classmethod
+    def keyword_settings(cls) -> tuple[type, ...]:
+        """Dataclasses whose fields the constructor also takes as keyword arguments (e.g. a reward's settings)."""
+        return ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

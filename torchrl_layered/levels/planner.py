@@ -1,51 +1,21 @@
 """`PlannerLevel`: model-predictive control with a sampling planner over a learned predictor."""
 from __future__ import annotations
 
-import inspect
 from functools import partial
-from typing import Callable
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec, Unbounded
 from torchrl.objectives import SoftUpdate
 
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import UpdateSchedule, gradient_steps
-from torchrl_layered.modules.encoders import IdentityEncoder
-from torchrl_layered.modules.predictor import Predictor, RewardPredictor
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, planning_discount
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
+from torchrl_layered.predictors.factory import PredictorFactory, build_predictor, default_predictor_factory
+from torchrl_layered.predictors.predictor import Predictor, RewardPredictor
 from torchrl_layered.planners import SamplingPlanner
 from torchrl_layered.planners.factory import resolve_planner
-
-#: Builds a predictor for a level: ``factory(observation_spec, action_spec, input_dim=0) -> Predictor``;
-#: ``input_dim`` (passed only below a parent) is the size of the level input to condition on.
-PredictorFactory = Callable[..., Predictor]
-
-
-def default_predictor_factory(observation_spec: TensorSpec, action_spec: TensorSpec, input_dim: int = 0,
-                              **predictor_kwargs) -> RewardPredictor:
-    """A learned `RewardPredictor` on the raw observation (identity encoder; ``predictor_kwargs`` size it)."""
-    return RewardPredictor(IdentityEncoder(observation_spec.shape[-1]), action_spec.shape[-1], input_dim=input_dim,
-                           **predictor_kwargs)
-
-
-def build_predictor(factory: PredictorFactory, observation_spec: TensorSpec, action_spec: TensorSpec,
-                    input_dim: int) -> Predictor:
-    """Calls ``factory``, passing ``input_dim`` only below a parent (so two-argument factories serve top levels)."""
-    if not input_dim:
-        return factory(observation_spec, action_spec)
-    try:
-        inspect.signature(factory).bind(observation_spec, action_spec, input_dim=input_dim)
-    except TypeError:
-        raise TypeError(
-            f"PlannerLevel below a parent conditions its predictor on the level input ({input_dim} features), but "
-            f"predictor_factory {getattr(factory, '__name__', factory)!r} takes no input_dim: give it a parameter "
-            "input_dim and pass it to RewardPredictor(..., input_dim=input_dim)"
-        ) from None
-    return factory(observation_spec, action_spec, input_dim=input_dim)
-
 
 class PlannerLevel(Level):
     """Plans its actions with a sampling planner (CEM, iCEM, MPPI) through a predictor.

@@ -5,17 +5,17 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torchrl.data import Bounded, Composite, TensorSpec, Unbounded
+from torchrl.data import Composite, Unbounded
 
 from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS
-from torchrl_layered.levels.base import Level
-from torchrl_layered.levels.dads import SkillPriorLearning, parent_predictor
-from torchrl_layered.levels.tdmpc2 import TDMPC2Level, _as_slice
+from torchrl_layered.levels.skill import SkillLevel
+from torchrl_layered.levels.validation import as_slice
 from torchrl_layered.modules.splates import SPlaTESWorldModel
+from torchrl_layered.objectives.skill_rewards import SPlaTESReward
 from torchrl_layered.objectives.splates import SPlaTESLoss
 
 
-class SPlaTESLevel(SkillPriorLearning, TDMPC2Level):
+class SPlaTESLevel(SkillLevel):
     """Skills in ``[-1, 1]^skill_dim`` of ``control_interval`` steps, rewarded where they end.
 
     The reward (`SPlaTESLoss`) is the contrastive log-density of the skill's end under the
@@ -34,17 +34,16 @@ class SPlaTESLevel(SkillPriorLearning, TDMPC2Level):
         skill_dim: size of the skill.
         config: the TD-MPC2 config (`get_default_tdmpc2_config`).
         control_interval: ``CI``, steps per skill (fixed-length skills).
-        n_skill_samples, fixed_std, reward_clipping_low, reward_clipping_high,
-            potential_clipping_low, reward_offset, potential_diff_reward,
-            inter_skill_bootstrap, converter_coef, norm_momentum, symmetry_breaking_steps: of
-            `SPlaTESLoss` (the symmetry-breaking prior's duration counts this level's transitions).
+        reward: the reward's settings, a `SPlaTESReward` (or a dict); its fields (``fixed_std``,
+            ``potential_diff_reward``, ...) may also be given as keyword arguments. The
+            symmetry-breaking prior's duration counts this level's transitions.
         hidden_slice: observation entries the skill agent does not see (``slice`` or
             ``(start, stop)``), e.g. the desired goal, so that skills do not depend on the task;
             the reward still encodes the whole observation with the parent's encoder.
         **kwargs: of `TDMPC2Level` (``warm_up_steps``, ``update_interval``, ``use_policy``, ...).
     """
 
-    layeredrl_spellings = {"skill_space_dim": "skill_dim"}
+    reward_settings = SPlaTESReward
 
     def __init__(
         self,
@@ -52,17 +51,7 @@ class SPlaTESLevel(SkillPriorLearning, TDMPC2Level):
         config: dict[str, Any] | None = None,
         *,
         control_interval: int = 10,
-        n_skill_samples: int = 100,
-        fixed_std: float = 0.1,
-        reward_clipping_low: float = -50.0,
-        reward_clipping_high: float = 50.0,
-        potential_clipping_low: float = -50.0,
-        reward_offset: float = 1.0,
-        potential_diff_reward: bool = False,
-        inter_skill_bootstrap: bool = True,
-        converter_coef: float = 1.0,
-        norm_momentum: float = 0.005,
-        symmetry_breaking_steps: int = 0,
+        reward: SPlaTESReward | dict[str, Any] | None = None,
         warm_up_steps: int = 1000,
         hidden_slice: slice | tuple[int, int] | None = None,
         **kwargs,
@@ -71,28 +60,15 @@ class SPlaTESLevel(SkillPriorLearning, TDMPC2Level):
             raise ValueError(f"SPlaTESLevel needs fixed-length skills: an int control_interval >= 1; got {control_interval!r}")
         if kwargs.get("desired_goal_slice") is not None or kwargs.get("use_her") or kwargs.get("input_as_goal"):
             raise ValueError("SPlaTESLevel conditions on its skill itself; it takes no desired_goal_slice, use_her or input_as_goal")
-        if not isinstance(skill_dim, int) or skill_dim < 1:
-            raise ValueError(f"SPlaTESLevel needs an int skill_dim >= 1; got {skill_dim!r}")
-        super().__init__(config, control_interval=control_interval, warm_up_steps=warm_up_steps, **kwargs)
-        self.skill_dim = skill_dim
-        self.hidden_slice = _as_slice(hidden_slice)
-        self.reward_args = dict(
-            n_skill_samples=n_skill_samples, fixed_std=fixed_std, reward_clipping_low=reward_clipping_low,
-            reward_clipping_high=reward_clipping_high, potential_clipping_low=potential_clipping_low,
-            reward_offset=reward_offset, potential_diff_reward=potential_diff_reward,
-            inter_skill_bootstrap=inter_skill_bootstrap, converter_coef=converter_coef, norm_momentum=norm_momentum,
-            symmetry_breaking_steps=symmetry_breaking_steps,
-        )
+        super().__init__(skill_dim, config, reward=reward, control_interval=control_interval,
+                         warm_up_steps=warm_up_steps, **kwargs)
+        self.hidden_slice = as_slice(hidden_slice, "hidden_slice")
 
     # ---------------------------------------------------------------- build
-    def get_input_spec(self) -> Bounded:
-        return Bounded(-1.0, 1.0, shape=(self.skill_dim,))
-
-    def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
-        predictor = parent_predictor(self, parent, observation_spec)
-        self._skill_model = [predictor]  # a reference, not a submodule: the parent owns and trains it
-        self.start_dim = predictor.latent_state_dim
-        super().initialize(observation_spec, action_spec, parent)
+    @property
+    def start_dim(self) -> int:
+        """Size of the parent's encoding of a skill's start."""
+        return self.skill_model.latent_state_dim
 
     def _model_dims(self, obs_dim: int, input_dim: int) -> tuple[int, int, int]:
         hidden = len(range(*self.hidden_slice.indices(obs_dim))) if self.hidden_slice is not None else 0
@@ -111,15 +87,7 @@ class SPlaTESLevel(SkillPriorLearning, TDMPC2Level):
 
     def make_loss(self) -> SPlaTESLoss:
         return SPlaTESLoss(self.world_model, self.skill_model, self.cfg, control_interval=self.control_interval,
-                           **self.reward_args)
-
-    @property
-    def skill_model(self):
-        """The parent's predictor (referenced: it is not part of this level's state dict).
-
-        Not called ``predictor``: a level below must not mistake it for a model of its own skills.
-        """
-        return self._skill_model[0]
+                           reward=self.reward)
 
     def get_state_spec(self) -> Composite | None:
         planner = self._modules.get("planner")

@@ -12,6 +12,7 @@ from torchrl_layered.data import fragmented_slice_sampler
 from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import UpdateSchedule
+from torchrl_layered.levels.validation import as_slice
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.objectives.discount import planning_discount
 from torchrl_layered.objectives.tdmpc2 import (
@@ -25,13 +26,6 @@ from torchrl_layered.objectives.tdmpc2_config import resolve_tdmpc2_config
 
 #: ``reward_fn(achieved_goal=[*, g], desired_goal=[*, g]) -> [*]``, batched, for hindsight relabelling.
 GoalRewardFn = Callable[..., torch.Tensor]
-
-
-def _as_slice(value) -> slice | None:
-    if value is None or isinstance(value, slice):
-        return value
-    start, stop = value
-    return slice(start, stop)
 
 
 class TDMPC2Level(Level):
@@ -97,8 +91,8 @@ class TDMPC2Level(Level):
         if input_as_goal and desired_goal_slice is not None:
             raise ValueError("TDMPC2Level: give either desired_goal_slice or input_as_goal=True, not both (one goal)")
         self.input_as_goal = input_as_goal
-        self.desired_goal_slice = _as_slice(desired_goal_slice)
-        self.achieved_goal_slice = _as_slice(achieved_goal_slice)
+        self.desired_goal_slice = as_slice(desired_goal_slice, "desired_goal_slice")
+        self.achieved_goal_slice = as_slice(achieved_goal_slice, "achieved_goal_slice")
         if use_her and (self.desired_goal_slice is None or self.achieved_goal_slice is None or reward_fn is None):
             raise ValueError("TDMPC2Level(use_her=True) needs desired_goal_slice, achieved_goal_slice and reward_fn")
         self.use_her, self.her_goals, self.reward_fn = use_her, her_goals, reward_fn

@@ -22,7 +22,17 @@ if TYPE_CHECKING:
 NonFinitePolicy = Literal["raise", "drop"]
 NONFINITE_POLICIES = ("raise", "drop")
 
-__all__ = ["InvalidDataError", "NONFINITE_POLICIES", "NonFinitePolicy", "checked_transitions"]
+__all__ = ["InvalidDataError", "NONFINITE_POLICIES", "NonFinitePolicy", "as_slice", "checked_transitions"]
+
+
+def as_slice(value: slice | tuple[int, int] | list[int] | None, name: str) -> slice | None:
+    """A level argument naming observation entries: a ``slice`` or a ``(start, stop)`` pair of ints (or ``None``)."""
+    if value is None or isinstance(value, slice):
+        return value
+    if (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        return slice(*value)
+    raise TypeError(f"{name} must be a slice, a (start, stop) pair of ints or None; got {value!r}")
 
 
 def _name(level: Level) -> str:

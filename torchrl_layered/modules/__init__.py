@@ -1,4 +1,4 @@
-"""Networks: ensembles, encoders, predictors."""
+"""Networks: probabilistic ensembles, the TD-MPC2 and SPlaTES world models, two-hot heads."""
 from torchrl_layered.modules.ensemble import EnsembleLinear, ProbabilisticEnsemble, RunningNormalizer
 
 __all__ = ["EnsembleLinear", "ProbabilisticEnsemble", "RunningNormalizer"]

@@ -11,7 +11,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule
 
-from torchrl_layered.modules.predictor import RewardPredictor
+from torchrl_layered.predictors.predictor import RewardPredictor
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, option_discount
 from torchrl_layered.objectives.ensemble import EnsembleModelLoss
 

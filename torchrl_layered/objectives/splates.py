@@ -24,7 +24,13 @@ from tensordict.nn import dispatch
 from tensordict.utils import NestedKey
 
 from torchrl_layered.modules.splates import SPlaTESWorldModel
-from torchrl_layered.objectives.dads import RunningMeanVar, SymmetryBreakingPrior, sample_skill_prior, skill_log_ratio
+from torchrl_layered.objectives.skill_rewards import (
+    RunningMeanVar,
+    SPlaTESReward,
+    SymmetryBreakingPrior,
+    sample_skill_prior,
+    skill_log_ratio,
+)
 from torchrl_layered.objectives.tdmpc2 import TDMPC2Loss
 
 SKILL_BOUNDARY = ("next", "skill_boundary")
@@ -58,18 +64,9 @@ class SPlaTESLoss(TDMPC2Loss):
             ``model.log_prob(...)`` (a `RewardPredictor`).
         config: the TD-MPC2 config.
         control_interval: ``CI``, the skill length in the level's own steps.
-        n_skill_samples: ``L``, prior skills in the contrastive denominator.
-        fixed_std: the std of ``q`` in the parent model's normalised target space.
-        reward_clipping_low, reward_clipping_high: the reward's clip range.
-        potential_clipping_low: the floor of ``Phi``.
-        reward_offset: added after normalisation.
-        potential_diff_reward: dense ``Phi(o_{t+1}) - Phi(o_t)`` instead of the sparse end reward.
-        inter_skill_bootstrap: bootstrap from ``V_avg`` at skill boundaries (else from Q with
-            the old skill and the new start).
-        converter_coef: weight of the latent converter's loss.
-        norm_momentum: the running normaliser's momentum.
-        symmetry_breaking_steps: the duration of the `SymmetryBreakingPrior` (0: none), in the
-            steps that the level writes to ``symmetry_breaking.step``.
+        reward: the reward's settings, a `SPlaTESReward` (or a dict of its fields); its fields
+            may also be passed as keyword arguments, which win. ``symmetry_breaking_steps``
+            counts the steps that the level writes to ``symmetry_breaking.step``.
         generator: draws the prior skills; the global RNG if None.
     """
 
@@ -97,37 +94,21 @@ class SPlaTESLoss(TDMPC2Loss):
         config: dict[str, Any] | None = None,
         *,
         control_interval: int = 10,
-        n_skill_samples: int = 100,
-        fixed_std: float = 0.1,
-        reward_clipping_low: float = -50.0,
-        reward_clipping_high: float = 50.0,
-        potential_clipping_low: float = -50.0,
-        reward_offset: float = 1.0,
-        potential_diff_reward: bool = False,
-        inter_skill_bootstrap: bool = True,
-        converter_coef: float = 1.0,
-        norm_momentum: float = 0.005,
-        symmetry_breaking_steps: int = 0,
+        reward: SPlaTESReward | dict[str, Any] | None = None,
         generator: torch.Generator | None = None,
+        **reward_settings: Any,
     ):
         super().__init__(world_model, config)
         if not isinstance(control_interval, int) or control_interval < 1:
             raise ValueError(f"SPlaTESLoss needs an int control_interval >= 1; got {control_interval!r}")
-        if n_skill_samples < 1:
-            raise ValueError(f"SPlaTESLoss needs n_skill_samples >= 1; got {n_skill_samples}")
+        #: The reward's settings (a frozen `SPlaTESReward`).
+        self.settings = SPlaTESReward.resolve(reward, reward_settings, "SPlaTESLoss")
         self._predictor = [predictor]  # referenced, not a submodule: the parent trains it
         self.skill_dim = world_model.skill_dim
         self.control_interval = control_interval
-        self.n_skill_samples = n_skill_samples
-        self.fixed_std = fixed_std
-        self.clip_low, self.clip_high = reward_clipping_low, reward_clipping_high
-        self.potential_low = potential_clipping_low
-        self.reward_offset = reward_offset
-        self.potential_diff_reward = potential_diff_reward
-        self.inter_skill_bootstrap = inter_skill_bootstrap
-        self.converter_coef = converter_coef
-        self.reward_norm = RunningMeanVar(norm_momentum)
-        self.symmetry_breaking = SymmetryBreakingPrior(predictor.latent_state_dim, self.skill_dim, symmetry_breaking_steps)
+        self.reward_norm = RunningMeanVar(self.settings.norm_momentum)
+        self.symmetry_breaking = SymmetryBreakingPrior(predictor.latent_state_dim, self.skill_dim,
+                                                       self.settings.symmetry_breaking_steps)
         self.generator = generator
 
     @property
@@ -146,7 +127,7 @@ class SPlaTESLoss(TDMPC2Loss):
         return self._predictor[0]
 
     def prior_skills(self, device) -> torch.Tensor:
-        return sample_skill_prior(self.n_skill_samples, self.skill_dim, device=device, generator=self.generator)
+        return sample_skill_prior(self.settings.n_skill_samples, self.skill_dim, device=device, generator=self.generator)
 
     # ------------------------------------------------------------------ reward
     @torch.no_grad()
@@ -156,7 +137,8 @@ class SPlaTESLoss(TDMPC2Loss):
         target, _ = self.predictor.encode(observation.float())
         return skill_log_ratio(
             self.predictor, state, context, skill.float(), target, prior_skills,
-            fixed_std=self.fixed_std, clip_low=self.potential_low, clip_high=self.clip_high,
+            fixed_std=self.settings.fixed_std, clip_low=self.settings.potential_clipping_low,
+            clip_high=self.settings.reward_clipping_high,
             symmetry_breaking=self.symmetry_breaking,
         )
 
@@ -185,13 +167,13 @@ class SPlaTESLoss(TDMPC2Loss):
         if prior_skills is None:
             prior_skills = self.prior_skills(observation.device)
         reward = torch.zeros(start.shape[0], device=observation.device, dtype=torch.float32)
-        if self.potential_diff_reward:
+        if self.settings.potential_diff_reward:
             reward = self.potential(start, skill, nxt, prior_skills) - self.potential(
                 start, skill, flat(observation), prior_skills)
         else:  # sparse: only where this step ends the skill
             last = (skill_step.reshape(-1) == self.control_interval - 1).nonzero().squeeze(-1)
             reward[last] = self.potential(start[last], skill[last], nxt[last], prior_skills).to(reward.dtype)
-        return reward.clamp(self.clip_low, self.clip_high).reshape(lead)
+        return reward.clamp(self.settings.reward_clipping_low, self.settings.reward_clipping_high).reshape(lead)
 
     # ------------------------------------------------------------------- loss
     def conditioning(self, skill_step: torch.Tensor, start_state: torch.Tensor, skill: torch.Tensor) -> torch.Tensor:
@@ -200,7 +182,7 @@ class SPlaTESLoss(TDMPC2Loss):
 
     def bootstrap_value(self, tensordict: TensorDictBase, next_z: torch.Tensor, next_zg: torch.Tensor | None) -> torch.Tensor:
         q = self.next_value(next_z, next_zg)
-        if not self.inter_skill_bootstrap:
+        if not self.settings.inter_skill_bootstrap:
             return q
         v_avg = self.world_model.avg_value_of(next_z, tensordict.get(NEXT_START_STATE))
         return torch.where(tensordict.get(SKILL_BOUNDARY), v_avg, q)
@@ -217,7 +199,7 @@ class SPlaTESLoss(TDMPC2Loss):
         skill, start_obs = td.get(keys.skill).float(), td.get(keys.skill_start).float()
         step = td.get(keys.skill_step).long()
         raw = self.intrinsic_reward(start_obs, skill, step, obs, next_obs)
-        reward = self.reward_norm(raw, update=self.training) + self.reward_offset
+        reward = self.reward_norm(raw, update=self.training) + self.settings.reward_offset
 
         with torch.no_grad():
             start_state, _ = self.predictor.encode(start_obs)
@@ -244,7 +226,7 @@ class SPlaTESLoss(TDMPC2Loss):
             avg_target = self.next_value(z, zg)
         avg_ce = wm.two_hot.cross_entropy(wm.avg_value_logits(z, state), avg_target)
         out.set("loss_avg_value", self.cfg["value_coef"] * avg_ce.mean())
-        out.set("loss_converter", self.converter_coef * F.mse_loss(wm.to_start(z), state))
+        out.set("loss_converter", self.settings.converter_coef * F.mse_loss(wm.to_start(z), state))
         out.set("intrinsic_reward", raw.mean().detach())
         last = step.squeeze(-1) == self.control_interval - 1
         out.set("end_of_skill_reward", raw[last].mean().detach() if bool(last.any()) else torch.zeros(()))

@@ -1,14 +1,42 @@
-"""`get_default_predictor_factory`: the predictor a planner uses on a goal-based env."""
+"""Predictor factories: how a planner level builds its predictor once it knows its specs."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 from torchrl.data import TensorSpec
 from torchrl.envs import EnvBase
 
 from torchrl_layered.envs.make import goal_slices
-from torchrl_layered.modules.encoders import FixedEncoder
-from torchrl_layered.modules.predictor import RewardPredictor
+from torchrl_layered.predictors.encoders import FixedEncoder, IdentityEncoder
+from torchrl_layered.predictors.predictor import Predictor, RewardPredictor
+
+#: Builds a predictor for a level: ``factory(observation_spec, action_spec, input_dim=0) -> Predictor``;
+#: ``input_dim`` (passed only below a parent) is the size of the level input to condition on.
+PredictorFactory = Callable[..., Predictor]
+
+
+def default_predictor_factory(observation_spec: TensorSpec, action_spec: TensorSpec, input_dim: int = 0,
+                              **predictor_kwargs) -> RewardPredictor:
+    """A learned `RewardPredictor` on the raw observation (identity encoder; ``predictor_kwargs`` size it)."""
+    return RewardPredictor(IdentityEncoder(observation_spec.shape[-1]), action_spec.shape[-1], input_dim=input_dim,
+                           **predictor_kwargs)
+
+
+def build_predictor(factory: PredictorFactory, observation_spec: TensorSpec, action_spec: TensorSpec,
+                    input_dim: int) -> Predictor:
+    """Calls ``factory``, passing ``input_dim`` only below a parent (so two-argument factories serve top levels)."""
+    if not input_dim:
+        return factory(observation_spec, action_spec)
+    try:
+        inspect.signature(factory).bind(observation_spec, action_spec, input_dim=input_dim)
+    except TypeError:
+        raise TypeError(
+            f"A planner level below a parent conditions its predictor on the level input ({input_dim} features), but "
+            f"predictor_factory {getattr(factory, '__name__', factory)!r} takes no input_dim: give it a parameter "
+            "input_dim and pass it to RewardPredictor(..., input_dim=input_dim)"
+        ) from None
+    return factory(observation_spec, action_spec, input_dim=input_dim)
 
 
 def get_default_predictor_factory(env: EnvBase, **predictor_kwargs) -> Callable[..., RewardPredictor]:

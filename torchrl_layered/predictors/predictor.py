@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torchrl.modules import MLP
 
-from torchrl_layered.modules.encoders import Encoder
+from torchrl_layered.predictors.encoders import Encoder
 from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
 
 
