@@ -17,8 +17,8 @@ import time
 import torch
 from torchrl.data import Bounded
 
-from torchrl_layered.modules.encoders import IdentityEncoder
-from torchrl_layered.modules.predictor import RewardPredictor
+from torchrl_layered.predictors.encoders import IdentityEncoder
+from torchrl_layered.predictors.predictor import RewardPredictor
 from torchrl_layered.planners import CEMPlanner, ICEMPlanner, MPPIPlanner
 
 

@@ -18,6 +18,7 @@ from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.levels.dads import DADSLevel
 from torchrl_layered.levels.planner import PlannerLevel
 from torchrl_layered.levels.splates import SPlaTESLevel
+from torchrl_layered.objectives.skill_rewards import DADSReward, SPlaTESReward
 from torchrl_layered.predictors import get_default_predictor_factory
 from torchrl_layered.objectives.tdmpc2_config import get_default_tdmpc2_config
 
@@ -36,6 +37,17 @@ def cpu_tdmpc2_config(**overrides) -> dict[str, Any]:
     return cfg
 
 
+#: The skill reward of `planner_over_splates`. It differs from `SPlaTESReward`'s defaults (the
+#: reference's) in four places, each to learn within minutes on a CPU: a wider density
+#: (``fixed_std``), 32 contrastive skills, the dense potential form of the reward (same optimum,
+#: feedback at every step) and a symmetry-breaking prior over the first 8000 env steps.
+SPLATES_REWARD = SPlaTESReward(fixed_std=0.5, n_skill_samples=32, potential_diff_reward=True,
+                               symmetry_breaking_steps=8000)
+#: The skill reward of `planner_over_dads`: `DADSReward`'s, with 32 contrastive skills and a
+#: symmetry-breaking prior over the first 8000 env steps.
+DADS_REWARD = DADSReward(n_skill_samples=32, symmetry_breaking_steps=8000)
+
+
 def _planner_level(env: EnvBase, predictor: dict | None, **kwargs) -> PlannerLevel:
     # the value head stays (use_value=False planning ignores it): PlannerLevel's SoftUpdate needs a target
     sizes = dict(num_members=1, hidden_sizes=(200, 200, 200), head_sizes=(128, 128))
@@ -49,10 +61,7 @@ def planner_over_splates(
     *,
     skill_dim: int = 2,
     control_interval: int = 10,
-    fixed_std: float = 0.5,
-    n_skill_samples: int = 32,
-    potential_diff_reward: bool = True,
-    symmetry_breaking_steps: int = 8000,
+    reward: dict | None = None,
     use_policy: bool = True,
     hide_goal_from_skills: bool = True,
     skill_warm_up_steps: int = 1000,
@@ -78,11 +87,9 @@ def planner_over_splates(
 
     Args:
         env: a goal-based env from `torchrl_layered.envs.make_env` (e.g. ``make_env("Maze2D-Medium-v0", 4)``).
-        skill_dim, control_interval, fixed_std, n_skill_samples, potential_diff_reward,
-            symmetry_breaking_steps: the skills (`SPlaTESLevel`). The CPU defaults differ from
-            the reference in three places, each to learn within minutes: the dense potential
-            form of the reward (same optimum, feedback at every step), a symmetry-breaking prior
-            over the first ``symmetry_breaking_steps`` env steps, and 32 contrastive skills.
+        skill_dim, control_interval: the skills (`SPlaTESLevel`).
+        reward: fields of `SPlaTESReward` that override `SPLATES_REWARD` (e.g.
+            ``dict(fixed_std=0.3)``).
         use_policy: the skills act with TD-MPC2's policy prior instead of MPPI (CPU cost).
         hide_goal_from_skills: the skill agent does not see the desired goal (task-agnostic
             skills, as in the paper; the planner above handles the task), and the planner's
@@ -112,8 +119,8 @@ def planner_over_splates(
     )
     planner_args.update(planner_level or {})
     skill_args = dict(
-        control_interval=control_interval, fixed_std=fixed_std, n_skill_samples=n_skill_samples,
-        potential_diff_reward=potential_diff_reward, symmetry_breaking_steps=symmetry_breaking_steps,
+        control_interval=control_interval,
+        reward=SPlaTESReward.resolve(SPLATES_REWARD, reward or {}, "planner_over_splates(reward=...)"),
         use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
     )
     predictor = dict(predictor or {})
@@ -132,9 +139,7 @@ def planner_over_dads(
     *,
     skill_dim: int = 2,
     control_interval: int = 1,
-    fixed_std: float = 1.0,
-    n_skill_samples: int = 32,
-    symmetry_breaking_steps: int = 8000,
+    reward: dict | None = None,
     use_policy: bool = True,
     skill_warm_up_steps: int = 1000,
     skill_update_interval: int = 2,
@@ -157,8 +162,9 @@ def planner_over_dads(
 ) -> Hierarchy:
     """`PlannerLevel` (CEM) over `DADSLevel` skills, for a goal-based env such as ``Maze2D-Medium-v0``.
 
-    Arguments as `planner_over_splates` (no reward form: DADS rewards every step);
-    ``initial_std`` is the CEM's initial std (a fraction of the skill range's half width).
+    Arguments as `planner_over_splates`, but ``reward`` overrides `DADS_REWARD` (fields of
+    `DADSReward`); ``initial_std`` is the CEM's initial std (a fraction of the skill range's
+    half width).
     """
     planner_args = dict(
         gamma=0.99 ** (1 / control_interval),  # 0.99 per skill, as a discount per env step
@@ -171,9 +177,9 @@ def planner_over_dads(
     )
     planner_args.update(planner_level or {})
     skill_args = dict(
-        control_interval=control_interval, fixed_std=fixed_std, n_skill_samples=n_skill_samples,
-        symmetry_breaking_steps=symmetry_breaking_steps, use_policy=use_policy,
-        warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
+        control_interval=control_interval,
+        reward=DADSReward.resolve(DADS_REWARD, reward or {}, "planner_over_dads(reward=...)"),
+        use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
     )
     skill_args.update(skill_level or {})
     top = _planner_level(env, predictor, **planner_args)
@@ -181,4 +187,6 @@ def planner_over_dads(
     return Hierarchy([top, low], env=env)
 
 
-__all__: Sequence[str] = ["planner_over_splates", "planner_over_dads", "cpu_tdmpc2_config"]
+__all__: Sequence[str] = [
+    "planner_over_splates", "planner_over_dads", "cpu_tdmpc2_config", "SPLATES_REWARD", "DADS_REWARD",
+]

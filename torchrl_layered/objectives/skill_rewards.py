@@ -65,8 +65,8 @@ class SkillReward:
         Raises ``TypeError`` naming ``owner`` for a name that is not a setting.
         """
         if isinstance(settings, dict):
-            settings = cls(**settings)
-        elif settings is None:
+            settings, overrides = None, {**settings, **overrides}
+        if settings is None:
             settings = cls()
         elif not isinstance(settings, cls):
             raise TypeError(f"{owner}: reward= must be a {cls.__name__} or a dict; got {type(settings).__name__}")
