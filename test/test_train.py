@@ -15,7 +15,7 @@ import torchrl_layered.train as app
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.trainers import CheckpointError, ConfigError, compose_config, parse_config, read_checkpoint, train
 from torchrl_layered.trainers.checkpoint import hierarchy_buffers, restore_hierarchy
-from torchrl_layered.trainers.config import CONFIG_DIR
+from torchrl_layered.trainers.config import group_options
 from torchrl_layered.trainers.trainer import build_env, build_hierarchy
 
 #: A run of a few batches of short episodes.
@@ -28,16 +28,15 @@ TINY = [
 SMALL_KWARGS = {
     "warm_up_steps": 10, "num_samples": 16, "num_iterations": 2, "horizon": 3, "num_members": 2,
     "hidden_sizes": "[16]", "head_sizes": "[16]", "batch_size": 16,
+    # tdmpc2's TD-MPC2 config (its factory's default, null, is the full model_size 5 agent)
+    "config": "{model_size:1,enc_dim:32,mlp_dim:32,latent_dim:16,batch_size:16,num_samples:16,num_iterations:2,"
+              "num_elites:4,num_pi_trajs:2}",
 }
 #: Pairs that cannot work (a continuous-action level on a discrete env): they must fail clearly instead.
 INCOMPATIBLE = {("planner", "cartpole"), ("tdmpc2", "cartpole"), ("sac", "cartpole")} | {
     ("dqn", env) for env in ("pendulum", "inverted_pendulum", "maze2d_medium", "maze2d_open")
 } | {(skills, env) for skills in ("planner_splates", "planner_dads") for env in ("pendulum", "cartpole", "inverted_pendulum")}
 NEEDS = {"inverted_pendulum": "mujoco"}
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
 def small(hierarchy: str) -> list[str]:
@@ -50,7 +49,7 @@ def tiny_config(hierarchy: str = "planner", env: str = "pendulum", *extra: str):
     return compose_config([f"hierarchy={hierarchy}", f"env={env}", *TINY, *small(hierarchy), *extra])
 
 
-PAIRS = [(h, e) for h in options("hierarchy") for e in options("env") if (h, e) not in INCOMPATIBLE]
+PAIRS = [(h, e) for h in group_options("hierarchy") for e in group_options("env") if (h, e) not in INCOMPATIBLE]
 
 
 @pytest.mark.parametrize("hierarchy,env", PAIRS)
@@ -143,7 +142,8 @@ BAD = [
     (["hierarchy.kwargs.horizon=abc"], "hierarchy.kwargs.horizon must be an integer (hierarchy 'planner'); got 'abc'"),
     (["hierarchy.kwargs.gamma=2.0"], "hierarchy.kwargs.gamma must be a number in (0, 1]; got 2.0"),
     (["hierarchy.kwargs.hidden_sizes=[16,0]"], "hierarchy.kwargs.hidden_sizes entries must be an integer > 0"),
-    (["hierarchy=tdmpc2", "hierarchy.kwargs.config.lr=-1"], "hierarchy.kwargs.config.lr must be a number > 0; got -1"),
+    (["hierarchy=tdmpc2", "+hierarchy.kwargs.config.lr=-1"], "hierarchy.kwargs.config.lr must be a number > 0; got -1"),
+    (["hierarchy=tdmpc2", "hierarchy.kwargs.config={lr:-1}"], "hierarchy.kwargs.config.lr must be a number > 0; got -1"),
 ]
 
 

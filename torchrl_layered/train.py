@@ -4,10 +4,12 @@
     python -m torchrl_layered.train hierarchy=random env=maze2d_medium collector.total_frames=20000
     python -m torchrl_layered.train resume=outputs/planner-pendulum/<date>   # continue a run
 
-Config groups: ``hierarchy=`` (configs/hierarchy/), ``env=`` (configs/env/), ``logger=``
-(configs/logger/). A bad value, an unusable checkpoint or a run folder already in use stops
-the app with one line, ``error: <key> ...``, and exit code 2, before anything is built or
-written; a run whose state goes non-finite stops with one line and exit code 3.
+Config groups: ``hierarchy=`` (the registered hierarchies; options ``hierarchy.kwargs.*``, with
+the factory's defaults), ``env=`` (configs/env/), ``logger=`` (configs/logger/); every other key
+and its default is declared in `TrainConfig` (trainers/config.py). A bad value, an unusable
+checkpoint or a run folder already in use stops the app with one line, ``error: <key> ...``, and
+exit code 2, before anything is built or written; a run whose state goes non-finite stops with
+one line and exit code 3.
 """
 from __future__ import annotations
 
@@ -22,7 +24,14 @@ from omegaconf import DictConfig
 from torchrl_layered.levels.validation import InvalidDataError
 from torchrl_layered.trainers import train
 from torchrl_layered.trainers.checkpoint import CheckpointError
-from torchrl_layered.trainers.config import CONFIG_DIR, ConfigError, compose_config, parse_config
+from torchrl_layered.trainers.config import (
+    GROUPS,
+    ConfigError,
+    compose_config,
+    group_options,
+    parse_config,
+    register_configs,
+)
 from torchrl_layered.trainers.finite import RunStoppedError
 from torchrl_layered.trainers.trainer import check_output_dir, read_resume
 
@@ -30,6 +39,11 @@ from torchrl_layered.trainers.trainer import check_output_dir, read_resume
 EXIT_BAD_CONFIG = 2
 #: The exit code of a run stopped because its state went non-finite or a level refused its data.
 EXIT_RUN_STOPPED = 3
+
+# train.yaml's defaults list names ConfigStore nodes (TrainConfig's defaults, one per registered
+# hierarchy): they must be stored before Hydra composes; `main` stores them again, so that a
+# hierarchy registered after this import is an option too.
+register_configs()
 
 
 def check_overrides(overrides: list[str]) -> str | None:
@@ -46,9 +60,8 @@ def check_overrides(overrides: list[str]) -> str | None:
     for arg in overrides:
         key, sep, value = arg.partition("=")
         key = key.lstrip("+~")
-        group = CONFIG_DIR / key
-        if sep and group.is_dir() and value and not any(c in value for c in ",[]()"):
-            options = sorted(p.stem for p in group.glob("*.yaml"))
+        if sep and key in GROUPS and value and not any(c in value for c in ",[]()"):
+            options = group_options(key)
             if value not in options:
                 return f"{key}={value} is not a known {key} config; choose one of: {', '.join(options)}"
     try:
@@ -111,6 +124,7 @@ def run(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    register_configs()
     message = check_overrides(sys.argv[1:])
     if message is not None:
         fail(message)

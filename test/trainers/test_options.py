@@ -6,7 +6,7 @@ from typing import Literal, Sequence
 import pytest
 
 from torchrl_layered.trainers import HIERARCHIES, ConfigError, compose_config, parse_config
-from torchrl_layered.trainers.config import CONFIG_DIR
+from torchrl_layered.trainers.config import group_options
 from torchrl_layered.trainers.options import check_option_values, range_of
 
 
@@ -15,7 +15,7 @@ def factory(env, *, hidden_sizes: Sequence[int] = (8,), mode: Literal["a", "b"] 
     """A stand-in hierarchy factory."""
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIG_DIR / "hierarchy").glob("*.yaml")))
+@pytest.mark.parametrize("name", group_options("hierarchy"))
 def test_every_shipped_hierarchy_config_passes_the_checks(name):
     config = parse_config(compose_config([f"hierarchy={name}"]))
     check_option_values(name, HIERARCHIES[name], config.hierarchy.kwargs)

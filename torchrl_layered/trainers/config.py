@@ -1,19 +1,29 @@
 """The training app's settings as one typed object, checked before anything is built.
 
-The Hydra YAML files under ``configs/`` hold the values; `parse_config` turns the composed
-config into a `TrainConfig` and refuses a bad value with a `ConfigError` whose message
-starts with the key (``collector.total_frames must be > 0; got -5``), so the command line
-can print one line instead of a traceback.
+Every default is declared once: the app's settings in the dataclasses below (`TrainConfig`
+and its sections, each key with its docstring), a hierarchy's options in its factory's
+signature (`torchrl_layered.hierarchies`). `register_configs` stores them in Hydra's
+``ConfigStore`` (``train_defaults`` and the ``hierarchy`` group), which ``configs/train.yaml``
+composes with the ``env`` and ``logger`` groups. `parse_config` turns the composed config into
+a `TrainConfig` and refuses a bad value with a `ConfigError` whose message starts with the
+key (``collector.total_frames must be > 0; got -5``), so the command line can print one line
+instead of a traceback.
 """
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field, fields
+import inspect
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-#: The app's Hydra config folder (``train.yaml`` and the groups ``hierarchy/``, ``env/``, ``logger/``).
+#: The app's Hydra config folder (``train.yaml`` and the groups ``env/`` and ``logger/``; the
+#: ``hierarchy`` group and ``train_defaults`` are stored by `register_configs`).
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+#: The app's config groups (``hierarchy=NAME`` etc. on the command line).
+GROUPS = ("hierarchy", "env", "logger")
+#: The ``ConfigStore`` name of the node holding the dataclasses' defaults (first in train.yaml's defaults list).
+DEFAULTS_NODE = "train_defaults"
 #: The logger backends the app knows, and the package each needs.
 LOGGER_PACKAGES = {"csv": None, "tensorboard": "tensorboard", "wandb": "wandb"}
 
@@ -51,11 +61,12 @@ class CollectorConfig:
     num_envs: int = 4
     """Env instances stepped together (the batch of the env)."""
     frames_per_batch: int = 400
-    """Env steps (over all instances) per collector batch: the levels update after each batch."""
+    """Env steps (over all instances) per collector batch, a multiple of ``num_envs``: the levels
+    update after each batch."""
     total_frames: int = 3200
     """Env steps to train for, over the whole run (a resumed run counts from the checkpoint)."""
     asynchronous: bool = False
-    """Step the instances in subprocesses (gymnasium ``AsyncVectorEnv``)."""
+    """Step the instances in subprocesses, one each (gymnasium ``AsyncVectorEnv``)."""
 
 
 @dataclass
@@ -79,7 +90,7 @@ class CheckpointConfig:
     save_buffers: bool = False
     """Also save the levels' replay buffers (TorchRL ``dumps``), so a resumed run keeps its data."""
     keep: int = 2
-    """How many of the latest checkpoints to keep."""
+    """How many of the latest checkpoints to keep (at least 1)."""
 
 
 @dataclass
@@ -87,7 +98,7 @@ class LoggerConfig:
     """Where scalars go: a TorchRL logger."""
 
     backend: str = "csv"
-    """``csv``, ``tensorboard`` or ``wandb``."""
+    """``csv``, ``tensorboard`` or ``wandb``; chosen with ``logger=NAME`` (``configs/logger/``)."""
     project: str = "torchrl_layered"
     """The wandb project (ignored by the other backends)."""
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -96,12 +107,16 @@ class LoggerConfig:
 
 @dataclass
 class TrainConfig:
-    """Everything ``python -m torchrl_layered.train`` needs."""
+    """Everything ``python -m torchrl_layered.train`` needs; the defaults here are the app's defaults.
+
+    ``hierarchy`` and ``env`` have none of their own: they come from the config groups
+    (``hierarchy=planner``, ``env=pendulum`` unless chosen otherwise).
+    """
 
     hierarchy: HierarchyConfig
-    """The hierarchy to train."""
+    """The hierarchy to train (``hierarchy=NAME``, options ``hierarchy.kwargs.*``)."""
     env: EnvConfig
-    """The environment."""
+    """The environment (``env=NAME``, see ``configs/env/``)."""
     collector: CollectorConfig = field(default_factory=CollectorConfig)
     """Data collection."""
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -113,7 +128,7 @@ class TrainConfig:
     seed: int = 0
     """Seeds torch, numpy, python and the envs."""
     device: str = "cpu"
-    """Where the levels run and the env writes its tensors (``cpu``, ``cuda``, ``cuda:1``)."""
+    """Where the levels run and the env writes its tensors (``cpu``, ``cuda``, ``cuda:N``)."""
     resume: str | None = None
     """A checkpoint folder, a ``checkpoints/`` folder or a run folder to continue from."""
     resume_override: bool = False
@@ -121,8 +136,9 @@ class TrainConfig:
     instead of refusing them: new hyperparameters, env options or seed for the continued run."""
     progress_bar: bool = True
     """Show a tqdm progress bar."""
-    num_threads: int | None = None
-    """``torch.set_num_threads``; ``None`` keeps torch's default."""
+    num_threads: int | None = 1
+    """``torch.set_num_threads``: the small nets of these levels run fastest on one thread;
+    ``None`` (``num_threads=null``) keeps torch's default."""
 
 
 #: Keys (fnmatch patterns of the flattened config) that may differ from the checkpoint's run on
@@ -140,7 +156,94 @@ SECTIONS = {
 }
 
 
+# ---------------------------------------------------------------------- Hydra's ConfigStore
+def _field_default(f: Field) -> Any:
+    """A dataclass field's default (a fresh one from its factory); ``MISSING`` if it has none."""
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return MISSING
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain config data (dataclasses as dicts, tuples as lists); ``MISSING`` if it is not plain."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return MISSING if any(v is MISSING for v in items) else items
+    if isinstance(value, Mapping):
+        items = {str(k): _plain(v) for k, v in value.items()}
+        return MISSING if any(v is MISSING for v in items.values()) else items
+    return MISSING
+
+
+def train_defaults() -> dict[str, Any]:
+    """`TrainConfig`'s defaults as a plain dict: every key that has one (not ``hierarchy``, ``env``: their groups')."""
+    defaults = {f.name: _field_default(f) for f in fields(TrainConfig)}
+    return {name: _plain(value) for name, value in defaults.items() if value is not MISSING}
+
+
+def hierarchy_defaults(factory: Any) -> dict[str, Any]:
+    """A hierarchy factory's options and their defaults, read from its signature (tuples as lists).
+
+    The first parameter (the env) is left out, and so are ``*args``/``**kwargs``, options
+    without a default and options whose default is not plain config data (a callable, say):
+    the factory keeps those, and ``+hierarchy.kwargs.NAME=...`` still sets them.
+    """
+    params = list(inspect.signature(factory).parameters.values())[1:]
+    defaults = {p.name: _plain(p.default) for p in params
+                if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is not p.empty}
+    return {name: value for name, value in defaults.items() if value is not MISSING}
+
+
+def register_configs() -> None:
+    """Stores the app's defaults in Hydra's ``ConfigStore``; idempotent, called before every composition.
+
+    Stores `DEFAULTS_NODE`, `train_defaults` as a plain (untyped) config, so that `parse_config`,
+    not a Hydra schema, refuses a bad value in one line; and one node per registered hierarchy in
+    the ``hierarchy`` group, ``{name: NAME, kwargs: <the factory's keyword defaults>}``
+    (`hierarchy_defaults`), so that ``hierarchy=NAME`` selects it and
+    ``hierarchy.kwargs.OPTION=value`` sets any option without ``+``. A hierarchy registered later
+    with `register_hierarchy` is selectable too, if it is registered before the app composes its
+    config: before `compose_config`, or before ``torchrl_layered.train.main()`` (both call this).
+    """
+    from hydra.core.config_store import ConfigStore
+
+    from torchrl_layered.hierarchies import HIERARCHIES
+
+    store = ConfigStore.instance()
+    store.store(name=DEFAULTS_NODE, node=train_defaults(), provider="torchrl_layered")
+    for name, factory in HIERARCHIES.items():
+        node = {"name": name, "kwargs": hierarchy_defaults(factory)}
+        store.store(group="hierarchy", name=name, node=node, provider="torchrl_layered")
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group (``hierarchy``, ``env``, ``logger``): its YAML files and ``ConfigStore`` nodes."""
+    from hydra.core.config_store import ConfigStore
+
+    register_configs()
+    options = {p.stem for p in (CONFIG_DIR / group).glob("*.yaml")}
+    try:
+        options.update(name.removesuffix(".yaml") for name in ConfigStore.instance().list(group))
+    except OSError:  # no node in that group
+        pass
+    return sorted(options)
+
+
 # ---------------------------------------------------------------------- checks
+def _get(section: Mapping, key: str, schema: type) -> Any:
+    """``section[key]``, or the default ``schema`` (a config dataclass) declares for a key left out."""
+    if key in section:
+        return section[key]
+    default = _field_default(next(f for f in fields(schema) if f.name == key))
+    return None if default is MISSING else default
+
+
 def _known_keys(section: Mapping, key: str, schema: type) -> None:
     """Refuses a key that ``schema`` (a config dataclass) does not declare, naming the known ones."""
     known = [f.name for f in fields(schema)]
@@ -192,27 +295,27 @@ def _check_env(section: Mapping) -> EnvConfig:
 
     import torchrl_layered.envs  # noqa: F401  (registers the Maze2D ids)
 
-    name = _str(section.get("name"), "env.name")
+    name = _str(_get(section, "name", EnvConfig), "env.name")
     if name not in gym.registry:
         mazes = sorted(k for k in gym.registry if k.startswith("Maze2D"))
         raise ConfigError(
             f"env.name {name!r} is not a registered gymnasium env; pick a config with env=NAME "
             f"(see configs/env/) or a registered id such as Pendulum-v1 or {mazes[0] if mazes else 'CartPole-v1'}"
         )
-    steps = section.get("max_episode_steps")
+    steps = _get(section, "max_episode_steps", EnvConfig)
     if steps is not None:
         steps = _int(steps, "env.max_episode_steps", 1)
-    return EnvConfig(name=name, max_episode_steps=steps, kwargs=_dict(section.get("kwargs"), "env.kwargs"))
+    return EnvConfig(name=name, max_episode_steps=steps, kwargs=_dict(_get(section, "kwargs", EnvConfig), "env.kwargs"))
 
 
 def _check_hierarchy(section: Mapping) -> HierarchyConfig:
     from torchrl_layered.hierarchies import HIERARCHIES
     from torchrl_layered.trainers.options import check_hierarchy_kwargs, check_option_values
 
-    name = _str(section.get("name"), "hierarchy.name")
+    name = _str(_get(section, "name", HierarchyConfig), "hierarchy.name")
     if name not in HIERARCHIES:
         raise ConfigError(f"hierarchy.name {name!r} is not a known hierarchy; choose one of {sorted(HIERARCHIES)}")
-    kwargs = _dict(section.get("kwargs"), "hierarchy.kwargs")
+    kwargs = _dict(_get(section, "kwargs", HierarchyConfig), "hierarchy.kwargs")
     check_hierarchy_kwargs(name, kwargs)
     check_option_values(name, HIERARCHIES[name], kwargs)
     return HierarchyConfig(name=name, kwargs=kwargs)
@@ -237,7 +340,7 @@ def _check_device(value: Any) -> str:
 
 
 def _check_logger(section: Mapping) -> LoggerConfig:
-    backend = _str(section.get("backend"), "logger.backend")
+    backend = _str(_get(section, "backend", LoggerConfig), "logger.backend")
     if backend not in LOGGER_PACKAGES:
         raise ConfigError(f"logger.backend must be one of {sorted(LOGGER_PACKAGES)}; got {backend!r}")
     package = LOGGER_PACKAGES[backend]
@@ -245,8 +348,8 @@ def _check_logger(section: Mapping) -> LoggerConfig:
         raise ConfigError(f"logger.backend {backend!r} needs the {package} package: pip install {package}")
     return LoggerConfig(
         backend=backend,
-        project=_str(section.get("project", "torchrl_layered"), "logger.project"),
-        kwargs=_dict(section.get("kwargs"), "logger.kwargs"),
+        project=_str(_get(section, "project", LoggerConfig), "logger.project"),
+        kwargs=_dict(_get(section, "kwargs", LoggerConfig), "logger.kwargs"),
     )
 
 
@@ -258,6 +361,7 @@ def compose_config(overrides: Sequence[str] = ()):
     """
     from hydra import compose, initialize_config_dir
 
+    register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         return compose("train", overrides=[o for o in overrides if not o.lstrip("+~").startswith("hydra.")])
 
@@ -277,8 +381,8 @@ def parse_config(cfg: Mapping) -> TrainConfig:
         if isinstance(cfg.get(key), Mapping):
             _known_keys(cfg[key], key, schema)
     collector = _section(cfg, "collector")
-    num_envs = _int(collector.get("num_envs"), "collector.num_envs", 1)
-    frames_per_batch = _int(collector.get("frames_per_batch"), "collector.frames_per_batch", 1)
+    num_envs = _int(_get(collector, "num_envs", CollectorConfig), "collector.num_envs", 1)
+    frames_per_batch = _int(_get(collector, "frames_per_batch", CollectorConfig), "collector.frames_per_batch", 1)
     if frames_per_batch % num_envs:
         raise ConfigError(
             f"collector.frames_per_batch must be a multiple of collector.num_envs={num_envs}; got {frames_per_batch}"
@@ -286,37 +390,37 @@ def parse_config(cfg: Mapping) -> TrainConfig:
     collector_config = CollectorConfig(
         num_envs=num_envs,
         frames_per_batch=frames_per_batch,
-        total_frames=_int(collector.get("total_frames"), "collector.total_frames", 1),
-        asynchronous=_bool(collector.get("asynchronous", False), "collector.asynchronous"),
+        total_frames=_int(_get(collector, "total_frames", CollectorConfig), "collector.total_frames", 1),
+        asynchronous=_bool(_get(collector, "asynchronous", CollectorConfig), "collector.asynchronous"),
     )
     evaluation = _section(cfg, "eval")
     eval_config = EvalConfig(
-        episodes=_int(evaluation.get("episodes"), "eval.episodes", 0),
-        interval_frames=_int(evaluation.get("interval_frames"), "eval.interval_frames", 0),
-        max_steps=_int(evaluation.get("max_steps", 10_000), "eval.max_steps", 1),
+        episodes=_int(_get(evaluation, "episodes", EvalConfig), "eval.episodes", 0),
+        interval_frames=_int(_get(evaluation, "interval_frames", EvalConfig), "eval.interval_frames", 0),
+        max_steps=_int(_get(evaluation, "max_steps", EvalConfig), "eval.max_steps", 1),
     )
     checkpoint = _section(cfg, "checkpoint")
     checkpoint_config = CheckpointConfig(
-        interval_frames=_int(checkpoint.get("interval_frames"), "checkpoint.interval_frames", 0),
-        save_buffers=_bool(checkpoint.get("save_buffers", False), "checkpoint.save_buffers"),
-        keep=_int(checkpoint.get("keep", 2), "checkpoint.keep", 1),
+        interval_frames=_int(_get(checkpoint, "interval_frames", CheckpointConfig), "checkpoint.interval_frames", 0),
+        save_buffers=_bool(_get(checkpoint, "save_buffers", CheckpointConfig), "checkpoint.save_buffers"),
+        keep=_int(_get(checkpoint, "keep", CheckpointConfig), "checkpoint.keep", 1),
     )
-    resume = cfg.get("resume")
+    resume = _get(cfg, "resume", TrainConfig)
     if resume is not None:
         resume = _str(resume, "resume")
         if not Path(resume).exists():
             raise ConfigError(f"resume path {resume!r} does not exist")
-    num_threads = cfg.get("num_threads")
+    num_threads = _get(cfg, "num_threads", TrainConfig)
     return TrainConfig(
         logger=_check_logger(_section(cfg, "logger")),
         collector=collector_config,
         eval=eval_config,
         checkpoint=checkpoint_config,
-        seed=_int(cfg.get("seed"), "seed", 0),
-        device=_check_device(cfg.get("device")),
+        seed=_int(_get(cfg, "seed", TrainConfig), "seed", 0),
+        device=_check_device(_get(cfg, "device", TrainConfig)),
         resume=resume,
-        resume_override=_bool(cfg.get("resume_override", False), "resume_override"),
-        progress_bar=_bool(cfg.get("progress_bar", True), "progress_bar"),
+        resume_override=_bool(_get(cfg, "resume_override", TrainConfig), "resume_override"),
+        progress_bar=_bool(_get(cfg, "progress_bar", TrainConfig), "progress_bar"),
         num_threads=None if num_threads is None else _int(num_threads, "num_threads", 1),
         env=_check_env(_section(cfg, "env")),
         hierarchy=_check_hierarchy(_section(cfg, "hierarchy")),
