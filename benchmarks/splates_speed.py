@@ -62,7 +62,7 @@ def main() -> None:
         skills_act_with="MPPI" if args.skill_mpc else "policy prior",
         env_steps=timed, env_steps_per_s=round(timed / (act + learn), 1),
         acting_s_per_env_step=round(act / timed, 5), learning_s_per_env_step=round(learn / timed, 5),
-        planner_updates=top.num_model_updates, skill_updates=skills.num_model_updates,
+        planner_updates=top.num_gradient_updates, skill_updates=skills.num_gradient_updates,
     )
     print(json.dumps(result))
 

@@ -28,7 +28,7 @@ TINY = [
 SMALL_KWARGS = {
     "warm_up_steps": 10, "num_samples": 16, "num_iterations": 2, "horizon": 3, "num_members": 2,
     "hidden_sizes": "[16]", "head_sizes": "[16]", "batch_size": 16,
-    # tdmpc2's TD-MPC2 config (its factory's default, null, is the full model_size 5 agent)
+    # tdmpc2's TD-MPC2 config, smaller still than its factory's CPU preset (TDMPC2_HIERARCHY_CONFIG)
     "config": "{model_size:1,enc_dim:32,mlp_dim:32,latent_dim:16,batch_size:16,num_samples:16,num_iterations:2,"
               "num_elites:4,num_pi_trajs:2}",
 }

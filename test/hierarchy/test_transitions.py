@@ -168,3 +168,26 @@ def test_option_index_counts_each_levels_options_per_episode():
     assert top0["option_index"].tolist() == [0, 1, 2, 0]
     # the collector's episode ids come along, one per episode
     assert low0["collector", "traj_ids"].unique().numel() == 2
+
+
+def test_keys_remapped_after_building_move_acting_and_transitions_together():
+    """`Hierarchy.transitions` and the transform read each level's ``tensor_keys``: one source of truth."""
+    envs = [ScriptedEnv([[(7, True)], [(9, False)]]) for _ in range(2)]
+    reference = make_hierarchy(envs[0], [None, 3, 2])
+    remapped = make_hierarchy(envs[1], [None, 3, 2])
+    top, middle, low = remapped.levels
+    top.set_keys(action=("options", "top"), start_observation=("options", "top_start"))
+    middle.set_keys(level_input=("options", "top"), action=("options", "middle"),
+                    start_observation=("options", "middle_start"))
+    low.set_keys(level_input=("options", "middle"))
+    batches = []
+    for env, hierarchy in zip(envs, (reference, remapped)):
+        collector = Collector(TransformedEnv(env, hierarchy.make_transform()), hierarchy, frames_per_batch=24,
+                              total_frames=24)
+        batches.append(next(iter(collector)))
+        collector.shutdown()
+    old, new = batches
+    assert ("options", "top") in new.keys(True) and ("levels", "0", "action") not in new.keys(True)
+    for k, (expected, got) in enumerate(zip(reference.transitions(old), remapped.transitions(new))):
+        assert as_rows(got, k > 0) == as_rows(expected, k > 0)
+        assert got.shape[0] > 0

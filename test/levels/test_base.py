@@ -1,8 +1,9 @@
 """The custom-level hooks of `Level`: acting, hand-back, rewards, storing, learning, state."""
 from __future__ import annotations
 
+import pytest
 import torch
-from torchrl.data import Bounded, Composite, Unbounded
+from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplayBuffer, Unbounded
 from torchrl.envs import GymEnv
 
 from torchrl_layered import Hierarchy, Level, RandomLevel
@@ -113,3 +114,69 @@ def test_level_state_is_carried_per_instance_and_zeroed_at_episode_start():
     assert count[0].tolist() == [1, 1, 2, 2, 1, 1, 2, 2]
     # instance 1: one long episode, the count keeps growing
     assert count[1].tolist() == [1, 1, 2, 2, 3, 3, 4, 4]
+
+
+class LearningLevel(Level):
+    """A custom level that learns with the base class's plumbing: buffer, schedule, named optimiser."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.set_update_schedule(warm_up_steps=30, update_interval=2, num_updates=3)
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def initialize(self, observation_spec, action_spec, parent=None):
+        super().initialize(observation_spec, action_spec, parent)
+        self.replay_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(1000), batch_size=4)
+        self.optimizer = torch.optim.Adam([self.weight], lr=0.1)
+
+    def get_action(self, td):
+        return self.action_spec.rand(td.shape)
+
+    def extend(self, transitions):
+        self.store(transitions.select("observation", "action", "next"))
+
+    def learn(self):
+        num = self.updates_due(ready=len(self.replay_buffer) >= 4)
+        for _ in range(num):
+            loss = (self.weight - self.sample_buffer()["next", "reward"].mean()).pow(2).sum()
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+        return {"updates": float(num)} if num else {}
+
+    def named_optimizers(self):
+        return {"adam": self.optimizer}
+
+
+def test_a_custom_level_learns_on_the_base_class_schedule_and_its_optimiser_state_round_trips():
+    env = make_env("Pendulum-v1", 2)
+    level = LearningLevel()
+    hierarchy = Hierarchy([level], env=env)
+    collector = make_collector(env, hierarchy, frames_per_batch=20, total_frames=60)
+    due = []
+    for batch in collector:
+        hierarchy.extend(batch)
+        due.append(hierarchy.learn().get("level0/updates", 0.0))
+    collector.shutdown()
+    # 20 env steps per batch: the first is warm-up (not owed later), then 3 updates per 2 transitions
+    assert due == [0.0, 30.0, 30.0] and level.num_gradient_updates == 60 and level.schedule.learned == 60
+    state = hierarchy.state_dict()
+    other = LearningLevel()
+    Hierarchy([other], env=env).load_state_dict(state)
+    assert other.num_gradient_updates == 60 and other.schedule.learned == 60
+    assert int(other.optimizer.state_dict()["state"][0]["step"]) == 60
+    # a checkpoint written before the optimisers were grouped by name still restores them
+    legacy = {"num_model_updates": 7, "learned_transitions": 8, "adam": level.optimizer.state_dict()}
+    fresh = LearningLevel()
+    Hierarchy([fresh], env=env)
+    fresh.set_extra_state(legacy)
+    assert fresh.num_gradient_updates == 7 and int(fresh.optimizer.state_dict()["state"][0]["step"]) == 60
+
+
+def test_the_learning_plumbing_refuses_what_it_cannot_use():
+    level = RandomLevel()
+    with pytest.raises(RuntimeError, match="RandomLevel has no replay buffer"):
+        level.sample_buffer()
+    assert level.updates_due() == 0 and level.named_optimizers() == {}
+    with pytest.raises(ValueError, match=r"RandomLevel needs an int update_interval >= 1; got 0"):
+        level.set_update_schedule(warm_up_steps=0, update_interval=0, num_updates=1)

@@ -56,7 +56,7 @@ def test_dads_below_a_planner_learns_with_the_reward_recomputed_from_the_parent_
         hierarchy.extend(batch)
         metrics = hierarchy.learn()
     collector.shutdown()
-    assert skill.num_model_updates > 0 and top.num_model_updates > 0
+    assert skill.num_gradient_updates > 0 and top.num_gradient_updates > 0
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     assert skill.loss.predictor is top.predictor
     assert not any("predictor" in k for k in skill.state_dict())

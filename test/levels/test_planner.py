@@ -76,7 +76,7 @@ def test_a_learned_model_beats_random_actions_within_a_small_budget():
         hierarchy.extend(batch)
         hierarchy.learn()
     collector.shutdown()
-    assert level.num_model_updates > 100
+    assert level.num_gradient_updates > 100
 
     def evaluate(policy):
         eval_env = make_env("Maze2D-Open-v0", 4)

@@ -87,7 +87,7 @@ def test_three_levels_with_a_middle_skill_level_learn_without_errors_on_desynchr
         transitions = hierarchy.extend(batch)
         metrics = hierarchy.learn()
     collector.shutdown()
-    assert middle.num_model_updates > 0 and hierarchy.levels[0].num_model_updates > 0
+    assert middle.num_gradient_updates > 0 and hierarchy.levels[0].num_gradient_updates > 0
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     mid = transitions[1]
     # the middle level's skill spans 3 of its own steps of (at most) 2 env steps each
@@ -111,7 +111,7 @@ def test_splates_below_a_planner_learns_on_the_maze_and_keeps_the_parent_model_o
         hierarchy.extend(batch)
         metrics = hierarchy.learn()
     collector.shutdown()
-    assert skill.num_model_updates > 0
+    assert skill.num_gradient_updates > 0
     assert {"level1/loss_avg_value", "level1/loss_converter", "level1/intrinsic_reward"} <= set(metrics)
     assert not any(k.startswith("_skill_model") or "predictor" in k for k in skill.state_dict())
     assert not any(p is q for p in skill.loss.parameters() for q in hierarchy.levels[0].predictor.parameters())

@@ -112,7 +112,7 @@ def test_goal_based_level_learns_without_errors_and_restarts_its_warm_start_each
         hierarchy.extend(batch)
         metrics = hierarchy.learn() or metrics
     collector.shutdown()
-    assert level.num_model_updates > 0 and all(torch.isfinite(torch.tensor(list(metrics.values()))))
+    assert level.num_gradient_updates > 0 and all(torch.isfinite(torch.tensor(list(metrics.values()))))
     # each episode starts without a plan: the warm start is zeroed by the (partial) reset
     tenv = TransformedEnv(make_env("Maze2D-Open-v0", 2), hierarchy.make_transform())
     td = tenv.reset()
@@ -136,7 +136,7 @@ def test_tdmpc2_runs_as_a_higher_and_as_a_lower_level():
         hierarchy.learn()
     collector.shutdown()
     assert bool((transitions[0]["next", "duration"][~transitions[0]["next", "done"].squeeze(-1)] == 3).all())
-    assert top.num_model_updates > 0 and low.num_model_updates > 0
+    assert top.num_gradient_updates > 0 and low.num_gradient_updates > 0
     assert batch["levels", "0", "action"].abs().max() <= 1.0
 
 
@@ -272,7 +272,7 @@ def test_policy_has_its_own_optimiser_and_both_round_trip_through_the_state_dict
     policy = {id(p) for p in level.world_model.policy.parameters()}
     assert {id(p) for g in level.policy_optimizer.param_groups for p in g["params"]} == policy
     assert not policy & {id(p) for g in level.optimizer.param_groups for p in g["params"]}
-    steps = level.num_model_updates
+    steps = level.num_gradient_updates
     assert steps > 0
     assert all(int(s["step"]) == steps for s in level.optimizer.state.values())
     assert all(int(s["step"]) == steps for s in level.policy_optimizer.state.values())
@@ -287,7 +287,7 @@ def test_policy_has_its_own_optimiser_and_both_round_trip_through_the_state_dict
 
 def test_a_non_finite_update_is_skipped_and_counted():
     env, level, hierarchy = learned_level()
-    before = level.num_model_updates
+    before = level.num_gradient_updates
     params = [p.detach().clone() for p in level.loss.parameters()]
     forward = level.loss.forward
     calls = []

@@ -94,3 +94,15 @@ def test_a_hierarchy_registered_later_is_selectable_with_its_defaults():
     finally:
         del HIERARCHIES["late_toy"]
         ConfigStore.instance().repo["hierarchy"].pop("late_toy.yaml", None)
+
+
+def test_a_run_saved_with_only_some_hierarchy_options_resumes_when_the_rest_are_the_defaults():
+    """Runs saved before every option was in the config left the defaults out: they ran with them."""
+    from torchrl_layered.trainers.trainer import changed_settings, flat_config
+
+    config = parse_config(compose_config(["hierarchy=planner_splates", "env=maze2d_open"]))
+    saved = flat_config(asdict(config))
+    partial = {key: value for key, value in saved.items() if key != "hierarchy.kwargs.horizon"}
+    assert changed_settings(config, {"run": {"config": partial}}) == []
+    changed = parse_config(compose_config(["hierarchy=planner_splates", "env=maze2d_open", "hierarchy.kwargs.horizon=7"]))
+    assert changed_settings(changed, {"run": {"config": partial}}) == ["hierarchy.kwargs.horizon: (unset) -> 7"]

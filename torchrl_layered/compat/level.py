@@ -32,6 +32,7 @@ from gymnasium import spaces
 from tensordict import TensorDictBase
 from torchrl.data import TensorSpec
 
+from torchrl_layered.keys import INSTANCE, NEXT_DURATION
 from torchrl_layered.compat.spaces import space_to_spec, spec_to_space
 from torchrl_layered.levels.base import Level
 
@@ -131,7 +132,7 @@ class LayeredRLLevel(Level):
         if n != self.n_env_instances:
             self.set_n_env_instances(n)
         active = torch.zeros(n, dtype=torch.bool, device=everyone.device)
-        active[acting.get("instance")] = True
+        active[acting.get(INSTANCE)] = True
         action, info = self.get_action(everyone.get("observation"), everyone.get("level_input", None), None, active)
         self.action_info = info
         return torch.as_tensor(action, device=everyone.device)
@@ -141,7 +142,7 @@ class LayeredRLLevel(Level):
 
     def extend(self, transitions: TensorDictBase) -> None:
         """Feeds the transitions to ``process_transition``, each instance's in time order."""
-        instance = transitions.get("instance").reshape(-1)
+        instance = transitions.get(INSTANCE).reshape(-1)
         n = int(instance.max()) + 1
         if n > self.n_env_instances:
             self.set_n_env_instances(n)
@@ -156,7 +157,7 @@ class LayeredRLLevel(Level):
             active = torch.zeros(self.n_env_instances, dtype=torch.bool, device=instance.device)
             active[instance[rows]] = True
             self.cum_reward[instance[rows]] = step.get(("next", "reward")).reshape(-1).to(self.cum_reward.dtype)
-            self.elapsed_env_steps[instance[rows]] = step.get(("next", "duration")).reshape(-1)
+            self.elapsed_env_steps[instance[rows]] = step.get(NEXT_DURATION).reshape(-1)
             terminated = step.get(("next", "terminated")).reshape(-1)
             truncated = step.get(("next", "truncated")).reshape(-1)
             done = self.process_transition(

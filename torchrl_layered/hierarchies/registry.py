@@ -1,7 +1,8 @@
 """The registry of ready-made hierarchies: ``name -> factory(env, **kwargs) -> Hierarchy``.
 
 The training app builds ``hierarchy=NAME`` from it. A new level plugs into the app with one
-function decorated with `register_hierarchy` and one ``configs/hierarchy/NAME.yaml``.
+function decorated with `register_hierarchy`: its keyword defaults are the app's
+``hierarchy.kwargs`` (`torchrl_layered.trainers.config.register_configs`).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ scaled down so that a CPU trains them (`cpu_tdmpc2_config`). Every setting can b
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 from torchrl.envs import EnvBase
 
@@ -20,21 +20,7 @@ from torchrl_layered.levels.planner import PlannerLevel
 from torchrl_layered.levels.splates import SPlaTESLevel
 from torchrl_layered.objectives.skill_rewards import DADSReward, SPlaTESReward
 from torchrl_layered.predictors import get_default_predictor_factory
-from torchrl_layered.objectives.tdmpc2_config import get_default_tdmpc2_config
-
-
-def cpu_tdmpc2_config(**overrides) -> dict[str, Any]:
-    """A TD-MPC2 config small enough to train on a CPU; ``overrides`` win.
-
-    The ``model_size`` 1 preset narrowed to MLPs of 128, a latent of 32 and an encoder of 64
-    (2-D maze skills need no more; each update costs about a quarter of the 256/64 variant),
-    batches of 64 sub-trajectories of 3 steps, and a lighter MPPI (128 samples, 3 iterations).
-    """
-    cfg = get_default_tdmpc2_config()
-    cfg.update(model_size=1, enc_dim=64, mlp_dim=128, latent_dim=32, num_q=2, batch_size=64, horizon=3,
-               num_samples=128, num_iterations=3, num_elites=16, num_pi_trajs=8)
-    cfg.update(overrides)
-    return cfg
+from torchrl_layered.objectives.tdmpc2_config import cpu_tdmpc2_config
 
 
 #: The skill reward of `planner_over_splates`. It differs from `SPlaTESReward`'s defaults (the

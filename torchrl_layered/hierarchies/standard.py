@@ -1,7 +1,7 @@
 """The standard hierarchies: one learning level (planner, TD-MPC2, SAC, DQN) or a random baseline.
 
 Each is registered by name (`register_hierarchy`) for the training app's ``hierarchy=NAME``;
-its keyword arguments are the ``kwargs`` of ``configs/hierarchy/NAME.yaml``.
+its keyword arguments and their defaults are the app's ``hierarchy.kwargs``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from torchrl_layered.hierarchies.registry import register_hierarchy
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.levels import PlannerLevel, RandomLevel, TDMPC2Level
 from torchrl_layered.predictors import default_predictor_factory, get_default_predictor_factory
-from torchrl_layered.objectives.tdmpc2_config import get_default_tdmpc2_config
+from torchrl_layered.objectives.tdmpc2_config import cpu_tdmpc2_config
 
 # ------------------------------------------------------------------ hierarchies
 @register_hierarchy("random")
@@ -75,6 +75,11 @@ def planner_hierarchy(
     return Hierarchy([level], env=env)
 
 
+#: The TD-MPC2 config of `tdmpc2_hierarchy`: `cpu_tdmpc2_config` with a wider encoder and latent,
+#: a larger learning rate and one more MPPI iteration (a single level has the CPU to itself).
+TDMPC2_HIERARCHY_CONFIG = cpu_tdmpc2_config(enc_dim=128, latent_dim=64, lr=1e-3, num_iterations=4)
+
+
 @register_hierarchy("tdmpc2")
 def tdmpc2_hierarchy(
     env: EnvBase,
@@ -85,13 +90,12 @@ def tdmpc2_hierarchy(
     num_updates: int = 1,
     use_policy: bool = False,
 ) -> Hierarchy:
-    """One `TDMPC2Level`; ``config`` entries override `get_default_tdmpc2_config()`.
+    """One `TDMPC2Level`, sized for a CPU; ``config`` entries override `TDMPC2_HIERARCHY_CONFIG`.
 
     On a goal-based env (Maze2D) the desired goal conditions reward, Q and policy, with
     hindsight relabelling on the env's own reward (minus the distance, scaled like Maze2D's).
     """
-    cfg = get_default_tdmpc2_config()
-    cfg.update(config or {})
+    cfg = {**TDMPC2_HIERARCHY_CONFIG, **(config or {})}
     goal = {}
     slices = getattr(env, "goal_slices", None)
     if slices is not None:

@@ -192,6 +192,7 @@ class Hierarchy(TensorDictSequential):
             self.action_specs[:-1],
             self.observation_specs[:-1],
             level_state_specs=[level.get_state_spec() for level in self.module],
+            level_keys=[level.tensor_keys for level in self.module],
             reward_key=self.reward_key,
             reward_dtype=self.reward_spec.dtype,
         )
@@ -215,24 +216,29 @@ class Hierarchy(TensorDictSequential):
     def transitions(self, batch: TensorDictBase) -> list[TensorDictBase]:
         """One TensorDict per level (0 = top) of the semi-MDP transitions completed in ``batch``.
 
+        Each level's entries are read where its ``tensor_keys`` say (`Level.set_keys`), the
+        keys its acting writes: remapping a level's keys moves both.
+
         A batch collected without the hierarchy's transform, or by a hierarchy of another
         depth, is refused with an `InvalidDataError` that says what is missing.
         """
-        n = len(self.module)
-        held = [key for i in range(n - 1) for key in (level_key(i, ACTION), level_key(i, START_OBSERVATION))]
-        check_option_state(batch, n, [self.observation_key, next_key(self.observation_key), self.action_key, *held])
+        levels = self.levels
+        keys = [level.tensor_keys for level in levels]
+        held = [key for k in keys[:-1] for key in (k.action, k.start_observation)]
+        read = {keys[0].observation, next_key(keys[0].observation), keys[-1].action}
+        check_option_state(batch, len(levels), [*read, *held])
         return [
             level_transitions(
                 batch,
                 i,
-                action_key=self.action_key if i == n - 1 else level_key(i, ACTION),
-                level_input_key=level_key(i - 1, ACTION) if i else None,
-                start_observation_key=None if i == n - 1 else level_key(i, START_OBSERVATION),
-                observation_key=self.observation_key,
+                action_key=k.action,
+                level_input_key=None if level.is_top else k.level_input,
+                start_observation_key=None if level.always_acts else k.start_observation,
+                observation_key=k.observation,
                 obs_map=level.obs_map,
-                state_key=level_key(i, LEVEL_STATE),
+                state_key=k.state,
             )
-            for i, level in enumerate(self.module)
+            for i, (level, k) in enumerate(zip(levels, keys))
         ]
 
     def extend(self, batch: TensorDictBase) -> list[TensorDictBase]:

@@ -9,7 +9,7 @@ option started in an earlier collector batch.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -32,9 +32,16 @@ from torchrl_layered.keys import (
     stacked_key,
 )
 
+if TYPE_CHECKING:
+    from torchrl_layered.levels.base import LevelKeys
+
 
 #: What the transform writes at each step; everything else is held by the levels.
 STEP_OUTPUTS = (ACTING, DURATION, OPTION_REWARD, STEPS, OPTION_INDEX)
+
+
+def _nested(key: NestedKey) -> tuple:
+    return (key,) if isinstance(key, str) else tuple(key)
 
 
 def _zero_spec(spec: TensorSpec) -> Unbounded:
@@ -72,6 +79,8 @@ class HierarchyTransform(TensorDictPrimer):
         level_action_specs: the action spec of every level but the lowest, top first.
         start_observation_specs: the mapped observation spec of every level but the lowest.
         level_state_specs: per level, the spec of its own carried entries, or ``None``.
+        level_keys: per level, its `LevelKeys` (where its held action, start observation and
+            own entries live); the layout above if ``None``.
         reward_key: the env's reward key (a reward of shape ``[*B, 1]``).
         done_key: the env's done key.
     """
@@ -82,6 +91,7 @@ class HierarchyTransform(TensorDictPrimer):
         start_observation_specs: Sequence[TensorSpec],
         *,
         level_state_specs: Sequence[Composite | None] | None = None,
+        level_keys: Sequence[LevelKeys] | None = None,
         reward_key: NestedKey = "reward",
         done_key: NestedKey = "done",
         reward_dtype: torch.dtype = torch.float32,
@@ -100,13 +110,17 @@ class HierarchyTransform(TensorDictPrimer):
             stacked_key(OPTION_REWARD): Unbounded(shape=(num_levels,), dtype=reward_dtype),
             stacked_key(OPTION_INDEX): Unbounded(shape=(num_levels,), dtype=torch.long),
         }
+        if level_keys is not None and len(level_keys) != num_levels:
+            raise ValueError(f"HierarchyTransform got {len(level_keys)} level_keys for {num_levels} levels")
+        held = [(k.action, k.start_observation, k.state) for k in level_keys] if level_keys is not None else [
+            (level_key(k, ACTION), level_key(k, START_OBSERVATION), level_key(k, LEVEL_STATE)) for k in range(num_levels)]
         for k in range(num_levels - 1):
-            primers[level_key(k, ACTION)] = _zero_spec(level_action_specs[k])
-            primers[level_key(k, START_OBSERVATION)] = _zero_spec(start_observation_specs[k])
+            primers[_nested(held[k][0])] = _zero_spec(level_action_specs[k])
+            primers[_nested(held[k][1])] = _zero_spec(start_observation_specs[k])
         for k, spec in enumerate(level_state_specs or []):
             if spec is not None:
                 for key, leaf in spec.items(True, True):
-                    primers[(*level_key(k, LEVEL_STATE), *((key,) if isinstance(key, str) else key))] = _zero_spec(leaf)
+                    primers[(*_nested(held[k][2]), *_nested(key))] = _zero_spec(leaf)
         # a new episode starts with every level acting, top-down
         defaults = {key: 1.0 if key == stacked_key(ACTING) else 0.0 for key in primers}
         super().__init__(Composite(primers), default_value=defaults, expand_specs=True)

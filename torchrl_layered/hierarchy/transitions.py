@@ -7,7 +7,16 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.utils import NestedKey
 
-from torchrl_layered.keys import ACTING, DURATION, OPTION_INDEX, OPTION_REWARD, TRAJ_IDS, stacked_key
+from torchrl_layered.keys import (
+    ACTING,
+    DURATION,
+    INSTANCE,
+    OPTION_INDEX,
+    OPTION_REWARD,
+    TRAJ_IDS,
+    TRANSITION_STATE,
+    stacked_key,
+)
 from torchrl_layered.errors import InvalidDataError
 
 
@@ -105,11 +114,11 @@ def level_transitions(
     data[OPTION_INDEX] = batch.get(stacked_key(OPTION_INDEX))[..., index][mask]
     # the env instance (flat over the leading dims) each transition comes from
     instances = torch.arange(mask[..., 0].numel(), device=mask.device).reshape(mask.shape[:-1])
-    data["instance"] = instances.unsqueeze(-1).expand(mask.shape)[mask]
+    data[INSTANCE] = instances.unsqueeze(-1).expand(mask.shape)[mask]
     # the level acts only at an option's start, so the row where it ends still holds that state
     level_state = batch.get(state_key, None) if state_key is not None else None
     if level_state is not None:
-        data["level_state"] = level_state[mask]
+        data[TRANSITION_STATE] = level_state[mask]
     traj_ids = batch.get(TRAJ_IDS, None)
     if traj_ids is not None:
         data[TRAJ_IDS] = traj_ids[mask.to(traj_ids.device)]  # the collector keeps its ids on its own device

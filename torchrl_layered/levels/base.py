@@ -18,9 +18,11 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
-from torchrl.data import Categorical, Composite, TensorSpec
+from torchrl.data import Categorical, Composite, ReplayBuffer, TensorSpec
 from torchrl.envs.utils import ExplorationType, exploration_type
 
+from torchrl_layered.keys import ACTING, INSTANCE, NEXT_DURATION, STEPS, TRANSITION_STATE, stacked_key
+from torchrl_layered.levels.learning import UpdateSchedule
 from torchrl_layered.levels.validation import NONFINITE_POLICIES, InvalidDataError, NonFinitePolicy, checked_transitions
 
 _DETERMINISTIC_TYPES = (
@@ -52,10 +54,10 @@ class LevelKeys:
     level_input: NestedKey = "level_input"
     action: NestedKey = "action"
     level_done: NestedKey = "level_done"
-    acting: NestedKey = ("levels", "acting")
-    steps: NestedKey = ("levels", "steps")
+    acting: NestedKey = stacked_key(ACTING)
+    steps: NestedKey = stacked_key(STEPS)
     start_observation: NestedKey = "start_observation"
-    state: NestedKey = "level_state"
+    state: NestedKey = TRANSITION_STATE
 
 
 def _spellings(cls: type, attribute: str = "layeredrl_spellings") -> dict[str, str]:
@@ -169,6 +171,15 @@ class Level(TensorDictModuleBase):
         self._parent_ref: list[Level] = []
         self.tensor_keys = LevelKeys()
         self._update_in_out_keys()
+        # learning plumbing, used by the levels that learn (`set_update_schedule`, `named_optimizers`)
+        #: The level's TorchRL replay buffer, built by a learning level in `initialize`; ``None`` otherwise.
+        self.replay_buffer: ReplayBuffer | None = None
+        #: When the level takes gradient steps (`set_update_schedule`); ``None`` for a level that does not learn.
+        self.schedule: UpdateSchedule | None = None
+        #: Env steps of the level's stored transitions before it acts with its model and learns.
+        self.warm_up_steps = 0
+        #: Gradient steps the schedule has called for (a non-finite step is counted, not applied).
+        self.num_gradient_updates = 0
 
     # ----------------------------------------------------------------------- keys
     def set_keys(self, **kwargs: NestedKey) -> Level:
@@ -261,17 +272,54 @@ class Level(TensorDictModuleBase):
         """Where the level's networks and counters live (it follows ``.to()``)."""
         return self.transition_count.device
 
+    # --------------------------------------------------------------- learning
+    def set_update_schedule(self, *, warm_up_steps: int, update_interval: int, num_updates: int) -> None:
+        """Makes the level learn: ``num_updates`` gradient steps per ``update_interval`` transitions,
+        once its stored transitions cover ``warm_up_steps`` env steps (`updates_due`)."""
+        for name, value, low in [("warm_up_steps", warm_up_steps, 0), ("update_interval", update_interval, 1),
+                                 ("num_updates", num_updates, 0)]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{type(self).__name__} needs an int {name} >= {low}; got {value!r}")
+        self.warm_up_steps = warm_up_steps
+        self.schedule = UpdateSchedule(update_interval, num_updates)
+
+    @property
+    def warmed_up(self) -> bool:
+        """Whether the level's stored transitions cover its ``warm_up_steps`` env steps."""
+        return self.env_steps >= self.warm_up_steps
+
+    def updates_due(self, ready: bool = True) -> int:
+        """The gradient steps due now by the schedule, counted in ``num_gradient_updates``.
+
+        None during the warm-up or while ``ready`` is False (e.g. a buffer too small to
+        sample), and those transitions are not owed updates later (`UpdateSchedule`).
+        """
+        if self.schedule is None:
+            return 0
+        num = self.schedule.due(self.n_transitions, self.warmed_up and ready)
+        self.num_gradient_updates += num
+        return num
+
+    def named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The level's optimisers by name; a checkpoint keeps their states (`get_extra_state`)."""
+        return {}
+
     def store(self, data: TensorDictBase) -> None:
         """Adds ``data`` to the level's replay buffer, on the level's device.
 
         Collector batches mix devices (the env's data, the collector's own ids on CPU); a
         storage built with ``device="auto"`` then lives where the level computes.
         """
-        self.replay_buffer.extend(data.to(self.device))
+        self._buffer().extend(data.to(self.device))
 
     def sample_buffer(self) -> TensorDictBase:
         """A batch from the level's replay buffer, on the level's device (also after a later ``.to()``)."""
-        return self.replay_buffer.sample().to(self.device)
+        return self._buffer().sample().to(self.device)
+
+    def _buffer(self) -> ReplayBuffer:
+        if self.replay_buffer is None:
+            raise RuntimeError(f"{type(self).__name__} has no replay buffer: a learning level builds one in initialize")
+        return self.replay_buffer
 
     @property
     def initialized(self) -> bool:
@@ -362,7 +410,7 @@ class Level(TensorDictModuleBase):
             return
         self.extend(accepted)
         self.n_transitions += accepted.batch_size.numel()
-        self.env_step_count += accepted.get(("next", "duration")).sum().to(self.env_step_count.device)
+        self.env_step_count += accepted.get(NEXT_DURATION).sum().to(self.env_step_count.device)
 
     def observe(self, transitions: TensorDictBase) -> None:
         """Checks transitions, then stores them with the level's reward; nothing is stored in eval mode.
@@ -397,7 +445,7 @@ class Level(TensorDictModuleBase):
             steps = torch.ones(n, 1, dtype=torch.long, device=obs.device)
         else:
             steps = tensordict.get(keys.steps)[..., index].reshape(n, 1) + 1
-        inputs = {"observation": flat_obs, "steps": steps, "instance": torch.arange(n, device=obs.device)}
+        inputs = {"observation": flat_obs, "steps": steps, INSTANCE: torch.arange(n, device=obs.device)}
         state_spec = self.get_state_spec()
         if state_spec is not None:
             held_state = tensordict.get(keys.state, None) if index is not None else None
@@ -460,10 +508,25 @@ class Level(TensorDictModuleBase):
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict[str, Any]:
-        return {}
+        """What the state dict keeps beside tensors: the update schedule and the optimisers' states."""
+        state: dict[str, Any] = {"num_gradient_updates": self.num_gradient_updates}
+        if self.schedule is not None:
+            state["learned_transitions"] = self.schedule.learned
+        optimizers = self.named_optimizers()
+        if optimizers:
+            state["optimizers"] = {name: optimizer.state_dict() for name, optimizer in optimizers.items()}
+        return state
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        pass
+        # "num_model_updates" and top-level optimiser entries: checkpoints written before they were grouped
+        self.num_gradient_updates = int(state.get("num_gradient_updates", state.get("num_model_updates", 0)))
+        if self.schedule is not None:
+            self.schedule.learned = int(state.get("learned_transitions", 0))
+        saved = state.get("optimizers", {})
+        for name, optimizer in self.named_optimizers().items():
+            entry = saved.get(name, state.get(name))
+            if entry is not None:
+                optimizer.load_state_dict(entry)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(action_spec={type(self.action_spec).__name__ if self.action_spec is not None else None}, control_interval={self.control_interval})"

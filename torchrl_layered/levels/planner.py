@@ -8,8 +8,9 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec, Unbounded
 from torchrl.objectives import SoftUpdate
 
+from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
-from torchrl_layered.levels.learning import UpdateSchedule, gradient_steps
+from torchrl_layered.levels.learning import gradient_steps
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, planning_discount
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
 from torchrl_layered.predictors.factory import PredictorFactory, build_predictor, default_predictor_factory
@@ -109,13 +110,11 @@ class PlannerLevel(Level):
         self.use_value, self.use_termination = use_value, use_termination
         self.average_reward = average_reward
         self.learn_predictor = learn_predictor
-        self.warm_up_steps = warm_up_steps
         self.alternate_with_noise = alternate_with_noise
         self.switch_random_prob, self.switch_planner_prob = switch_random_prob, switch_planner_prob
         self.buffer_size, self.batch_size = buffer_size, batch_size
-        self.schedule = UpdateSchedule(update_interval, num_updates)
+        self.set_update_schedule(warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates)
         self.lr, self.tau = lr, tau
-        self.num_model_updates = 0
 
     # ---------------------------------------------------------------- build
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
@@ -134,7 +133,6 @@ class PlannerLevel(Level):
             args["initial_std"] = float(sigma) / float(((action_spec.space.high - action_spec.space.low) / 2).mean())
         self.planner = self.planner_cls(action_spec, **args)
         self._update_in_out_keys()
-        self.replay_buffer = None
         if self.learn_predictor:
             if not isinstance(self.predictor, RewardPredictor):
                 raise TypeError(
@@ -188,7 +186,7 @@ class PlannerLevel(Level):
     def _random_mode(self, previous: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:
             return torch.zeros_like(previous)
-        if self.env_steps < self.warm_up_steps:
+        if not self.warmed_up:
             return torch.ones_like(previous)
         if not self.alternate_with_noise:
             return torch.zeros_like(previous)
@@ -205,7 +203,7 @@ class PlannerLevel(Level):
     def get_reward(self, transitions: TensorDictBase) -> torch.Tensor:
         reward = transitions.get(("next", "reward"))
         if self.average_reward:
-            return reward / transitions.get(("next", "duration")).to(reward.dtype)
+            return reward / transitions.get(NEXT_DURATION).to(reward.dtype)
         return reward
 
     def extend(self, transitions: TensorDictBase) -> None:
@@ -218,23 +216,10 @@ class PlannerLevel(Level):
     def learn(self) -> dict[str, float]:
         if self.replay_buffer is None:
             return {}
-        num = self.schedule.due(self.n_transitions, self.env_steps >= self.warm_up_steps and len(self.replay_buffer) > 1)
+        num = self.updates_due(ready=len(self.replay_buffer) > 1)
         if num <= 0:
             return {}
-        self.num_model_updates += num
         return gradient_steps(self.loss, self.optimizer, self.target_updater, self.sample_buffer, num, 20.0)
 
-    # ---------------------------------------------------------------- state
-    def get_extra_state(self) -> dict:
-        state = super().get_extra_state()
-        state.update(num_model_updates=self.num_model_updates, learned_transitions=self.schedule.learned)
-        if self.learn_predictor and hasattr(self, "optimizer"):
-            state["optimizer"] = self.optimizer.state_dict()
-        return state
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.num_model_updates = int(state.get("num_model_updates", 0))
-        self.schedule.learned = int(state.get("learned_transitions", 0))
-        if "optimizer" in state and hasattr(self, "optimizer"):
-            self.optimizer.load_state_dict(state["optimizer"])
+    def named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer} if self.replay_buffer is not None else {}

@@ -7,7 +7,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Composite, Unbounded
 
-from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS
+from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS, TRANSITION_STATE
 from torchrl_layered.levels.skill import SkillLevel
 from torchrl_layered.levels.validation import as_slice
 from torchrl_layered.modules.splates import SPlaTESWorldModel
@@ -193,7 +193,7 @@ class SPlaTESLevel(SkillLevel):
                 f"SPlaTESLevel needs episode ids {TRAJ_IDS} in its transitions to sample sub-trajectories: "
                 "collect with a torchrl Collector (it writes them)"
             )
-        state = transitions.get("level_state", None)
+        state = transitions.get(TRANSITION_STATE, None)
         if state is None:
             raise KeyError("SPlaTESLevel needs its level state (skill start and step) in its transitions: "
                            "build them with Hierarchy.transitions(batch) / Hierarchy.extend(batch)")

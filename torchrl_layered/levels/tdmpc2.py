@@ -9,9 +9,8 @@ from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplay
 from torchrl.objectives import SoftUpdate
 
 from torchrl_layered.data import fragmented_slice_sampler
-from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS
+from torchrl_layered.keys import NEXT_DURATION, OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels.base import Level
-from torchrl_layered.levels.learning import UpdateSchedule
 from torchrl_layered.levels.validation import as_slice
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.objectives.discount import planning_discount
@@ -96,10 +95,8 @@ class TDMPC2Level(Level):
         if use_her and (self.desired_goal_slice is None or self.achieved_goal_slice is None or reward_fn is None):
             raise ValueError("TDMPC2Level(use_her=True) needs desired_goal_slice, achieved_goal_slice and reward_fn")
         self.use_her, self.her_goals, self.reward_fn = use_her, her_goals, reward_fn
-        self.warm_up_steps = warm_up_steps
-        self.schedule = UpdateSchedule(update_interval, num_updates)
+        self.set_update_schedule(warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates)
         self.use_policy = use_policy or not self.cfg["mpc"]
-        self.num_model_updates = 0
 
     # ---------------------------------------------------------------- build
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
@@ -198,7 +195,7 @@ class TDMPC2Level(Level):
         obs, goal = self.split(tensordict.get("observation"), tensordict.get("level_input", None))
         n = obs.shape[0]
         deterministic = self.deterministic
-        if not deterministic and self.env_steps < self.warm_up_steps:
+        if not deterministic and not self.warmed_up:
             return self._from_unit(torch.rand(n, self.world_model.action_dim, device=obs.device) * 2 - 1)
         with torch.no_grad():
             z = self.world_model.encode(obs)
@@ -278,7 +275,7 @@ class TDMPC2Level(Level):
         batch.set(("next", "observation"), next_obs)
         batch.set(("next", "reward"), data.get(("next", "reward")).float())
         batch.set(("next", "terminated"), data.get(("next", "terminated")))
-        batch.set(("next", "duration"), data.get(("next", "duration")))
+        batch.set(NEXT_DURATION, data.get(NEXT_DURATION))
         if goal is not None:
             batch.set("goal", goal)
             if self.use_her:
@@ -327,10 +324,9 @@ class TDMPC2Level(Level):
         return self._episode_index[1:]
 
     def learn(self) -> dict[str, float]:
-        num = self.schedule.due(self.n_transitions, self.env_steps >= self.warm_up_steps)
-        if num <= 0 or not self._can_sample():
+        num = self.updates_due(ready=self.warmed_up and self._can_sample())
+        if num <= 0:
             return {}
-        self.num_model_updates += num
         self.world_model.train()  # dropout while learning only, as the official `_update`
         try:
             return self._gradient_steps(num)
@@ -369,19 +365,7 @@ class TDMPC2Level(Level):
         return True
 
     # ---------------------------------------------------------------- state
-    def get_extra_state(self) -> dict:
-        state = super().get_extra_state()
-        state.update(num_model_updates=self.num_model_updates, learned_transitions=self.schedule.learned)
-        if "loss" in self._modules:
-            state["optimizer"] = self.optimizer.state_dict()
-            state["policy_optimizer"] = self.policy_optimizer.state_dict()
-        return state
-
-    def set_extra_state(self, state: dict) -> None:
-        super().set_extra_state(state)
-        self.num_model_updates = int(state.get("num_model_updates", 0))
-        self.schedule.learned = int(state.get("learned_transitions", 0))
-        if "optimizer" in state and "loss" in self._modules:
-            self.optimizer.load_state_dict(state["optimizer"])
-        if "policy_optimizer" in state and "loss" in self._modules:
-            self.policy_optimizer.load_state_dict(state["policy_optimizer"])
+    def named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        if "loss" not in self._modules:
+            return {}
+        return {"optimizer": self.optimizer, "policy_optimizer": self.policy_optimizer}

@@ -19,8 +19,8 @@ from tianshou.data import Batch, ReplayBuffer, to_numpy, to_torch_as
 from tianshou.utils.torch_utils import policy_within_training_step, torch_train_mode
 from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec
 
+from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
-from torchrl_layered.levels.learning import UpdateSchedule
 from torchrl_layered.levels.tianshou_config import build, check_config, spec_placeholders, to_plain_config
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, option_discount
 
@@ -123,18 +123,13 @@ class TianshouLevel(Level):
     ):
         super().__init__(**kwargs)
         self.discount_per = check_discount_per(discount_per, "TianshouLevel")
-        for name, value, low in [("buffer_size", buffer_size, 1), ("batch_size", batch_size, 1),
-                                 ("update_interval", update_interval, 1), ("num_updates", num_updates, 0),
-                                 ("warm_up_steps", warm_up_steps, 0)]:
+        for name, value, low in [("buffer_size", buffer_size, 1), ("batch_size", batch_size, 1)]:
             if not isinstance(value, int) or value < low:
                 raise ValueError(f"TianshouLevel needs an int {name} >= {low}; got {value!r}")
         self.tianshou_config = to_plain_config(tianshou_config)
         self.plan = check_config(self.tianshou_config)
         self.buffer_size, self.batch_size = buffer_size, batch_size
-        self.schedule = UpdateSchedule(update_interval, num_updates)
-        self.warm_up_steps = warm_up_steps
-        self.num_gradient_updates = 0
-        self.replay_buffer: TensorDictReplayBuffer | None = None
+        self.set_update_schedule(warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates)
         self.components: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- build
@@ -179,7 +174,7 @@ class TianshouLevel(Level):
         obs = self.policy_input(tensordict.get("observation"), tensordict.get("level_input", None))
         n = obs.shape[0]
         deterministic = self.deterministic
-        if not deterministic and self.env_steps < self.warm_up_steps:
+        if not deterministic and not self.warmed_up:
             return self.action_spec.rand((n,)).to(obs.device)
         raw = self._raw_action(obs, explore=not deterministic)
         action = torch.as_tensor(self.policy.map_action(raw), device=obs.device)
@@ -257,7 +252,7 @@ class TianshouLevel(Level):
             "obs_next": self.policy_input(transitions.get(("next", "observation")), level_input).detach().cpu().numpy(),
         }
         buffer = ReplayBuffer.from_data(**arrays)
-        buffer.set_batch(Batch(**arrays, info=Batch(duration=column(("next", "duration"), np.float32))))
+        buffer.set_batch(Batch(**arrays, info=Batch(duration=column(NEXT_DURATION, np.float32))))
         return buffer
 
     def targets(self, transitions: TensorDictBase) -> torch.Tensor:
@@ -269,16 +264,13 @@ class TianshouLevel(Level):
         return torch.as_tensor(batch.returns).reshape(transitions.shape[0], -1)
 
     def learn(self) -> dict[str, float]:
-        warmed_up = (self.replay_buffer is not None and len(self.replay_buffer) >= self.batch_size
-                     and self.env_steps >= self.warm_up_steps)
-        num = self.schedule.due(self.n_transitions, warmed_up)
+        num = self.updates_due(ready=self.replay_buffer is not None and len(self.replay_buffer) >= self.batch_size)
         if num <= 0:
             return {}
         totals: dict[str, float] = {}
         for _ in range(num):
             for key, value in self._update(self.replay_buffer.sample()).items():
                 totals[key] = totals.get(key, 0.0) + float(value)
-        self.num_gradient_updates += num
         metrics = {key: value / num for key, value in totals.items()}
         if self.epsilon is not None:
             metrics["epsilon"] = self.epsilon
@@ -289,7 +281,7 @@ class TianshouLevel(Level):
         calls = self._smdp_return.calls
         with policy_within_training_step(self.policy):
             stats = self.algorithm.update(buffer=buffer, sample_size=0)
-        if self._smdp_return.calls == calls and bool((sample.get(("next", "duration")) != 1).any()):
+        if self._smdp_return.calls == calls and bool((sample.get(NEXT_DURATION) != 1).any()):
             raise RuntimeError(
                 f"{type(self.algorithm).__name__} does not compute its targets with compute_nstep_return, so "
                 "TianshouLevel cannot discount them with gamma ** duration; use it only as the lowest level "
@@ -304,16 +296,12 @@ class TianshouLevel(Level):
             return []
         return [m._optim for m in self.algorithm.modules() if isinstance(getattr(m, "_optim", None), torch.optim.Optimizer)]
 
-    def get_extra_state(self) -> dict:
-        state = super().get_extra_state()
-        state.update(num_gradient_updates=self.num_gradient_updates,
-                     learned_transitions=self.schedule.learned,
-                     module_optimizers=[o.state_dict() for o in self._module_optimizers()])
-        return state
+    def named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        # the algorithm's own optimisers travel in its state dict (`_load_tianshou_optimizers`)
+        return {f"module_optimizer_{i}": optimizer for i, optimizer in enumerate(self._module_optimizers())}
 
     def set_extra_state(self, state: dict) -> None:
+        if "module_optimizers" in state:  # a checkpoint written before the optimisers were named
+            state = {**state, "optimizers": {f"module_optimizer_{i}": saved
+                                             for i, saved in enumerate(state["module_optimizers"])}}
         super().set_extra_state(state)
-        self.num_gradient_updates = int(state.get("num_gradient_updates", 0))
-        self.schedule.learned = int(state.get("learned_transitions", 0))
-        for optimizer, saved in zip(self._module_optimizers(), state.get("module_optimizers", [])):
-            optimizer.load_state_dict(saved)

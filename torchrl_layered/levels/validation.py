@@ -14,6 +14,7 @@ from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 
 from torchrl_layered.errors import InvalidDataError
+from torchrl_layered.keys import NEXT_DURATION
 
 if TYPE_CHECKING:
     from torchrl_layered.levels.base import Level
@@ -75,7 +76,7 @@ def checked_transitions(level: Level, transitions: TensorDictBase) -> TensorDict
         ("next", "observation"): level.observation_spec,
         "action": level.action_spec,
         ("next", "reward"): None,
-        ("next", "duration"): None,
+        NEXT_DURATION: None,
         ("next", "terminated"): None,
         ("next", "done"): None,
     }

@@ -11,6 +11,7 @@ from tensordict.utils import NestedKey
 from torch import nn
 from torchrl.objectives import LossModule
 
+from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.predictors.predictor import RewardPredictor
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, option_discount
 from torchrl_layered.objectives.ensemble import EnsembleModelLoss
@@ -84,7 +85,7 @@ class RewardPredictorLoss(LossModule):
         level_input: NestedKey = "level_input"
         action: NestedKey = "action"
         reward: NestedKey = ("next", "reward")
-        duration: NestedKey = ("next", "duration")
+        duration: NestedKey = NEXT_DURATION
         next_observation: NestedKey = ("next", "observation")
         terminated: NestedKey = ("next", "terminated")
         done: NestedKey = ("next", "done")

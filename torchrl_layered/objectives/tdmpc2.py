@@ -13,6 +13,7 @@ from tensordict.utils import NestedKey
 from torchrl.data import Bounded
 from torchrl.objectives import LossModule
 
+from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.modules.tdmpc2 import QEnsemble, TDMPC2WorldModel
 from torchrl_layered.objectives.discount import option_discount
 from torchrl_layered.objectives.tdmpc2_config import resolve_tdmpc2_config
@@ -62,7 +63,7 @@ class TDMPC2Loss(LossModule):
         reward: NestedKey = ("next", "reward")
         next_observation: NestedKey = ("next", "observation")
         terminated: NestedKey = ("next", "terminated")
-        duration: NestedKey = ("next", "duration")
+        duration: NestedKey = NEXT_DURATION
         goal: NestedKey = "goal"
         next_goal: NestedKey = ("next", "goal")
 

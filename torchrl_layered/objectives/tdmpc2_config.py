@@ -123,3 +123,17 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
     if cfg["horizon"] < 1:
         raise ValueError(f"horizon must be >= 1; got {cfg['horizon']}")
     return cfg
+
+
+def cpu_tdmpc2_config(**overrides) -> dict[str, Any]:
+    """A TD-MPC2 config small enough to train on a CPU; ``overrides`` win.
+
+    The ``model_size`` 1 preset narrowed to MLPs of 128, a latent of 32 and an encoder of 64
+    (2-D maze skills need no more; each update costs about a quarter of the 256/64 variant),
+    batches of 64 sub-trajectories of 3 steps, and a lighter MPPI (128 samples, 3 iterations).
+    """
+    cfg = get_default_tdmpc2_config()
+    cfg.update(model_size=1, enc_dim=64, mlp_dim=128, latent_dim=32, num_q=2, batch_size=64, horizon=3,
+               num_samples=128, num_iterations=3, num_elites=16, num_pi_trajs=8)
+    cfg.update(overrides)
+    return cfg

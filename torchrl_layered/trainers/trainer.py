@@ -31,10 +31,10 @@ from torchrl_layered.trainers.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from torchrl_layered.trainers.config import RESUMABLE, ConfigError, TrainConfig, parse_config
+from torchrl_layered.trainers.config import RESUMABLE, ConfigError, TrainConfig, hierarchy_defaults, parse_config
 from torchrl_layered.trainers.evaluate import EvalResult, evaluate
 from torchrl_layered.trainers.finite import RunStoppedError, check_finite, stopped
-from torchrl_layered.hierarchies import make_hierarchy
+from torchrl_layered.hierarchies import HIERARCHIES, make_hierarchy
 from torchrl_layered.trainers.plot import plot_learning_curve
 
 #: Offset of the evaluation env's seed from the training seed.
@@ -189,14 +189,22 @@ def changed_settings(config: TrainConfig, state: Mapping[str, Any]) -> list[str]
     if not isinstance(old, Mapping):
         return []
     new = flat_config(asdict(config))
+    # a run that left a hierarchy option out ran with the factory's default (older runs saved only some)
+    factory = HIERARCHIES.get(config.hierarchy.name)
+    defaults = flat_config(hierarchy_defaults(factory), "hierarchy.kwargs.") if factory is not None else {}
 
     def show(flat: Mapping[str, Any], key: str) -> str:
         return repr(flat[key]) if key in flat else "(unset)"
 
+    def same(key: str) -> bool:
+        if key not in old and key in defaults:
+            return show(new, key) == show(defaults, key)
+        return show(old, key) == show(new, key)
+
     return [
         f"{key}: {show(old, key)} -> {show(new, key)}"
         for key in sorted(set(old) | set(new))
-        if show(old, key) != show(new, key) and not any(fnmatchcase(key, p) for p in RESUMABLE)
+        if not same(key) and not any(fnmatchcase(key, p) for p in RESUMABLE)
     ]
 
 
