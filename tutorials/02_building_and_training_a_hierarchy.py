@@ -148,7 +148,7 @@ for i, batch in enumerate(collector):
         print(f"{frames:5d} frames: eval return {curve[-1][1].mean_return:7.2f}, "
               f"success {curve[-1][1].success_rate:.2f}, model NLL {metrics.get('level0/model_nll', float('nan')):.2f}")
 collector.shutdown()
-print(f"the planner made {planner.num_model_updates} model updates from {planner.n_transitions} option transitions")
+print(f"the planner made {planner.num_gradient_updates} model updates from {planner.n_transitions} option transitions")
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3))
 axes[0].plot([f for f, _ in curve], [r.mean_return for _, r in curve], "o-")
