@@ -18,6 +18,7 @@ from torchrl_layered.predictors.predictor import Predictor, RewardPredictor
 from torchrl_layered.planners import SamplingPlanner
 from torchrl_layered.planners.factory import resolve_planner
 
+
 class PlannerLevel(Level):
     """Plans its actions with a sampling planner (CEM, iCEM, MPPI) through a predictor.
 
