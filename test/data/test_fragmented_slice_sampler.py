@@ -6,7 +6,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, SliceSampler, TensorDictReplayBuffer
 
-from torchrl_layered.data import FragmentedSliceSampler, fragmented_slice_sampler, torchrl_samples_fragments
+from torchrl_layered.samplers import FragmentedSliceSampler, fragmented_slice_sampler, torchrl_samples_fragments
 
 TRAJ, STEP = ("collector", "traj_ids"), "option_index"
 

@@ -8,7 +8,7 @@ from tensordict import TensorDictBase
 from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec
 from torchrl.objectives import SoftUpdate
 
-from torchrl_layered.data import fragmented_slice_sampler
+from torchrl_layered.samplers import fragmented_slice_sampler
 from torchrl_layered.keys import NEXT_DURATION, OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.validation import as_slice
