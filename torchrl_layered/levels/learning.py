@@ -21,12 +21,16 @@ class UpdateSchedule:
         self.update_interval, self.num_updates = update_interval, num_updates
         self.learned = 0
 
+    def pending(self, n_transitions: int) -> int:
+        """Rounds of updates that ``n_transitions`` would make due now (nothing is marked)."""
+        return (n_transitions - self.learned) // self.update_interval
+
     def due(self, n_transitions: int, warmed_up: bool) -> int:
         """How many gradient steps are due now (and marks them as taken)."""
         if not warmed_up:
             self.learned = n_transitions
             return 0
-        rounds = (n_transitions - self.learned) // self.update_interval
+        rounds = self.pending(n_transitions)
         self.learned += rounds * self.update_interval
         return rounds * self.num_updates
 

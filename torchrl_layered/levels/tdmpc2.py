@@ -324,7 +324,9 @@ class TDMPC2Level(Level):
         return self._episode_index[1:]
 
     def learn(self) -> dict[str, float]:
-        num = self.updates_due(ready=self.warmed_up and self._can_sample())
+        # the buffer is probed (a sample, which draws random numbers) only when updates are due
+        due = self.warmed_up and self.schedule.pending(self.n_transitions) > 0
+        num = self.updates_due(ready=not due or self._can_sample())
         if num <= 0:
             return {}
         self.world_model.train()  # dropout while learning only, as the official `_update`
