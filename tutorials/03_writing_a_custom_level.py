@@ -85,7 +85,8 @@ class WaypointLevel(Level):
         turn = torch.tensor([[0.0, 1.0], [-1.0, 0.0]])  # a wrong first guess: rotated by 90 degrees
         self.model = torch.nn.Parameter(0.1 * turn)  # displacement = action @ model
         self.optimizer = torch.optim.Adam([self.model], lr=self.lr)
-        self.buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(20_000), batch_size=256)
+        # the base class's buffer slot: `store` and `sample_buffer` use it
+        self.replay_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(20_000), batch_size=256)
 
     def get_action(self, td: TensorDictBase) -> torch.Tensor:
         wanted = td["level_input"] - td["observation"][:, :2]  # rows: the instances where it acts
@@ -102,13 +103,13 @@ class WaypointLevel(Level):
         return -(transitions["level_input"] - position).norm(dim=-1, keepdim=True)
 
     def extend(self, transitions: TensorDictBase) -> None:
-        self.buffer.extend(transitions.select("observation", "action", ("next", "observation"), ("next", "reward")))
+        self.store(transitions.select("observation", "action", ("next", "observation"), ("next", "reward")))
 
     def learn(self) -> dict[str, float]:
-        if len(self.buffer) < 64:
+        if len(self.replay_buffer) < 64:
             return {}
         for _ in range(20):
-            data = self.buffer.sample()
+            data = self.sample_buffer()
             moved = data["next", "observation"][:, :2] - data["observation"][:, :2]
             loss = ((data["action"] @ self.model - moved) ** 2).sum(-1).mean()
             self.optimizer.zero_grad()
@@ -116,6 +117,9 @@ class WaypointLevel(Level):
             self.optimizer.step()
         angle = math.degrees(math.atan2(self.model[0, 1].item(), self.model[0, 0].item()))
         return {"model_error": loss.item(), "model_angle_deg": angle}
+
+    def named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"model": self.optimizer}  # the base class checkpoints their states
 
 
 # %% [markdown]
@@ -181,5 +185,8 @@ fig.tight_layout()
 # In eval mode (`hierarchy.eval()`) `extend` stores nothing: the base class's `observe`
 # skips it, so evaluation never changes what a level learns. A level can also carry
 # per-instance state between its steps (`get_state_spec`, as the `PlannerLevel` does for its
-# warm starts), and its `state_dict` round-trips through checkpoints: put counters and
-# optimiser states in `get_extra_state`.
+# warm starts), and its `state_dict` round-trips through checkpoints: the optimisers named
+# in `named_optimizers` are saved with it, and other counters go in `get_extra_state`. A level
+# that learns on a schedule calls `set_update_schedule(warm_up_steps=..., update_interval=...,
+# num_updates=...)` in its constructor and asks `updates_due()` in `learn` how many gradient
+# steps to take, as the library's learning levels do.
