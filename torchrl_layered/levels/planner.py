@@ -12,6 +12,7 @@ from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import gradient_steps
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, planning_discount
+from torchrl_layered.objectives.optim import adam
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
 from torchrl_layered.predictors.factory import PredictorFactory, build_predictor, default_predictor_factory
 from torchrl_layered.predictors.predictor import Predictor, RewardPredictor
@@ -142,7 +143,7 @@ class PlannerLevel(Level):
                 )
             self.loss = RewardPredictorLoss(self.predictor, gamma=self.gamma, discount_per=self.discount_per)
             self.target_updater = SoftUpdate(self.loss, tau=self.tau)
-            self.optimizer = torch.optim.Adam(self.loss.parameters(), lr=self.lr)
+            self.optimizer = adam(self.loss.parameters(), lr=self.lr)
             self.replay_buffer = TensorDictReplayBuffer(
                 storage=LazyTensorStorage(self.buffer_size, device="auto"), batch_size=self.batch_size
             )

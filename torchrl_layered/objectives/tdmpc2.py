@@ -16,6 +16,7 @@ from torchrl.objectives import LossModule
 from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.modules.tdmpc2 import QEnsemble, TDMPC2WorldModel
 from torchrl_layered.objectives.discount import option_discount
+from torchrl_layered.objectives.optim import adam
 from torchrl_layered.objectives.tdmpc2_config import resolve_tdmpc2_config
 
 
@@ -227,7 +228,7 @@ def make_tdmpc2_optimizer(loss: TDMPC2Loss) -> torch.optim.Optimizer:
     encoders = [p for m in (wm.encoder, wm.goal_encoder) if m is not None for p in m.parameters()]
     skip = {id(p) for p in encoders} | {id(p) for p in wm.policy.parameters()}
     rest = [p for p in loss.parameters() if id(p) not in skip]
-    return torch.optim.Adam(
+    return adam(
         [{"params": encoders, "lr": cfg["lr"] * cfg["enc_lr_scale"]}, {"params": rest, "lr": cfg["lr"]}],
         lr=cfg["lr"],
     )
@@ -235,7 +236,7 @@ def make_tdmpc2_optimizer(loss: TDMPC2Loss) -> torch.optim.Optimizer:
 
 def make_tdmpc2_policy_optimizer(loss: TDMPC2Loss) -> torch.optim.Optimizer:
     """The policy prior's own Adam, as the official ``pi_optim``: ``lr``, ``eps=1e-5``."""
-    return torch.optim.Adam(loss.world_model.policy.parameters(), lr=loss.cfg["lr"], eps=1e-5)
+    return adam(loss.world_model.policy.parameters(), lr=loss.cfg["lr"], eps=1e-5)
 
 
 def tdmpc2_update(
