@@ -191,3 +191,14 @@ def test_keys_remapped_after_building_move_acting_and_transitions_together():
     for k, (expected, got) in enumerate(zip(reference.transitions(old), remapped.transitions(new))):
         assert as_rows(got, k > 0) == as_rows(expected, k > 0)
         assert got.shape[0] > 0
+
+
+def test_the_transform_refuses_level_keys_of_another_depth():
+    import pytest
+
+    from torchrl_layered.hierarchy.transform import HierarchyTransform
+
+    hierarchy = make_hierarchy(ScriptedEnv([[(5, True)]]), [None, 2])
+    with pytest.raises(ValueError, match="HierarchyTransform got 1 level_keys for 2 levels"):
+        HierarchyTransform(hierarchy.action_specs[:-1], hierarchy.observation_specs[:-1],
+                           level_keys=[hierarchy.levels[0].tensor_keys])

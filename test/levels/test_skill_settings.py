@@ -57,10 +57,14 @@ def test_defaults_are_declared_once_on_the_settings_classes():
 @pytest.mark.parametrize("kwargs,message", [
     (dict(n_skill_samples=0), "n_skill_samples must be an int >= 1"),
     (dict(fixed_std=-0.5), "fixed_std must be finite and > 0"),
-    (dict(fixed_std=float("nan")), "fixed_std must be finite and > 0"),
+    (dict(fixed_std=float("nan")), "fixed_std must be a finite number"),
     (dict(reward_clipping_low=5.0, reward_clipping_high=1.0), "need reward_clipping_low < reward_clipping_high"),
     (dict(norm_momentum=0.0), "norm_momentum must lie in (0, 1]"),
     (dict(symmetry_breaking_steps=-1), "symmetry_breaking_steps must be an int >= 0"),
+    (dict(reward_offset=float("inf")), "reward_offset must be a finite number"),
+    (dict(converter_coef=float("nan")), "converter_coef must be a finite number"),
+    (dict(reward_clipping_low="low"), "reward_clipping_low must be a finite number"),
+    (dict(potential_diff_reward=1), "potential_diff_reward must be true or false"),
 ])
 def test_bad_settings_are_refused_naming_the_setting(kwargs, message):
     with pytest.raises(ValueError, match=r"SPlaTESReward: " + message.replace("(", r"\(").replace(")", r"\)")):

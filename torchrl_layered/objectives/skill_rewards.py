@@ -40,6 +40,13 @@ class SkillReward:
 
     def __post_init__(self):
         name = type(self).__name__
+        for f in dataclasses.fields(self):  # each value of its field's kind: a bool, an int, a finite number
+            value, kind = getattr(self, f.name), type(f.default)
+            if kind is bool and not isinstance(value, bool):
+                raise ValueError(f"{name}: {f.name} must be true or false; got {value!r}")
+            if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+                raise ValueError(f"{name}: {f.name} must be a finite number; got {value!r}")
         if not isinstance(self.n_skill_samples, int) or self.n_skill_samples < 1:
             raise ValueError(f"{name}: n_skill_samples must be an int >= 1; got {self.n_skill_samples!r}")
         if not (math.isfinite(self.fixed_std) and self.fixed_std > 0):
