@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from planner_speed import matmul_flops_per_second
+from machine import matmul_flops_per_second
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
 from torchrl_layered.objectives.tdmpc2_config import cpu_tdmpc2_config, resolve_tdmpc2_config

@@ -90,7 +90,7 @@ def main() -> None:
     seeds = args.seeds if args.seeds is not None else [None] * args.unseeded
     jobs = [(seed, config, level_kwargs, args.steps, args.num_envs) for seed in seeds]
     print(f"{ENV}: {len(jobs)} run(s) of {args.steps} env steps on {args.num_envs} instances; level {level_kwargs}")
-    from planner_speed import matmul_flops_per_second  # noqa: E402 (a sibling script)
+    from machine import matmul_flops_per_second  # noqa: E402 (a sibling script)
     print(f"machine: {matmul_flops_per_second(torch.device('cpu'), 1024, 5) / 1e9:.1f} GFLOP/s dense matmul (1 thread)")
     if args.jobs > 1:
         with mp.get_context("spawn").Pool(args.jobs) as pool:

@@ -16,17 +16,9 @@ from pathlib import Path
 
 import torch
 
+from machine import machine_line
 from torchrl_layered.planners import ICEMPlanner
 from torchrl_layered.trainers import compose_config, train
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def run(result_mode: str, seed: int, frames: int) -> dict:
@@ -47,7 +39,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=1600)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    print(f"matmul: {matmul_gflops():.1f} GFLOP/s (1 thread)")
+    print(machine_line())
     results = {}
     for mode in ("best", "mean"):
         for seed in args.seeds:

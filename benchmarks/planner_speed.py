@@ -17,6 +17,7 @@ import time
 import torch
 from torchrl.data import Bounded
 
+from machine import matmul_flops_per_second, synchronize
 from torchrl_layered.predictors.encoders import IdentityEncoder
 from torchrl_layered.predictors.predictor import RewardPredictor
 from torchrl_layered.planners import CEMPlanner, ICEMPlanner, MPPIPlanner
@@ -39,27 +40,6 @@ def flops_per_sequence(predictor: RewardPredictor, horizon: int) -> int:
     linear = lambda net: sum(m.in_features * m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear))  # noqa: E731
     per_member = horizon * (ensemble + linear(predictor.reward)) + linear(predictor.value)
     return 2 * per_member * members
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_flops_per_second(device: torch.device, size: int, repeats: int) -> float:
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    for _ in range(3):
-        a @ b
-    synchronize(device)
-    best = float("inf")
-    for _ in range(3):  # best of three: the machine's speed, not its worst moment
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 * repeats / best
 
 
 def time_planner(planner, objective, batch: int, device: torch.device, repeats: int) -> tuple[list[float], int]:

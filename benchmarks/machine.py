@@ -1,0 +1,43 @@
+"""The machine's dense float32 matmul rate, printed beside every benchmark's figure.
+
+Shared machines change speed between sittings; a figure means something only next to the
+matmul rate measured in the same run (and a ratio only between runs that alternate).
+
+    from machine import machine_line; print(machine_line())
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_flops_per_second(device: torch.device | str = "cpu", size: int = 1024, repeats: int = 5) -> float:
+    """FLOP/s of a ``size x size`` float32 matmul on the current thread count, best of three rounds."""
+    device = torch.device(device)
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    best = float("inf")
+    for _ in range(3):  # the machine's speed, not its worst moment
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 * repeats / best
+
+
+def machine_line(device: torch.device | str = "cpu", size: int = 1024) -> str:
+    """One line: the matmul rate, the device and the thread count."""
+    device = torch.device(device)
+    rate = matmul_flops_per_second(device, size, repeats=20 if device.type == "cuda" else 5)
+    return f"machine: {rate / 1e9:.1f} GFLOP/s dense float32 matmul ({size}x{size}, {device}, " \
+           f"{torch.get_num_threads()} threads)"
