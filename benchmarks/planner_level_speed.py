@@ -21,7 +21,7 @@ import time
 from functools import partial
 
 import torch
-from torchrl.envs import ExplorationType, set_exploration_type
+from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
 
 from machine import machine_line
 from torchrl_layered import Hierarchy
@@ -45,13 +45,15 @@ def build(args) -> tuple[Hierarchy, PlannerLevel, object]:
     return Hierarchy([level], env=env), level, env
 
 
-def time_plan_calls(hierarchy: Hierarchy, env, warmup: int, repeats: int) -> list[float]:
-    """Seconds of each deterministic plan call for all instances (the level's whole acting step)."""
-    from torchrl.envs import TransformedEnv
+def time_plan_calls(hierarchy: Hierarchy, env, warmup: int, repeats: int, exploration: ExplorationType) -> list[float]:
+    """Seconds of each plan call for all instances (the level's whole acting step).
 
+    ``ExplorationType.RANDOM`` plans as in training (sampled model predictions per particle),
+    ``DETERMINISTIC`` as in evaluation (mean predictions).
+    """
     td = TransformedEnv(env, hierarchy.make_transform()).reset()
     times = []
-    with torch.no_grad(), set_exploration_type(ExplorationType.DETERMINISTIC):
+    with torch.no_grad(), set_exploration_type(exploration):
         for i in range(warmup + repeats):
             start = time.perf_counter()
             hierarchy(td.clone())
@@ -64,14 +66,13 @@ def collect_rate(hierarchy: Hierarchy, env, steps: int, chunks: int, learn: bool
     """Median env steps/s over ``chunks`` batches of ``steps`` batched steps."""
     frames = steps * env.batch_size[0]
     collector = make_collector(env, hierarchy, frames_per_batch=frames, total_frames=frames * (chunks + 1))
-    rates = []
+    rates, start = [], time.perf_counter()
     for i, batch in enumerate(collector):
-        start = time.perf_counter() if i == 0 else start
         if learn:
             hierarchy.extend(batch)
             hierarchy.learn()
         now = time.perf_counter()
-        if i > 0:
+        if i > 0:  # the first batch includes one-off costs
             rates.append(frames / (now - start))
         start = now
     collector.shutdown()
@@ -106,9 +107,11 @@ def main() -> None:
     print(f"{args.num_envs} x {args.env}, {args.planner.upper()} {args.samples} samples x {args.iterations} iterations, "
           f"horizon {args.horizon}, {args.members} members x {args.particles} particles, hidden {args.hidden}, "
           f"predictor {params} parameters, rollout chunk {args.rollout_chunk or 'none'}")
-    times = time_plan_calls(hierarchy, env, args.warmup, args.repeats)
-    print(f"plan call: median {1e3 * statistics.median(times):.2f} ms, min {1e3 * min(times):.2f} ms "
-          f"({args.repeats} calls)")
+    for name, exploration in [("sampled (training)", ExplorationType.RANDOM),
+                              ("deterministic (evaluation)", ExplorationType.DETERMINISTIC)]:
+        times = time_plan_calls(hierarchy, env, args.warmup, args.repeats, exploration)
+        print(f"plan call, {name}: median {1e3 * statistics.median(times):.2f} ms, min {1e3 * min(times):.2f} ms "
+              f"({args.repeats} calls)")
     if args.collect_steps:
         for learn in (False, True):
             hierarchy.train(learn)

@@ -45,8 +45,9 @@ class ReachModel(TDMPC2WorldModel):
     def termination_logit(self, z, a):
         return torch.full_like(z, -30.0)
 
-    def q_logits(self, z, a, zg=None):
-        return self._logits(torch.zeros_like(z)).expand(self.qs.num_q, *z.shape[:-1], -1)
+    def q_logits(self, z, a, zg=None, members=None):
+        count = self.qs.num_q if members is None else len(members)
+        return self._logits(torch.zeros_like(z)).expand(count, *z.shape[:-1], -1)
 
     def pi(self, z, zg=None, deterministic=False):
         return torch.zeros_like(z), torch.zeros_like(z)

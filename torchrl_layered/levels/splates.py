@@ -167,7 +167,7 @@ class SPlaTESLevel(SkillLevel):
         still_running = (step + h < self.control_interval)[:, None]
         zg = goals[:, None, h].expand(b, n, goals.shape[-1])
         a, _ = wm.pi(z, zg)
-        q = wm.two_hot.decode(wm.q_logits(z, a, zg)[torch.randperm(wm.qs.num_q, device=z.device)[:2]]).mean(0)
+        q = wm.avg_q(z, a, zg)
         v_avg = wm.avg_value_of(z, wm.to_start(z))
         return (total + weight * torch.where(still_running, q, v_avg)).squeeze(-1)
 

@@ -231,7 +231,7 @@ class TDMPC2Level(Level):
             weight = weight * self.planning_gamma * (1 - torch.sigmoid(wm.termination_logit(z, a)))
             z = wm.next(z, a)
         a, _ = wm.pi(z, zg)
-        q = wm.two_hot.decode(wm.q_logits(z, a, zg)[torch.randperm(wm.qs.num_q, device=z.device)[:2]]).mean(0)
+        q = wm.avg_q(z, a, zg)
         return (total + weight * q).squeeze(-1)
 
     @torch.no_grad()

@@ -79,16 +79,25 @@ class QEnsemble(nn.Module):
         with torch.no_grad():
             self.out.weight.zero_()
 
-    def _norm(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:]) * self.norm_weight[i] + self.norm_bias[i]
+    def _norm(self, x: torch.Tensor, i: int, members: torch.Tensor | None) -> torch.Tensor:
+        weight, bias = self.norm_weight[i], self.norm_bias[i]
+        if members is not None:
+            weight, bias = weight[members], bias[members]
+        return F.layer_norm(x, x.shape[-1:]) * weight + bias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[*, in]`` -> ``[num_q, *, num_bins]`` logits."""
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
+        """``[*, in]`` -> ``[num_q, *, num_bins]`` logits, or ``[len(members), *, num_bins]`` of
+        the members given (only those are computed)."""
         lead = x.shape[:-1]
-        h = x.reshape(1, -1, x.shape[-1]).expand(self.num_q, -1, -1)
-        h = F.mish(self._norm(self.dropout(self.layer1(h)), 0))
-        h = F.mish(self._norm(self.layer2(h), 1))
-        return self.out(h).reshape(self.num_q, *lead, -1)
+        q = self.num_q if members is None else members.shape[0]
+        h = x.reshape(1, -1, x.shape[-1]).expand(q, -1, -1)
+        h = F.mish(self._norm(self.dropout(self.layer1(h, members)), 0, members))
+        h = F.mish(self._norm(self.layer2(h, members), 1, members))
+        return self.out(h, members).reshape(q, *lead, -1)
+
+    def random_pair(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Two distinct members drawn at random, as the official estimates pick their Qs."""
+        return torch.randperm(self.num_q, device=device)[:2]
 
 
 class TDMPC2WorldModel(nn.Module):
@@ -150,8 +159,14 @@ class TDMPC2WorldModel(nn.Module):
             return torch.full((*z.shape[:-1], 1), -float("inf"), device=z.device, dtype=z.dtype)
         return self.termination(torch.cat([z, a], -1))
 
-    def q_logits(self, z, a, zg=None) -> torch.Tensor:
-        return self.qs(self._cat(z, a, zg))
+    def q_logits(self, z, a, zg=None, members: torch.Tensor | None = None) -> torch.Tensor:
+        """``[num_q, *, num_bins]``, or only the ``members`` given."""
+        return self.qs(self._cat(z, a, zg), members)
+
+    def avg_q(self, z, a, zg=None) -> torch.Tensor:
+        """The mean of two random Qs, decoded, ``[*, 1]``: the planning estimate (official
+        ``Q(..., return_type="avg")``); only those two are computed."""
+        return self.two_hot.decode(self.q_logits(z, a, zg, self.qs.random_pair(z.device))).mean(0)
 
     def pi(self, z: torch.Tensor, zg: torch.Tensor | None = None, deterministic: bool = False):
         """Squashed-Gaussian policy prior: ``(action in [-1, 1], log_pi [*, 1])``.

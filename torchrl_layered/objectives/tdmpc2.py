@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -96,14 +97,14 @@ class TDMPC2Loss(LossModule):
     def out_keys(self):
         return ["loss_consistency", "loss_reward", "loss_value", "loss_termination", "loss_policy"]
 
-    def _q(self, params: TensorDictParams, z, a, zg) -> torch.Tensor:
+    def _q(self, params: TensorDictParams, z, a, zg, members: torch.Tensor | None = None) -> torch.Tensor:
         with params.to_module(self.qvalue_network):
-            return self.world_model.q_logits(z, a, zg)
+            return self.world_model.q_logits(z, a, zg, members)
 
-    def _target_q(self, z, a, zg) -> torch.Tensor:
+    def _target_q(self, z, a, zg, members: torch.Tensor | None = None) -> torch.Tensor:
         """Target Q logits, always without dropout (as the official target networks, kept in eval mode)."""
         with _eval_mode(self.qvalue_network):
-            return self._q(self.target_qvalue_network_params, z, a, zg)
+            return self._q(self.target_qvalue_network_params, z, a, zg, members)
 
     @torch.no_grad()
     def update_value_scale(self, q: torch.Tensor) -> None:
@@ -114,16 +115,15 @@ class TDMPC2Loss(LossModule):
         spread = (bounds[1] - bounds[0]).clamp_min(1.0)
         self.value_scale.lerp_(spread.to(self.value_scale.dtype), self.cfg["tau"])
 
-    def _two_q(self, logits: torch.Tensor) -> torch.Tensor:
-        """Two random members of the ensemble, decoded: ``[2, *, 1]``."""
-        index = torch.randperm(logits.shape[0], device=logits.device)[:2]
-        return self.world_model.two_hot.decode(logits[index])
+    def _two_q(self, q_of_members: Callable[[torch.Tensor], torch.Tensor], device) -> torch.Tensor:
+        """Two random members of the ensemble, decoded, ``[2, *, 1]``; only those two are computed."""
+        return self.world_model.two_hot.decode(q_of_members(self.world_model.qs.random_pair(device)))
 
     @torch.no_grad()
     def next_value(self, next_z, zg=None) -> torch.Tensor:
         """``min(two random target Qs)(z', pi(z'))``, ``[*, 1]``."""
         next_action, _ = self.world_model.pi(next_z, zg)
-        return self._two_q(self._target_q(next_z, next_action, zg)).min(0).values
+        return self._two_q(partial(self._target_q, next_z, next_action, zg), next_z.device).min(0).values
 
     @torch.no_grad()
     def value_target(self, next_z, reward, terminated, zg=None, duration=None) -> torch.Tensor:
@@ -190,7 +190,8 @@ class TDMPC2Loss(LossModule):
         z_pi = latents.detach()
         zg_pi = None if zg is None else torch.cat([zg, next_zg[-1:]]).detach()
         pi_action, log_pi = wm.pi(z_pi, zg_pi)
-        q_pi = self._two_q(self._q(self.qvalue_network_params.detach(), z_pi, pi_action, zg_pi)).mean(0)
+        q_pi = self._two_q(partial(self._q, self.qvalue_network_params.detach(), z_pi, pi_action, zg_pi),
+                           z_pi.device).mean(0)
         self.update_value_scale(q_pi[0])
         rho_pi = cfg["rho"] ** torch.arange(horizon + 1, device=obs.device, dtype=obs.dtype)
         scale = self.value_scale.clamp_min(1.0)  # a no-op since the update clamps; guards older saved scales
