@@ -14,6 +14,7 @@ import time
 import torch
 from torchrl.envs import TransformedEnv
 
+from machine import machine_line
 from torchrl_layered import Hierarchy
 from torchrl_layered.envs import make_env
 from torchrl_layered.levels import TDMPC2Level
@@ -64,6 +65,8 @@ def main() -> None:
             updating += end - mid
     total = acting + updating
     frames = args.steps * args.num_envs
+    print(machine_line(args.device))
+    print(f"world model {sum(p.numel() for p in level.world_model.parameters())} parameters")
     print(f"{args.num_envs} x Pendulum-v1, model_size {args.model_size}, batch 256, horizon 3, MPPI 512 x 6, "
           f"1 update / env step, device {args.device}, {args.threads} threads, compile={args.compile}")
     print(f"env steps/s (learning on): {frames / total:8.2f}")

@@ -12,20 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchrl_layered.modules.activations import Mish, SimNorm, mish
 from torchrl_layered.modules.ensemble import EnsembleLinear
 from torchrl_layered.modules.twohot import TwoHot
-
-
-class SimNorm(nn.Module):
-    """Splits the last dim into groups of ``dim`` entries and softmaxes each group."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        return F.softmax(x.reshape(*shape[:-1], -1, self.dim), -1).reshape(shape)
 
 
 def normed_linear(in_dim: int, out_dim: int, dropout: float = 0.0, act: nn.Module | None = None) -> nn.Sequential:
@@ -33,7 +22,7 @@ def normed_linear(in_dim: int, out_dim: int, dropout: float = 0.0, act: nn.Modul
     layers = [nn.Linear(in_dim, out_dim)]
     if dropout:
         layers.append(nn.Dropout(dropout))
-    layers += [nn.LayerNorm(out_dim), act if act is not None else nn.Mish()]
+    layers += [nn.LayerNorm(out_dim), act if act is not None else Mish()]
     return nn.Sequential(*layers)
 
 
@@ -91,8 +80,8 @@ class QEnsemble(nn.Module):
         lead = x.shape[:-1]
         q = self.num_q if members is None else members.shape[0]
         h = x.reshape(1, -1, x.shape[-1]).expand(q, -1, -1)
-        h = F.mish(self._norm(self.dropout(self.layer1(h, members)), 0, members))
-        h = F.mish(self._norm(self.layer2(h, members), 1, members))
+        h = mish(self._norm(self.dropout(self.layer1(h, members)), 0, members))
+        h = mish(self._norm(self.layer2(h, members), 1, members))
         return self.out(h, members).reshape(q, *lead, -1)
 
     def random_pair(self, device: torch.device | str | None = None) -> torch.Tensor:

@@ -1,0 +1,44 @@
+"""The fast Mish and SimNorm equal torch's Mish and a grouped softmax, in value and gradient."""
+import torch
+import torch.nn.functional as F
+
+from torchrl_layered.modules.activations import Mish, SimNorm, mish
+
+EDGES = torch.tensor([-1e4, -60.0, -20.0, -1e-3, 0.0, 1e-3, 19.9, 20.0, 20.1, 60.0, 1e4])
+
+
+def test_mish_equals_torchs_mish_with_and_without_gradients():
+    x = torch.cat([torch.randn(4000) * 6, EDGES])
+    with torch.no_grad():
+        torch.testing.assert_close(mish(x.clone()), F.mish(x), atol=2e-6, rtol=1e-5)
+    leaf = x.clone().requires_grad_(True)
+    torch.testing.assert_close(Mish()(leaf), F.mish(x), atol=2e-6, rtol=1e-5)
+
+
+def test_mish_gradient_matches_autograd_of_the_definition():
+    x = torch.cat([torch.randn(200, dtype=torch.float64) * 6, EDGES.double()]).requires_grad_(True)
+    assert torch.autograd.gradcheck(mish, (x[:60].detach().clone().requires_grad_(True),))
+    (mine,) = torch.autograd.grad(mish(x).sum(), x)
+    (torchs,) = torch.autograd.grad((x * torch.tanh(F.softplus(x))).sum(), x)
+    torch.testing.assert_close(mine, torchs)
+
+
+def test_mish_keeps_its_input_and_nan():
+    x = torch.tensor([1.0, float("nan"), -2.0])
+    before = x.clone()
+    with torch.no_grad():
+        out = mish(x)
+    torch.testing.assert_close(x, before, equal_nan=True)
+    assert torch.isnan(out[1]) and not torch.isnan(out[[0, 2]]).any()
+
+
+def test_simnorm_is_a_softmax_over_groups_with_its_gradient():
+    x = torch.randn(3, 5, 32) * 10
+    expected = F.softmax(x.reshape(3, 5, 4, 8), -1).reshape(3, 5, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(SimNorm(8)(x), expected)
+    leaf = x.double().requires_grad_(True)
+    assert torch.autograd.gradcheck(SimNorm(8), (leaf[:1, :2],))
+    (mine,) = torch.autograd.grad((SimNorm(8)(leaf) ** 2).sum(), leaf)
+    (torchs,) = torch.autograd.grad((F.softmax(leaf.reshape(3, 5, 4, 8), -1) ** 2).sum(), leaf)
+    torch.testing.assert_close(mine, torchs)
