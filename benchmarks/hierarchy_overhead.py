@@ -1,11 +1,13 @@
 """Env steps per second of a 3-level random hierarchy through `Collector`, next to a plain
-`RandomPolicy` on the same envs: the hierarchy's overhead as a ratio, measured in one run.
+`RandomPolicy` on the same envs: the hierarchy's overhead as a ratio, measured in one run
+(alternating rounds, median ratio).
 
-    python benchmarks/hierarchy_overhead.py [--num-envs 8] [--frames 40000]
+    python benchmarks/hierarchy_overhead.py [--num-envs 8] [--frames 40000] [--rounds 3]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -14,6 +16,7 @@ from torchrl.data import Bounded
 from torchrl.envs import TransformedEnv
 from torchrl.envs.utils import RandomPolicy
 
+from machine import machine_line
 from torchrl_layered import Hierarchy, RandomLevel
 from torchrl_layered.envs import make_env
 
@@ -35,12 +38,11 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=8)
     parser.add_argument("--frames", type=int, default=40_000)
     parser.add_argument("--frames-per-batch", type=int, default=800)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating plain / hierarchy runs")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     base = make_env("Pendulum-v1", args.num_envs)
-    plain = steps_per_second(base, RandomPolicy(base.full_action_spec), args.frames, args.frames_per_batch)
-
     env = make_env("Pendulum-v1", args.num_envs)
     hierarchy = Hierarchy(
         [
@@ -50,12 +52,16 @@ def main() -> None:
         ],
         env=env,
     )
-    layered = steps_per_second(TransformedEnv(env, hierarchy.make_transform()), hierarchy, args.frames,
-                               args.frames_per_batch)
-    print(f"{args.num_envs} x Pendulum-v1, {args.frames} frames")
-    print(f"plain RandomPolicy     : {plain:9.0f} env steps/s")
-    print(f"3-level RandomLevel    : {layered:9.0f} env steps/s")
-    print(f"hierarchy cost (ratio) : {plain / layered:9.2f}x")
+    layered_env = TransformedEnv(env, hierarchy.make_transform())
+    print(machine_line())
+    print(f"{args.num_envs} x Pendulum-v1, {args.frames} frames per run")
+    ratios = []
+    for _ in range(args.rounds):  # alternating, so that a change in the machine's speed hits both
+        plain = steps_per_second(base, RandomPolicy(base.full_action_spec), args.frames, args.frames_per_batch)
+        layered = steps_per_second(layered_env, hierarchy, args.frames, args.frames_per_batch)
+        ratios.append(plain / layered)
+        print(f"plain RandomPolicy {plain:8.0f} env steps/s, 3-level RandomLevel {layered:8.0f}: {plain / layered:.2f}x")
+    print(f"hierarchy cost (median ratio): {statistics.median(ratios):.2f}x")
 
 
 if __name__ == "__main__":

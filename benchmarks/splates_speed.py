@@ -8,6 +8,11 @@ that fills the buffers; ``--skill-mpc`` makes the skills act with MPPI instead o
 policy prior.
 
     python benchmarks/splates_speed.py [--steps 200] [--skill-mpc] [--threads 1]
+
+``--reference-settings`` runs the reference library's example instead (its `bench_splates.py`):
+2 instances, the skills on the default-size TD-MPC2 config planning with MPPI at every env
+step and learning once per 4 of their transitions, the planner level still in its random
+warm-up (it acts randomly and does not learn yet).
 """
 from __future__ import annotations
 
@@ -20,6 +25,8 @@ from torchrl.collectors import Collector
 
 from torchrl_layered.envs import make_env
 from torchrl_layered.hierarchies import planner_over_splates
+from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
+from machine import machine_line
 
 
 def main() -> None:
@@ -29,13 +36,19 @@ def main() -> None:
     parser.add_argument("--skill-mpc", action="store_true", help="skills plan with MPPI instead of the policy prior")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reference-settings", action="store_true", help="the reference example's workload")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     env = make_env("Maze2D-Medium-v0", args.num_envs, device=args.device)
+    if args.reference_settings:
+        args.skill_mpc = True
+        settings = dict(warm_up_steps=10**9, skill_warm_up_steps=400, skill_update_interval=4,
+                        tdmpc2=get_default_tdmpc2_config())
+    else:
+        settings = dict(warm_up_steps=0, skill_warm_up_steps=0, planner_level=dict(alternate_with_noise=False))
     hierarchy = planner_over_splates(
-        env, warm_up_steps=0, skill_warm_up_steps=0, use_policy=not args.skill_mpc, num_samples=256,
-        num_iterations=6, horizon=15, planner_level=dict(alternate_with_noise=False),
+        env, use_policy=not args.skill_mpc, num_samples=256, num_iterations=6, horizon=15, **settings,
     ).to(args.device)
     top, skills = hierarchy.levels
     steps_per_batch = 10  # one planner decision per instance per batch
@@ -64,6 +77,8 @@ def main() -> None:
         acting_s_per_env_step=round(act / timed, 5), learning_s_per_env_step=round(learn / timed, 5),
         planner_updates=top.num_gradient_updates, skill_updates=skills.num_gradient_updates,
     )
+    print(machine_line(args.device))
+    print(f"skill world model: {sum(p.numel() for p in skills.world_model.parameters())} parameters")
     print(json.dumps(result))
 
 

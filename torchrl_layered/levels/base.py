@@ -430,11 +430,14 @@ class Level(TensorDictModuleBase):
         keys = self.tensor_keys
         index = self.state_index
         rows = None
+        everyone_acts = False
         if index is not None and not self.always_acts:
             acting = tensordict.get(keys.acting)[..., index]
             rows = acting.reshape(-1).nonzero().squeeze(-1)
             if not rows.numel():  # nobody hands this level control: its held outputs stand
                 return tensordict
+            if rows.numel() == acting.numel():  # everyone acts: no gather and scatter
+                rows, everyone_acts = None, True
         batch_shape = tensordict.batch_size
         obs = tensordict.get(keys.observation)
         if self.obs_map is not None:
@@ -460,6 +463,9 @@ class Level(TensorDictModuleBase):
             action = self._checked_action(sub, n, sub)
             done = None if self._never_done else self.is_done(sub).reshape(n)
             new_state = sub.get("state", None)
+            if everyone_acts:
+                start = tensordict.get(keys.start_observation)
+                tensordict.set(keys.start_observation, obs.to(start.dtype).reshape(start.shape))
         else:
             sub = TensorDict({k: v[rows] for k, v in inputs.items()}, batch_size=[rows.numel()])
             held = tensordict.get(keys.action).reshape(n, *act_shape)
