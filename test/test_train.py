@@ -280,5 +280,6 @@ def test_the_default_run_learns_to_hold_the_pendulum_up(tmp_path):
     result = train(compose_config(["progress_bar=false"]), tmp_path)
     _, state = read_checkpoint(tmp_path)
     first_eval = state["progress"]["eval_returns"][0]
+    print(f"default run: eval returns {state['progress']['eval_returns']}, final train return {result['train_return']:.1f}")
     # random actions score about -1200, the untrained planner about -1600
     assert result["eval_return"] > -400 and result["train_return"] > -400, (first_eval, result)

@@ -182,6 +182,8 @@ def test_skills_become_diverse_after_a_short_budget():
     hierarchy.eval()
     trained_spread = skill_end_spread(skill, maze, starts, skills, goal, 10)
     baseline = max(initial_spread, random_spread)
+    print(f"SPlaTES skill end spread: trained {trained_spread:.3f}, initial {initial_spread:.3f}, "
+          f"random {random_spread:.3f}")
     assert trained_spread >= 1.5 * baseline, (
         f"trained spread {trained_spread:.3f} vs initial {initial_spread:.3f} / random {random_spread:.3f}")
 
@@ -205,5 +207,6 @@ def test_planner_over_splates_reaches_goals_on_the_medium_maze_within_24k_env_st
                               hierarchy_kwargs="{}")
     result = bench.run(args)
     curve = result["curve"]
+    print(f"planner over SPlaTES: frames {curve['frames']}, success {curve['eval_success']}")
     assert curve["frames"][0] == 0  # the untrained baseline comes first
     assert result["best_eval_success"] > curve["eval_success"][0], curve

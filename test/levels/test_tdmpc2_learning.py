@@ -37,4 +37,5 @@ def test_tdmpc2_solves_pendulum_within_15k_env_steps():
         returns += batch["next", "episode_reward"][done].reshape(-1).tolist()
     collector.shutdown()
     last10 = sum(returns[-10:]) / 10
+    print(f"TD-MPC2 Pendulum: {len(returns)} episodes, mean return of the last 10: {last10:.1f}")
     assert len(returns) >= 60 and last10 > -400, f"mean return of the last 10 episodes: {last10:.0f}"

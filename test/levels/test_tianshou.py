@@ -353,6 +353,7 @@ def test_dqn_learns_cartpole_in_15k_steps(seed):
     15,000 env steps, two updates of 128 per transition, then a mean greedy return above 200."""
     hierarchy = train(TianshouLevel(default_dqn_config(), batch_size=128, num_updates=2), "CartPole-v1", seed=seed)
     score = evaluate(hierarchy, "CartPole-v1", max_steps=500, seed=1000 + seed)
+    print(f"DQN CartPole seed {seed}: mean evaluation return {score:.1f}")
     assert score > 200, f"seed {seed}: mean evaluation return {score:.0f}"
 
 
@@ -362,4 +363,5 @@ def test_sac_learns_inverted_pendulum_in_15k_steps():
     level = TianshouLevel(default_sac_config(), batch_size=128, update_interval=3, num_updates=2)
     hierarchy = train(level, "InvertedPendulum-v5")
     score = evaluate(hierarchy, "InvertedPendulum-v5", max_steps=1000)
+    print(f"SAC InvertedPendulum: mean evaluation return {score:.1f}")
     assert score > 600, f"mean evaluation return {score:.0f}"
