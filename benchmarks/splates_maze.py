@@ -117,6 +117,9 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     plot(result, out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    from machine import machine_line  # a sibling script; this module is also imported by path
+
+    print(machine_line())
     print(json.dumps({k: v for k, v in result.items() if k != "curve"}))
     print(f"wrote {out} and {out.with_suffix('.json')}")
 

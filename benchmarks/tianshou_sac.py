@@ -71,6 +71,9 @@ def main() -> None:
         learn_time += time.perf_counter() - t
     wall = time.perf_counter() - start
     collector.shutdown()
+    from machine import machine_line  # a sibling script; this module is also imported by path
+
+    print(machine_line())
     print(f"{ENV}: {args.steps} env steps, {args.num_envs} instances, {level.num_gradient_updates} updates, "
           f"{args.threads} thread(s)")
     print(f"wall time {wall:.1f} s, {args.steps / wall:.0f} env steps/s (updates {learn_time:.1f} s, "
