@@ -39,3 +39,26 @@ def test_avg_q_is_the_mean_of_two_distinct_members(monkeypatch):
     assert chosen is not None and chosen.shape == (2,)
     expected = wm.two_hot.decode(original(z, a)[chosen]).mean(0)
     torch.testing.assert_close(got, expected)
+
+
+def test_broadcast_parts_go_through_the_first_layer_once_with_the_same_result():
+    torch.manual_seed(0)
+    cfg = resolve_tdmpc2_config(cpu_tdmpc2_config(episodic=True))
+    wm = TDMPC2WorldModel(4, 2, cfg, goal_dim=3).eval()
+    with torch.no_grad():
+        for p in wm.parameters():
+            p.normal_(std=0.2)  # the official init zeroes some heads: make every output depend on its inputs
+    b, n = 3, 5
+    z = torch.randn(b, 1, wm.latent_dim).expand(b, n, -1)  # the latent every candidate starts from
+    zg = torch.randn(b, 1, wm.latent_dim).expand(b, n, -1)
+    a = torch.rand(b, n, 2) * 2 - 1
+    dense = dict(z=z.contiguous(), zg=zg.contiguous())
+    with torch.no_grad():
+        torch.testing.assert_close(wm.next(z, a), wm.next(dense["z"], a))
+        torch.testing.assert_close(wm.reward_logits(z, a, zg), wm.reward_logits(dense["z"], a, dense["zg"]))
+        torch.testing.assert_close(wm.termination_logit(z, a), wm.termination_logit(dense["z"], a))
+        mean = wm.pi(z, zg, deterministic=True)[0]
+        torch.testing.assert_close(mean, wm.pi(dense["z"], dense["zg"], deterministic=True)[0])
+        assert mean.shape == (b, n, 2)
+        sampled, _ = wm.pi(z, zg)  # every row draws its own noise, though they share the net's output
+        assert sampled.shape == (b, n, 2) and (sampled.std(1) > 0).all()

@@ -52,6 +52,40 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, *, out_act: nn.Module | No
     return nn.Sequential(*layers)
 
 
+def _compact(x: torch.Tensor) -> torch.Tensor:
+    """``x`` without its broadcast dims (stride 0), each kept as size 1: what was expanded."""
+    index = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None) for stride, size in zip(x.stride(), x.shape))
+    return x[index]
+
+
+def _is_broadcast(x: torch.Tensor) -> bool:
+    return any(stride == 0 and size > 1 for stride, size in zip(x.stride()[:-1], x.shape[:-1]))
+
+
+def mlp_on(net: nn.Sequential, *parts: torch.Tensor | None) -> torch.Tensor:
+    """``net(cat(parts, -1))`` for an `mlp`. Without gradients, a part that is broadcast over a
+    batch dim (an expanded view: the latent all of a planner's candidates start from, the goal
+    they aim at) goes through the first layer once, not once per row: the first layer is the
+    sum of one product per part, and the parts that vary are often only the actions. Where
+    every part is broadcast along a dim, the whole net runs once along it and the output is
+    broadcast back (an expanded view)."""
+    parts = [p for p in parts if p is not None]
+    if torch.is_grad_enabled() or not any(_is_broadcast(p) for p in parts):
+        return net(torch.cat(parts, -1))
+    first = net[0]
+    linear = first[0]
+    h, start = linear.bias, 0
+    for part in parts:
+        width = part.shape[-1]
+        h = h + F.linear(_compact(part), linear.weight[:, start : start + width])
+        start += width
+    for layer in first[1:]:
+        h = layer(h)
+    for block in net[1:]:
+        h = block(h)
+    return h.expand(*torch.broadcast_shapes(*(p.shape[:-1] for p in parts)), h.shape[-1])
+
+
 class QEnsemble(nn.Module):
     """``num_q`` Q-functions over ``[z, a(, zg)]`` in one batched module (dropout on the first layer)."""
 
@@ -137,16 +171,16 @@ class TDMPC2WorldModel(nn.Module):
         return torch.cat([p for p in parts if p is not None], -1)
 
     def next(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        return self.dynamics(torch.cat([z, a], -1))
+        return mlp_on(self.dynamics, z, a)
 
     def reward_logits(self, z, a, zg=None) -> torch.Tensor:
-        return self.reward(self._cat(z, a, zg))
+        return mlp_on(self.reward, z, a, zg)
 
     def termination_logit(self, z, a) -> torch.Tensor:
         """``[*, 1]`` logit of terminating after ``a`` (zero logits' sigmoid 0.5 never used: None head -> -inf)."""
         if self.termination is None:
             return torch.full((*z.shape[:-1], 1), -float("inf"), device=z.device, dtype=z.dtype)
-        return self.termination(torch.cat([z, a], -1))
+        return mlp_on(self.termination, z, a)
 
     def q_logits(self, z, a, zg=None, members: torch.Tensor | None = None) -> torch.Tensor:
         """``[num_q, *, num_bins]``, or only the ``members`` given."""
@@ -167,7 +201,7 @@ class TDMPC2WorldModel(nn.Module):
         ``action_dim`` times more than a plain log-density would. (Later official versions drop
         the tanh correction from the scaled term; we keep it, as the first release does.)
         """
-        mean, log_std = self.policy(self._cat(z, zg)).chunk(2, -1)
+        mean, log_std = mlp_on(self.policy, z, zg).chunk(2, -1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
         noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
         pre_tanh = mean + noise * log_std.exp()
