@@ -71,6 +71,18 @@ def _load_tianshou_optimizers(module: Algorithm, state_dict: dict, prefix: str, 
             optimizer.load_state_dict(state)
 
 
+#: Transitions drawn from the replay buffer at once for a round of updates (then split per update).
+_ROWS_PER_DRAW = 16_384
+
+
+def _tianshou_buffer(arrays: dict[str, np.ndarray]) -> ReplayBuffer:
+    """A tianshou ``ReplayBuffer`` holding the columns of `TianshouLevel._tianshou_arrays` in order."""
+    data = {key: value for key, value in arrays.items() if key != "duration"}
+    buffer = ReplayBuffer.from_data(**data)
+    buffer.set_batch(Batch(**data, info=Batch(duration=arrays["duration"])))
+    return buffer
+
+
 class TianshouLevel(Level):
     """A level that acts and learns with a Tianshou 2.x off-policy algorithm (SAC, TD3, DQN, ...).
 
@@ -85,8 +97,9 @@ class TianshouLevel(Level):
     Learning: the level's semi-MDP transitions go to a TorchRL ``TensorDictReplayBuffer``.
     Every ``update_interval`` new transitions it runs ``num_updates`` updates, once the buffer
     holds ``batch_size`` transitions and ``warm_up_steps`` env steps have passed (actions are
-    uniformly random until then). Each update samples a batch, converts it
-    (`to_tianshou_buffer`) and calls ``algorithm.update`` inside a training step; TD targets
+    uniformly random until then). A round of updates draws all its batches at once, converts
+    them once (as `to_tianshou_buffer`) and calls ``algorithm.update`` on each inside one
+    training step; TD targets
     use ``gamma ** duration`` (`SMDPReturn`). On-policy algorithms (PPO, A2C, ...) are refused.
 
     Args:
@@ -234,6 +247,10 @@ class TianshouLevel(Level):
         The next observation keeps the transition's level input: a level bootstraps with the
         option it was given.
         """
+        return _tianshou_buffer(self._tianshou_arrays(transitions))
+
+    def _tianshou_arrays(self, transitions: TensorDictBase) -> dict[str, np.ndarray]:
+        """The transitions' columns as numpy arrays, in tianshou's names (``duration``: the option's)."""
         n = transitions.shape[0]
         level_input = transitions.get("level_input", None)
 
@@ -242,7 +259,7 @@ class TianshouLevel(Level):
 
         action = transitions.get("raw_action")
         discrete = isinstance(self.action_spec, Categorical)
-        arrays = {
+        return {
             "obs": self.policy_input(transitions.get("observation"), level_input).detach().cpu().numpy(),
             "act": action.reshape(n).cpu().numpy().astype(np.int64) if discrete else action.detach().cpu().numpy(),
             "rew": column(("next", "reward"), np.float32),
@@ -250,10 +267,8 @@ class TianshouLevel(Level):
             "truncated": column(("next", "truncated"), bool),
             "done": column(("next", "done"), bool),
             "obs_next": self.policy_input(transitions.get(("next", "observation")), level_input).detach().cpu().numpy(),
+            "duration": column(NEXT_DURATION, np.float32),
         }
-        buffer = ReplayBuffer.from_data(**arrays)
-        buffer.set_batch(Batch(**arrays, info=Batch(duration=column(NEXT_DURATION, np.float32))))
-        return buffer
 
     def targets(self, transitions: TensorDictBase) -> torch.Tensor:
         """The TD targets ``[n, 1]`` the algorithm's critic would regress onto for these transitions."""
@@ -268,20 +283,29 @@ class TianshouLevel(Level):
         if num <= 0:
             return {}
         totals: dict[str, float] = {}
-        for _ in range(num):
-            for key, value in self._update(self.replay_buffer.sample()).items():
-                totals[key] = totals.get(key, 0.0) + float(value)
+        per_draw = max(1, _ROWS_PER_DRAW // self.batch_size)
+        with policy_within_training_step(self.policy):
+            for first in range(0, num, per_draw):
+                # one draw and one conversion for several updates' batches: the sampler draws
+                # uniformly with replacement, so a draw of k batches is k independent batches
+                count = min(per_draw, num - first)
+                arrays = self._tianshou_arrays(self.replay_buffer.sample(batch_size=count * self.batch_size))
+                options = bool((arrays["duration"] != 1).any())
+                for i in range(count):
+                    rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+                    batch = _tianshou_buffer({key: value[rows] for key, value in arrays.items()})
+                    for key, value in self._update(batch, options).items():
+                        totals[key] = totals.get(key, 0.0) + float(value)
         metrics = {key: value / num for key, value in totals.items()}
         if self.epsilon is not None:
             metrics["epsilon"] = self.epsilon
         return metrics
 
-    def _update(self, sample: TensorDictBase) -> dict[str, float]:
-        buffer = self.to_tianshou_buffer(sample)
+    def _update(self, buffer: ReplayBuffer, options: bool) -> dict[str, float]:
+        """One ``algorithm.update`` on all of ``buffer``; ``options``: some durations are not 1."""
         calls = self._smdp_return.calls
-        with policy_within_training_step(self.policy):
-            stats = self.algorithm.update(buffer=buffer, sample_size=0)
-        if self._smdp_return.calls == calls and bool((sample.get(NEXT_DURATION) != 1).any()):
+        stats = self.algorithm.update(buffer=buffer, sample_size=0)
+        if self._smdp_return.calls == calls and options:
             raise RuntimeError(
                 f"{type(self.algorithm).__name__} does not compute its targets with compute_nstep_return, so "
                 "TianshouLevel cannot discount them with gamma ** duration; use it only as the lowest level "
