@@ -23,7 +23,7 @@ from functools import partial
 import torch
 from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
 
-from machine import machine_line
+from machine import machine_line, synchronize
 from torchrl_layered import Hierarchy
 from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
@@ -32,7 +32,7 @@ from torchrl_layered.predictors import default_predictor_factory
 
 
 def build(args) -> tuple[Hierarchy, PlannerLevel, object]:
-    env = make_env(args.env, args.num_envs)
+    env = make_env(args.env, args.num_envs, device=args.device)
     action_range = float((env.action_spec.space.high - env.action_spec.space.low).max())
     factory = partial(default_predictor_factory, num_members=args.members, hidden_sizes=tuple(args.hidden),
                       rollout_chunk=args.rollout_chunk or None)
@@ -57,6 +57,7 @@ def time_plan_calls(hierarchy: Hierarchy, env, warmup: int, repeats: int, explor
         for i in range(warmup + repeats):
             start = time.perf_counter()
             hierarchy(td.clone())
+            synchronize(td.device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
     return times
@@ -98,12 +99,13 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     hierarchy, level, env = build(args)
     params = sum(p.numel() for p in level.predictor.parameters())
-    print(machine_line())
+    print(machine_line(args.device))
     print(f"{args.num_envs} x {args.env}, {args.planner.upper()} {args.samples} samples x {args.iterations} iterations, "
           f"horizon {args.horizon}, {args.members} members x {args.particles} particles, hidden {args.hidden}, "
           f"predictor {params} parameters, rollout chunk {args.rollout_chunk or 'none'}")
