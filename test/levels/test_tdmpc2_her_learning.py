@@ -100,6 +100,7 @@ def train_and_evaluate(her: str = "episode", seed: int = 0, env_steps: int = 600
 def test_goal_based_tdmpc2_with_her_reaches_goals_in_the_open_maze():
     torch.set_num_threads(1)
     (result,) = train_and_evaluate("episode", seed=0).values()
+    print(f"HER open maze: success rate {result.success_rate:.4f}, final {result.final_success_rate:.4f}")
     assert result.episodes == 16
     assert result.success_rate >= 0.8, result
 
