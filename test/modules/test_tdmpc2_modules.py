@@ -62,3 +62,17 @@ def test_broadcast_parts_go_through_the_first_layer_once_with_the_same_result():
         assert mean.shape == (b, n, 2)
         sampled, _ = wm.pi(z, zg)  # every row draws its own noise, though they share the net's output
         assert sampled.shape == (b, n, 2) and (sampled.std(1) > 0).all()
+
+
+def test_mlp_on_a_net_without_hidden_layers_and_a_feature_broadcast_part():
+    from torchrl_layered.modules.tdmpc2 import mlp, mlp_on
+
+    torch.manual_seed(0)
+    net = mlp(6, [], 3)  # a single plain linear layer: no normed first block to split
+    z = torch.randn(2, 1, 4).expand(2, 5, 4)
+    a = torch.randn(2, 5, 2)
+    flag = torch.ones(1).expand(2, 5, 4)  # broadcast in every dim, the features included
+    with torch.no_grad():
+        torch.testing.assert_close(mlp_on(net, z, a), net(torch.cat([z, a], -1)))
+        deep = mlp(10, [8], 3)
+        torch.testing.assert_close(mlp_on(deep, flag, a, z[..., :4]), deep(torch.cat([flag, a, z[..., :4]], -1)))

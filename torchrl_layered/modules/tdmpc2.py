@@ -53,8 +53,9 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, *, out_act: nn.Module | No
 
 
 def _compact(x: torch.Tensor) -> torch.Tensor:
-    """``x`` without its broadcast dims (stride 0), each kept as size 1: what was expanded."""
-    index = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None) for stride, size in zip(x.stride(), x.shape))
+    """``x`` without its broadcast batch dims (stride 0), each kept as size 1: what was expanded."""
+    index = tuple(slice(0, 1) if stride == 0 and size > 1 else slice(None)
+                  for stride, size in zip(x.stride()[:-1], x.shape[:-1]))
     return x[index]
 
 
@@ -70,9 +71,9 @@ def mlp_on(net: nn.Sequential, *parts: torch.Tensor | None) -> torch.Tensor:
     every part is broadcast along a dim, the whole net runs once along it and the output is
     broadcast back (an expanded view)."""
     parts = [p for p in parts if p is not None]
-    if torch.is_grad_enabled() or not any(_is_broadcast(p) for p in parts):
-        return net(torch.cat(parts, -1))
     first = net[0]
+    if torch.is_grad_enabled() or not isinstance(first, nn.Sequential) or not any(_is_broadcast(p) for p in parts):
+        return net(torch.cat(parts, -1))
     linear = first[0]
     h, start = linear.bias, 0
     for part in parts:

@@ -49,7 +49,7 @@ class Predictor(nn.Module):
             layer's activations a few MB, so they stay in cache and freed memory is reused
             instead of being mapped afresh by the kernel: a PETS-size plan call (12,288
             rollouts per member) runs about twice as fast as in one piece
-            (`benchmarks/planner_speed.py`). None rolls everything out at once.
+            (`benchmarks/planner_level_speed.py`). None rolls everything out at once.
     """
 
     def __init__(self, encoder: Encoder, model: nn.Module, reward: Callable, value: Callable | None = None,
