@@ -6,6 +6,7 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
 from torchrl.envs import EnvBase
 
+from torchrl_layered import Hierarchy
 from torchrl_layered.levels import DADSLevel, Level, PlannerLevel, RandomLevel, SPlaTESLevel, TDMPC2Level
 from torchrl_layered.hierarchies.skills import cpu_tdmpc2_config
 from torchrl_layered.levels.tianshou import TianshouLevel
@@ -204,3 +205,60 @@ def learning_stack(kind: str, depth: int) -> list:
         levels[depth - 1] = PlannerLevel(horizon=2, num_samples=16, num_iterations=2, warm_up_steps=20, batch_size=8,
                                          **({} if depth == 1 else {"input_spec": OPTION, "control_interval": 3}))
     return levels
+
+
+#: The control intervals of `echo_hierarchy`'s levels, top first.
+ECHO_INTERVALS = [None, 3, 2]
+
+
+def echo_hierarchy(env):
+    """Three `EchoLevel`s with the control intervals `ECHO_INTERVALS` over ``env``."""
+    levels = [
+        EchoLevel(k, control_interval=ci, input_spec=Bounded(-1.0, 1.0, shape=(k,)) if k else None)
+        for k, ci in enumerate(ECHO_INTERVALS)
+    ]
+    return Hierarchy(levels, env=env)
+
+
+def rows(values, has_input):
+    out = []
+    for j in range(values[0].shape[0]):
+        out.append(tuple(
+            None if v is None else tuple(float(x) for x in v[j].reshape(-1)) for v in values
+        ))
+    return out
+
+
+def assert_matches_reference(hierarchy, batches):
+    """Rebuilds each instance's stream from the batches and checks every level's transitions."""
+    time = batches[0].shape[-1]
+    data = torch.cat([b.reshape(-1, time) for b in batches], dim=1)
+    specs = hierarchy.action_specs
+
+    def act(k, obs, level_input):
+        li = None if level_input is None else level_input.unsqueeze(0)
+        return echo_action(k, obs.unsqueeze(0), li, specs[k])[0]
+
+    got = [[] for _ in ECHO_INTERVALS]
+    for batch in batches:
+        for k, t in enumerate(hierarchy.transitions(batch)):
+            got[k] += rows([t["observation"], t.get("level_input", None), t["action"], t["next", "reward"],
+                            t["next", "duration"], t["next", "observation"], t["next", "terminated"],
+                            t["next", "truncated"]], k > 0)
+    expected = [[] for _ in ECHO_INTERVALS]
+    for i in range(data.shape[0]):
+        d = data[i]
+        stream = [
+            (d["observation"][t], float(d["next", "reward"][t]), d["next", "observation"][t],
+             bool(d["next", "terminated"][t]), bool(d["next", "truncated"][t]))
+            for t in range(d.shape[0])
+        ]
+        for k, trans in enumerate(reference_transitions(stream, ECHO_INTERVALS, act)):
+            for start, li, a, r, dur, end, term, trunc in trans:
+                expected[k] += rows([start[None], None if li is None else li[None], a[None], torch.tensor([[r]]),
+                                     torch.tensor([[dur]]), end[None], torch.tensor([[term]]),
+                                     torch.tensor([[trunc]])], k > 0)
+    episode_ends = int(data["next", "done"].sum())
+    assert episode_ends > 0, "the test needs episode ends"
+    for k in range(len(ECHO_INTERVALS)):
+        assert_same_transitions(got[k], expected[k], f"level {k}")

@@ -4,69 +4,12 @@ from __future__ import annotations
 import functools
 
 import pytest
-import torch
 from torchrl.collectors import MultiSyncCollector
-from torchrl.data import Bounded
 from torchrl.envs import GymEnv, ParallelEnv, SerialEnv, TransformedEnv
 
-from helpers import EchoLevel, assert_same_transitions, echo_action, reference_transitions
-from torchrl_layered import Hierarchy
+from helpers import assert_matches_reference, echo_hierarchy
 from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
-
-INTERVALS = [None, 3, 2]
-
-
-def echo_hierarchy(env):
-    levels = [
-        EchoLevel(k, control_interval=ci, input_spec=Bounded(-1.0, 1.0, shape=(k,)) if k else None)
-        for k, ci in enumerate(INTERVALS)
-    ]
-    return Hierarchy(levels, env=env)
-
-
-def rows(values, has_input):
-    out = []
-    for j in range(values[0].shape[0]):
-        out.append(tuple(
-            None if v is None else tuple(float(x) for x in v[j].reshape(-1)) for v in values
-        ))
-    return out
-
-
-def assert_matches_reference(hierarchy, batches):
-    """Rebuilds each instance's stream from the batches and checks every level's transitions."""
-    time = batches[0].shape[-1]
-    data = torch.cat([b.reshape(-1, time) for b in batches], dim=1)
-    specs = hierarchy.action_specs
-
-    def act(k, obs, level_input):
-        li = None if level_input is None else level_input.unsqueeze(0)
-        return echo_action(k, obs.unsqueeze(0), li, specs[k])[0]
-
-    got = [[] for _ in INTERVALS]
-    for batch in batches:
-        for k, t in enumerate(hierarchy.transitions(batch)):
-            got[k] += rows([t["observation"], t.get("level_input", None), t["action"], t["next", "reward"],
-                            t["next", "duration"], t["next", "observation"], t["next", "terminated"],
-                            t["next", "truncated"]], k > 0)
-    expected = [[] for _ in INTERVALS]
-    for i in range(data.shape[0]):
-        d = data[i]
-        stream = [
-            (d["observation"][t], float(d["next", "reward"][t]), d["next", "observation"][t],
-             bool(d["next", "terminated"][t]), bool(d["next", "truncated"][t]))
-            for t in range(d.shape[0])
-        ]
-        for k, trans in enumerate(reference_transitions(stream, INTERVALS, act)):
-            for start, li, a, r, dur, end, term, trunc in trans:
-                expected[k] += rows([start[None], None if li is None else li[None], a[None], torch.tensor([[r]]),
-                                     torch.tensor([[dur]]), end[None], torch.tensor([[term]]),
-                                     torch.tensor([[trunc]])], k > 0)
-    episode_ends = int(data["next", "done"].sum())
-    assert episode_ends > 0, "the test needs episode ends"
-    for k in range(len(INTERVALS)):
-        assert_same_transitions(got[k], expected[k], f"level {k}")
 
 
 def collect(collector):

@@ -534,5 +534,16 @@ class Level(TensorDictModuleBase):
             if entry is not None:
                 optimizer.load_state_dict(entry)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """A pickled level, such as a collector worker's copy, acts but holds no replay buffer.
+
+        Its data stays with the level that learns (a worker's copy would be a stale duplicate,
+        and TorchRL refuses to send an empty lazy storage to a spawned process); checkpoints
+        keep buffers on their own (`torchrl_layered.trainers.checkpoint.hierarchy_buffers`).
+        """
+        state = super().__getstate__()
+        state["replay_buffer"] = None
+        return state
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(action_spec={type(self.action_spec).__name__ if self.action_spec is not None else None}, control_interval={self.control_interval})"
