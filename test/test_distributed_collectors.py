@@ -22,7 +22,7 @@ from torchrl_layered.levels import ConstantLevel, PlannerLevel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # a worker that never reports back fails its test instead of stalling the suite
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(300, method="thread")
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,11 @@ def ray_cluster():
 def backend(request):
     if request.param == "ray":
         request.getfixturevalue("ray_cluster")
-    elif not torch.distributed.is_available():
-        pytest.skip("this torch build has no torch.distributed")
+    elif request.param == "distributed":
+        if not torch.distributed.is_available():
+            pytest.skip("this torch build has no torch.distributed")
+        if torch.distributed.is_initialized():  # TorchRL < 0.14's Ray weight sync leaves its group behind
+            torch.distributed.destroy_process_group()
     return request.param
 
 
@@ -55,20 +58,22 @@ def worker_pids(collector, backend: str) -> list[int]:
     return [p.pid for p in processes]
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (an exited child its parent has not reaped yet does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
 def all_gone(pids: list[int], timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = []
-        for pid in pids:
-            try:
-                os.kill(pid, 0)
-                alive.append(pid)
-            except ProcessLookupError:
-                pass
-        if not alive:
-            return True
+    while any(running(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.2)
-    return False
+    return True
 
 
 def test_transitions_of_two_workers_match_the_reference(backend):
@@ -160,6 +165,12 @@ def test_bad_backend_settings_are_refused(kwargs, error, match):
     make = functools.partial(make_env, "Pendulum-v1", 2)
     with pytest.raises(error, match=match):
         make_collector(make, echo_hierarchy(make()), frames_per_batch=40, total_frames=40, **kwargs)
+
+
+def test_the_distributed_backend_refuses_a_process_that_already_has_a_process_group(monkeypatch):
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    with pytest.raises(RuntimeError, match="already has one .*destroy_process_group"):
+        backend_collector_cls("distributed")
 
 
 def test_one_constructor_per_worker_must_match_workers():

@@ -4,6 +4,7 @@ that collector (0.12)."""
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,8 @@ def example_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-def run(code: str) -> dict:
-    namespace: dict = {}
+def run(code: str, namespace: dict | None = None) -> dict:
+    namespace = {} if namespace is None else namespace
     exec(compile(code, str(README), "exec"), namespace)
     return namespace
 
@@ -53,3 +54,23 @@ def test_the_readme_example_runs_with_its_sync_data_collector_variant():
     head, rest = example.split("collector = Collector(", 1)
     loop = rest[rest.index("for batch in collector:"):]
     check(run(head + variant + loop))
+
+
+def scaling_out_example() -> str:
+    text = README.read_text()
+    section = text.split("\n## Scaling out\n", 1)[1].split("\n## ", 1)[0]
+    blocks = [textwrap.dedent(b) for b in re.findall(r"```python\n(.*?)```", section, re.S)]
+    return next(b for b in blocks if "make_collector(" in b)
+
+
+def test_the_scaling_out_example_runs_on_a_local_ray_cluster():
+    pytest.importorskip("ray")
+    from torchrl_layered import Hierarchy
+    from torchrl_layered.envs import make_env
+    from torchrl_layered.levels import PlannerLevel
+
+    hierarchy = Hierarchy([PlannerLevel(horizon=2, num_samples=16, num_iterations=2, warm_up_steps=400,
+                                        batch_size=16)], env=make_env("Pendulum-v1", 4))
+    run(scaling_out_example(), {"make_env": make_env, "hierarchy": hierarchy})
+    level = hierarchy.levels[0]
+    assert level.env_steps == 1200 and level.num_gradient_updates > 0  # 3 batches of 2 workers x 4 envs x 50

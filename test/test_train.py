@@ -97,6 +97,43 @@ def test_resume_continues_frames_episodes_level_counters_and_buffers(tmp_path):
     assert len(hierarchy_buffers(hierarchy)["level0.replay_buffer"]) == 80
 
 
+@pytest.mark.parametrize("backend", ["multiprocess", "ray", "distributed"])
+def test_one_setting_moves_a_run_to_workers_that_learn_in_the_driver(backend, tmp_path):
+    if backend == "ray":
+        pytest.importorskip("ray")
+    workers = ["collector.workers=2", "collector.frames_per_batch=40", "collector.total_frames=80"]
+    result = train(tiny_config("planner", "pendulum", f"collector.backend={backend}", *workers), tmp_path)
+    assert (result["frames"], result["episodes"]) == (80, 8)  # 2 workers x 2 envs, episodes of 10 steps
+    _, state = read_checkpoint(tmp_path)
+    assert state["progress"]["eval_frames"] == [0, 40, 80]  # in the driver, on its own env
+    config = parse_config(tiny_config("planner", "pendulum"))
+    hierarchy = build_hierarchy(config, build_env(config, 2))
+    restore_hierarchy(*read_checkpoint(tmp_path), hierarchy)
+    level = hierarchy.levels[0]
+    assert level.env_steps == 80 and level.num_gradient_updates > 0  # every worker's data, learned from here
+
+
+def test_a_run_with_workers_resumes_where_it_stopped(tmp_path):
+    workers = ["collector.backend=multiprocess", "collector.workers=2", "collector.frames_per_batch=40"]
+    train(tiny_config("planner", "pendulum", *workers, "collector.total_frames=40"), tmp_path / "first")
+    resumed = train(tiny_config("planner", "pendulum", *workers, "collector.total_frames=120",
+                                f"resume={tmp_path / 'first'}"), tmp_path / "second")
+    assert (resumed["frames"], resumed["episodes"]) == (120, 12)
+
+
+def test_a_missing_ray_stops_the_app_in_one_line_that_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train", "collector.backend=ray", "collector.workers=2"])
+    with pytest.raises(SystemExit) as exit_info:
+        app.main()
+    assert exit_info.value.code == app.EXIT_BAD_CONFIG
+    err = capsys.readouterr().err
+    assert err == "error: collector.backend=ray: the 'ray' collector backend needs Ray: pip install " \
+                  "'torchrl-layered[ray]' (or pip install ray)\n", err
+
+
 def test_a_corrupt_checkpoint_is_refused_and_left_as_it_is(tmp_path):
     train(tiny_config(), tmp_path / "run")
     state_file = tmp_path / "run" / "checkpoints" / "frames_0000000040" / "state.pt"
@@ -144,6 +181,13 @@ BAD = [
     (["hierarchy.kwargs.hidden_sizes=[16,0]"], "hierarchy.kwargs.hidden_sizes entries must be an integer > 0"),
     (["hierarchy=tdmpc2", "+hierarchy.kwargs.config.lr=-1"], "hierarchy.kwargs.config.lr must be a number > 0; got -1"),
     (["hierarchy=tdmpc2", "hierarchy.kwargs.config={lr:-1}"], "hierarchy.kwargs.config.lr must be a number > 0; got -1"),
+    (["collector.backend=slurm"], "collector.backend must be one of local, multiprocess, ray, distributed; got 'slurm'"),
+    (["collector.workers=2"], "collector.workers=2 needs a backend with workers: collector.backend=multiprocess"),
+    (["collector.backend=ray", "collector.workers=0"], "collector.workers must be > 0; got 0"),
+    (["collector.backend=multiprocess", "collector.workers=3"],
+     "collector.frames_per_batch must be a multiple of collector.num_envs=4 x collector.workers=3; got 400"),
+    (["collector.backend=ray", "collector.workers=2", "collector.backend_kwargs=5"],
+     "collector.backend_kwargs must be a mapping of keyword arguments; got 5"),
 ]
 
 

@@ -84,6 +84,23 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _check_ray_has_what_torchrl_calls(ray_collector_cls: type) -> None:
+    """TorchRL before 0.14 frees each batch with ``ray.internal.free``, which Ray 2.59 removed."""
+    import sys
+
+    import ray.internal
+
+    source = inspect.getsource(sys.modules[ray_collector_cls.__module__])
+    if "ray.internal.free" in source and not hasattr(ray.internal, "free"):
+        import ray
+        import torchrl
+
+        raise ImportError(
+            f"TorchRL {torchrl.__version__}'s RayCollector calls ray.internal.free, which Ray {ray.__version__} no "
+            "longer has: pip install 'ray<2.59', or upgrade TorchRL (pip install 'torchrl>=0.14')"
+        )
+
+
 def backend_collector_cls(backend: str, sync: bool = True) -> type:
     """The TorchRL collector class of a `BACKENDS` entry (``sync=False``: batches as each worker delivers).
 
@@ -97,13 +114,20 @@ def backend_collector_cls(backend: str, sync: bool = True) -> type:
         return _collectors.MultiSyncCollector if sync else _collectors.MultiAsyncCollector
     if backend == "ray":
         if importlib.util.find_spec("ray") is None:
-            raise ImportError("collector backend 'ray' needs Ray: pip install 'torchrl-layered[ray]' (or pip install ray)")
+            raise ImportError("the 'ray' collector backend needs Ray: pip install 'torchrl-layered[ray]' (or pip install ray)")
         from torchrl.collectors.distributed import RayCollector
 
+        _check_ray_has_what_torchrl_calls(RayCollector)
         return RayCollector
     if backend == "distributed":
         if not torch.distributed.is_available():
-            raise ImportError("collector backend 'distributed' needs a torch build with torch.distributed")
+            raise ImportError("the 'distributed' collector backend needs a torch build with torch.distributed")
+        if torch.distributed.is_initialized():
+            raise RuntimeError(
+                "the 'distributed' collector backend starts torch.distributed's default process group, but this "
+                "process already has one (from your code, or left by TorchRL < 0.14's Ray weight sync): call "
+                "torch.distributed.destroy_process_group() first"
+            )
         from torchrl.collectors.distributed import DistributedCollector
 
         return DistributedCollector
@@ -251,8 +275,12 @@ def make_collector(env: Any, hierarchy: Hierarchy, collector_cls: type | None = 
         inner = _inner_collector_cls(kwargs.get("collector_class"))
         if isinstance(inner, type) and registers_policy_transforms(inner):
             kwargs["collector_kwargs"] = _with_auto_register(kwargs.get("collector_kwargs"), True)
-            return collector_cls(env, hierarchy, **kwargs)
-        return collector_cls(_wrapped(env, hierarchy.make_transform()), hierarchy, **kwargs)
+        else:
+            env = _wrapped(env, hierarchy.make_transform())
+        collector = collector_cls(env, hierarchy, **kwargs)
+        if collector_cls.__name__ == "RayCollector":
+            collector.update_policy_weights_()  # connects the weight sync before the first batch, as Ray asks
+        return collector
     if registers_policy_transforms(collector_cls):
         kwargs[AUTO_REGISTER] = not carries_hierarchy_transform(env)
         return collector_cls(env, hierarchy, **kwargs)

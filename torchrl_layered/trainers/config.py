@@ -59,14 +59,29 @@ class CollectorConfig:
     """How data is collected."""
 
     num_envs: int = 4
-    """Env instances stepped together (the batch of the env)."""
+    """Env instances stepped together (the batch of the env), in each worker."""
     frames_per_batch: int = 400
-    """Env steps (over all instances) per collector batch, a multiple of ``num_envs``: the levels
-    update after each batch."""
+    """Env steps (over all instances and workers) per collector batch, a multiple of ``num_envs``
+    times ``workers``: the levels update after each batch."""
     total_frames: int = 3200
     """Env steps to train for, over the whole run (a resumed run counts from the checkpoint)."""
     asynchronous: bool = False
     """Step the instances in subprocesses, one each (gymnasium ``AsyncVectorEnv``)."""
+    backend: str = "local"
+    """Where the envs are stepped and the hierarchy acts: ``local`` (this process),
+    ``multiprocess`` (subprocesses: ``MultiSyncCollector``), ``ray`` (actors of a Ray cluster:
+    ``RayCollector``; ``pip install 'torchrl-layered[ray]'``) or ``distributed`` (torch.distributed
+    workers over gloo: ``DistributedCollector``). Learning and evaluation stay in this process,
+    which sends the workers the levels' weights after each batch."""
+    workers: int = 1
+    """Processes (Ray actors) stepping ``num_envs`` instances each; 1 with ``backend=local``."""
+    sync: bool = True
+    """With workers: each batch holds every worker's share (``false``: whole batches as each worker
+    delivers them, ``MultiAsyncCollector`` for ``multiprocess``)."""
+    backend_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments of the backend's TorchRL collector, e.g. ``ray_init_config:
+    {address: auto}`` to join a running Ray cluster, or ``launcher: submitit`` and ``slurm_kwargs``
+    for torch.distributed workers on Slurm."""
 
 
 @dataclass
@@ -144,7 +159,8 @@ class TrainConfig:
 #: Keys (fnmatch patterns of the flattened config) that may differ from the checkpoint's run on
 #: ``resume``: they extend or observe the run; any other difference needs ``resume_override=true``.
 RESUMABLE = (
-    "collector.total_frames", "collector.asynchronous", "eval.*", "checkpoint.*", "logger.*",
+    "collector.total_frames", "collector.asynchronous", "collector.backend", "collector.sync",
+    "collector.backend_kwargs.*", "eval.*", "checkpoint.*", "logger.*",
     "progress_bar", "num_threads", "device", "resume", "resume_override",
 )
 
@@ -339,6 +355,24 @@ def _check_device(value: Any) -> str:
     return device
 
 
+def _check_backend(section: Mapping) -> tuple[str, int]:
+    """``collector.backend`` and ``collector.workers``, the backend's package checked for."""
+    from torchrl_layered.collectors import BACKENDS, backend_collector_cls
+
+    backend = _str(_get(section, "backend", CollectorConfig), "collector.backend")
+    if backend not in BACKENDS:
+        raise ConfigError(f"collector.backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    workers = _int(_get(section, "workers", CollectorConfig), "collector.workers", 1)
+    if backend == "local" and workers != 1:
+        raise ConfigError(f"collector.workers={workers} needs a backend with workers: collector.backend=multiprocess, "
+                          "ray or distributed")
+    try:
+        backend_collector_cls(backend)
+    except ImportError as err:
+        raise ConfigError(f"collector.backend={backend}: {err}") from None
+    return backend, workers
+
+
 def _check_logger(section: Mapping) -> LoggerConfig:
     backend = _str(_get(section, "backend", LoggerConfig), "logger.backend")
     if backend not in LOGGER_PACKAGES:
@@ -383,15 +417,22 @@ def parse_config(cfg: Mapping) -> TrainConfig:
     collector = _section(cfg, "collector")
     num_envs = _int(_get(collector, "num_envs", CollectorConfig), "collector.num_envs", 1)
     frames_per_batch = _int(_get(collector, "frames_per_batch", CollectorConfig), "collector.frames_per_batch", 1)
-    if frames_per_batch % num_envs:
+    backend, workers = _check_backend(collector)
+    if frames_per_batch % (num_envs * workers):
+        times = f" x collector.workers={workers}" if workers > 1 else ""
         raise ConfigError(
-            f"collector.frames_per_batch must be a multiple of collector.num_envs={num_envs}; got {frames_per_batch}"
+            f"collector.frames_per_batch must be a multiple of collector.num_envs={num_envs}{times}; "
+            f"got {frames_per_batch}"
         )
     collector_config = CollectorConfig(
         num_envs=num_envs,
         frames_per_batch=frames_per_batch,
         total_frames=_int(_get(collector, "total_frames", CollectorConfig), "collector.total_frames", 1),
         asynchronous=_bool(_get(collector, "asynchronous", CollectorConfig), "collector.asynchronous"),
+        backend=backend,
+        workers=workers,
+        sync=_bool(_get(collector, "sync", CollectorConfig), "collector.sync"),
+        backend_kwargs=_dict(_get(collector, "backend_kwargs", CollectorConfig), "collector.backend_kwargs"),
     )
     evaluation = _section(cfg, "eval")
     eval_config = EvalConfig(

@@ -1,6 +1,7 @@
 """The training loop: collector -> level buffers -> level updates -> logs -> evaluation -> checkpoints -> plot."""
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -13,11 +14,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDictBase
-from torchrl.envs import EnvBase, RewardSum
+from torchrl.envs import EnvBase, RewardSum, Transform
 from torchrl.record.loggers import Logger, get_logger
 from tqdm import tqdm
 
-from torchrl_layered.collectors import make_collector
+from torchrl_layered.collectors import make_collector, runs_in_workers
 from torchrl_layered.envs import make_env
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.levels.validation import InvalidDataError
@@ -67,13 +68,14 @@ class Progress:
     """The success rate of each evaluation (envs that report success)."""
 
     def record_episodes(self, batch: TensorDictBase) -> tuple[list[float], list[float]]:
-        """Adds the episodes that end in ``batch`` (shape ``[num_envs, T]``); returns their returns and successes."""
+        """Adds the episodes that end in ``batch`` (``[num_envs, T]``, or ``[workers, num_envs, T]``);
+        returns their returns and successes."""
         done = batch.get(("next", "done")).squeeze(-1)
         if not bool(done.any()):
             return [], []
-        num_envs = done.shape[0] if done.dim() > 1 else 1
-        steps = done.reshape(num_envs, -1).nonzero()[:, 1]
-        ended_at = (self.frames + (steps + 1) * num_envs).tolist()
+        rows = done.reshape(-1, done.shape[-1]) if done.dim() > 1 else done.reshape(1, -1)  # workers x envs, T
+        steps = rows.nonzero()[:, 1]
+        ended_at = (self.frames + (steps + 1) * rows.shape[0]).tolist()
         returns = batch.get(("next", "episode_reward")).squeeze(-1)[done].tolist()
         flag = batch.get(("next", "success"), None)
         success = flag.reshape(done.shape)[done].float().tolist() if flag is not None else []
@@ -114,6 +116,31 @@ def build_env(config: TrainConfig, num_envs: int, *, asynchronous: bool = False)
     except (gym.error.Error, ImportError, TypeError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"env.name {config.env.name!r} cannot be built: {reason}") from None
+
+
+def training_env(config: TrainConfig, seed: int, transform: Transform) -> EnvBase:
+    """A worker's training env: the run's env seeded with ``seed``, carrying the option state
+    (a copy of ``transform``) and the episode return."""
+    env = build_env(config, config.collector.num_envs, asynchronous=config.collector.asynchronous)
+    env.set_seed(seed)
+    return env.append_transform(transform.clone()).append_transform(RewardSum())
+
+
+def build_collector(config: TrainConfig, env: EnvBase, hierarchy: Hierarchy, frames: int = 0):
+    """The run's collector: over ``env`` (``backend=local``), or over env constructors that each
+    worker calls, seeded apart (``seed + frames + worker * num_envs``); ``frames`` are already collected."""
+    collector = config.collector
+    if collector.backend == "local":
+        env = env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
+        return make_collector(env, hierarchy, frames_per_batch=collector.frames_per_batch,
+                              total_frames=collector.total_frames, device=config.device, trust_policy=True)
+    transform = hierarchy.make_transform()
+    envs = [functools.partial(training_env, config, config.seed + frames + w * collector.num_envs, transform)
+            for w in range(collector.workers)]
+    kwargs = {"sync": collector.sync, **collector.backend_kwargs}
+    return make_collector(envs, hierarchy, backend=collector.backend, workers=collector.workers,
+                          frames_per_batch=collector.frames_per_batch, total_frames=collector.total_frames - frames,
+                          device=config.device, **kwargs)
 
 
 def build_hierarchy(config: TrainConfig, env: EnvBase) -> Hierarchy:
@@ -251,27 +278,24 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     random.seed(config.seed)
-    env = build_env(config, config.collector.num_envs, asynchronous=config.collector.asynchronous)
+    local = config.collector.backend == "local"
+    # with workers this env only gives the hierarchy its specs; each worker builds its own
+    env = build_env(config, config.collector.num_envs, asynchronous=config.collector.asynchronous and local)
     env.set_seed(config.seed + progress.frames)  # a resumed run meets new episodes
     hierarchy = build_hierarchy(config, env)
     if checkpoint is not None:
         restore_hierarchy(checkpoint[0], checkpoint[1], hierarchy)
         set_rng_state(checkpoint[1]["rng"])
-    env = env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
     eval_env = None
     if config.eval.episodes:
         eval_env = build_env(config, config.eval.episodes)
         eval_env = eval_env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
-    collector = make_collector(  # the transform is already on the env
-        env,
-        hierarchy,
-        frames_per_batch=config.collector.frames_per_batch,
-        total_frames=config.collector.total_frames,
-        device=config.device,
-        trust_policy=True,
-    )
-    if checkpoint is not None:
+    if not local:
+        env.close()
+    collector = build_collector(config, env, hierarchy, progress.frames)
+    if checkpoint is not None and local:
         collector.load_state_dict(checkpoint[1]["collector"], strict=False)
+    push_weights = runs_in_workers(type(collector))
 
     output_dir.mkdir(parents=True, exist_ok=True)
     logger = build_logger(config, output_dir)
@@ -318,6 +342,8 @@ def train(cfg: TrainConfig | Mapping, output_dir: str | Path) -> dict[str, Any]:
         for batch in collector:
             hierarchy.extend(batch)
             metrics = hierarchy.learn()
+            if push_weights:  # the workers act with what was just learned, warm-up clocks included
+                collector.update_policy_weights_()
             returns, success = progress.record_episodes(batch)
             progress.frames += batch.numel()
             progress.batches += 1
