@@ -8,7 +8,8 @@ acting throughput. Each worker runs one thread. Per backend it prints
 
 - env steps/s with 1 and 2 workers, and their ratio to the local collector (same envs per worker);
 - the transport per batch: a batch's wall time with a random hierarchy (acting costs ~nothing)
-  minus the local collector's, i.e. what moving a batch and coordinating the workers costs;
+  minus the local collector's (whose envs are one worker's), i.e. what moving a batch and
+  coordinating the workers costs;
 - ``update_policy_weights_()``: the time to push the planner hierarchy's weights to the workers.
 
     python benchmarks/collector_backends.py [--num-envs 4] [--batches 6] [--backends multiprocess,ray,distributed]
@@ -104,8 +105,8 @@ def main() -> None:
         for workers in (1, 2):
             sps, _, push = timed(backend, workers, planner_hierarchy, *common, push=True)
             _, random_batch, _ = timed(backend, workers, random_hierarchy, *common)
-            # the local random batch holds 1 worker's steps: scale it to the same steps
-            transport = random_batch - local_random * workers
+            # each worker steps as many envs as the local collector, at the same time as the others
+            transport = random_batch - local_random
             print(f"| {backend} | {workers} | {sps:.1f} | {sps / local_sps:.2f}x | {1e3 * transport:.0f} ms | "
                   f"{1e3 * push:.0f} ms |", flush=True)
     if "ray" in backends:
