@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import time
 
 import pytest
 import torch
 from torchrl.data import Bounded
 
-from helpers import assert_matches_reference, echo_hierarchy
+from helpers import assert_matches_reference, echo_hierarchy, learning_stack
 from torchrl_layered import Hierarchy
 from torchrl_layered.collectors import backend_collector_cls, make_collector
 from torchrl_layered.envs import make_env
@@ -124,6 +125,33 @@ def test_what_the_driver_learns_reaches_the_workers_next_batch(backend):
     planned = [not any(flags) for flags in random_mode[2:]]
     assert planned == [True, True], random_mode
     assert planner.num_gradient_updates > 0  # the planner learned in the driver
+
+
+KINDS = [("planner", 1), ("tdmpc2", 1), ("sac", 1), ("dads", 1), ("splates", 1)]
+
+
+@pytest.mark.parametrize("kind,depth", KINDS, ids=[k for k, _ in KINDS])
+def test_every_learning_level_crosses_to_a_worker_acting_as_in_the_driver(kind, depth):
+    """What a worker receives (the pickled hierarchy) acts as the driver's does, without its data."""
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 2)
+    hierarchy = Hierarchy(learning_stack(kind, depth), env=env)
+    collector = make_collector(env, hierarchy, frames_per_batch=60, total_frames=60)
+    batch = next(iter(collector))
+    collector.shutdown()
+    hierarchy.extend(batch)
+    stored = len(hierarchy.levels[depth].replay_buffer)
+    copy = pickle.loads(pickle.dumps(hierarchy))
+    assert all(level.replay_buffer is None for level in copy.levels)
+    assert len(hierarchy.levels[depth].replay_buffer) == stored > 0  # the driver's data stays
+    assert copy.levels[depth].env_steps == hierarchy.levels[depth].env_steps > 0  # the clocks travel
+    step = batch[:, -1].exclude("next")
+    actions = []
+    for h in (hierarchy, copy):
+        h.eval()
+        torch.manual_seed(1)
+        actions.append(h(step.clone())["action"])
+    torch.testing.assert_close(actions[0], actions[1])
 
 
 def test_backends_build_the_collector_of_their_kind():

@@ -113,6 +113,12 @@ def test_one_setting_moves_a_run_to_workers_that_learn_in_the_driver(backend, tm
     assert level.env_steps == 80 and level.num_gradient_updates > 0  # every worker's data, learned from here
 
 
+def test_workers_that_deliver_batches_as_they_come_train_the_same_frames(tmp_path):
+    workers = ["collector.backend=multiprocess", "collector.workers=2", "collector.sync=false"]
+    result = train(tiny_config("planner", "pendulum", *workers, "collector.total_frames=80"), tmp_path)
+    assert result["frames"] == 80 and result["episodes"] == 8  # batches of 20 from either worker
+
+
 def test_a_run_with_workers_resumes_where_it_stopped(tmp_path):
     workers = ["collector.backend=multiprocess", "collector.workers=2", "collector.frames_per_batch=40"]
     train(tiny_config("planner", "pendulum", *workers, "collector.total_frames=40"), tmp_path / "first")
