@@ -70,7 +70,7 @@ def test_unknown_keys_are_still_refused_naming_the_known_ones():
     with pytest.raises(ConfigError) as refused:
         parse_config(compose_config(["+collector.foo=1"]))
     assert str(refused.value) == ("collector.foo is not a known key; the keys of collector are: num_envs, "
-                                  "frames_per_batch, total_frames, asynchronous")
+                                  "frames_per_batch, total_frames, asynchronous, backend, workers, sync, backend_kwargs")
     with pytest.raises(ConfigError, match=r"hierarchy.kwargs.bogus is not an option of hierarchy 'random'; its"):
         parse_config(compose_config(["hierarchy=random", "+hierarchy.kwargs.bogus=1"]))
 
