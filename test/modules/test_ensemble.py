@@ -1,8 +1,10 @@
 """`ProbabilisticEnsemble` + `EnsembleModelLoss` learn a known non-linear dynamics."""
 from __future__ import annotations
 
+import pytest
 import torch
 from tensordict import TensorDict
+from torch import nn
 
 from torchrl_layered.modules import ProbabilisticEnsemble
 from torchrl_layered.objectives import EnsembleModelLoss
@@ -62,3 +64,22 @@ def test_log_prob_is_highest_at_the_predicted_next_state():
         here = model.log_prob(state, action, centre, std=0.1)
         away = model.log_prob(state, action, centre + 1.0, std=0.1)
     assert here.shape == (4,) and bool((here > away).all())
+
+
+@pytest.mark.parametrize("activation", [nn.SiLU, nn.ReLU, nn.ELU, nn.Tanh])
+def test_planning_without_gradients_predicts_what_training_does(activation):
+    """In-place activations (no-grad path) give the same predictions as the autograd path."""
+    torch.manual_seed(0)
+    model = ProbabilisticEnsemble(3, 2, 1, num_members=4, hidden_sizes=(16, 16), activation=activation)
+    state, action, context = torch.randn(4, 32, 3), torch.randn(4, 32, 2), torch.randn(4, 32, 1)
+    with_grad = model(state, action, context)
+    assert with_grad[0].requires_grad
+    with torch.no_grad():
+        without = model(state, action, context)
+        members = torch.tensor([2, 0])
+        subset = model(state[:2], action[:2], context[:2], members=members)
+    for a, b in zip(with_grad, without):
+        torch.testing.assert_close(a.detach(), b)
+    reference = model(state[:2], action[:2], context[:2], members=members)
+    for a, b in zip(reference, subset):
+        torch.testing.assert_close(a.detach(), b)
