@@ -262,3 +262,12 @@ def assert_matches_reference(hierarchy, batches):
     assert episode_ends > 0, "the test needs episode ends"
     for k in range(len(ECHO_INTERVALS)):
         assert_same_transitions(got[k], expected[k], f"level {k}")
+
+
+def without_process_group() -> None:
+    """Drops a torch.distributed default group left in this process (TorchRL < 0.14's Ray weight sync
+    leaves one behind), so that a `distributed` collector can start its own."""
+    import torch.distributed
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torchrl.data import Bounded
 
-from helpers import assert_matches_reference, echo_hierarchy, learning_stack
+from helpers import assert_matches_reference, echo_hierarchy, learning_stack, without_process_group
 from torchrl_layered import Hierarchy
 from torchrl_layered.collectors import backend_collector_cls, make_collector
 from torchrl_layered.envs import make_env
@@ -44,8 +44,7 @@ def backend(request):
     elif request.param == "distributed":
         if not torch.distributed.is_available():
             pytest.skip("this torch build has no torch.distributed")
-        if torch.distributed.is_initialized():  # TorchRL < 0.14's Ray weight sync leaves its group behind
-            torch.distributed.destroy_process_group()
+        without_process_group()
     return request.param
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import without_process_group
 import torchrl_layered.train as app
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.trainers import CheckpointError, ConfigError, compose_config, parse_config, read_checkpoint, train
@@ -101,6 +102,8 @@ def test_resume_continues_frames_episodes_level_counters_and_buffers(tmp_path):
 def test_one_setting_moves_a_run_to_workers_that_learn_in_the_driver(backend, tmp_path):
     if backend == "ray":
         pytest.importorskip("ray")
+    if backend == "distributed":
+        without_process_group()
     workers = ["collector.workers=2", "collector.frames_per_batch=40", "collector.total_frames=80"]
     result = train(tiny_config("planner", "pendulum", f"collector.backend={backend}", *workers), tmp_path)
     assert (result["frames"], result["episodes"]) == (80, 8)  # 2 workers x 2 envs, episodes of 10 steps
