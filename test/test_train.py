@@ -197,6 +197,8 @@ BAD = [
      "collector.frames_per_batch must be a multiple of collector.num_envs=4 x collector.workers=3; got 400"),
     (["collector.backend=ray", "collector.workers=2", "collector.backend_kwargs=5"],
      "collector.backend_kwargs must be a mapping of keyword arguments; got 5"),
+    (["collector.backend=ray", "collector.workers=2", "+collector.backend_kwargs.frames_per_batch=80"],
+     "collector.backend_kwargs.frames_per_batch is set by the app from collector.frames_per_batch"),
 ]
 
 

@@ -88,13 +88,12 @@ def _check_ray_has_what_torchrl_calls(ray_collector_cls: type) -> None:
     """TorchRL before 0.14 frees each batch with ``ray.internal.free``, which Ray 2.59 removed."""
     import sys
 
+    import ray
     import ray.internal
+    import torchrl
 
     source = inspect.getsource(sys.modules[ray_collector_cls.__module__])
     if "ray.internal.free" in source and not hasattr(ray.internal, "free"):
-        import ray
-        import torchrl
-
         raise ImportError(
             f"TorchRL {torchrl.__version__}'s RayCollector calls ray.internal.free, which Ray {ray.__version__} no "
             "longer has: pip install 'ray<2.59', or upgrade TorchRL (pip install 'torchrl>=0.14')"
@@ -175,10 +174,11 @@ def _inner_collector_cls(collector_class: Any) -> Any:
     return collector_class
 
 
-def _with_auto_register(collector_kwargs: Any, value: bool) -> Any:
+def _with_auto_register(collector_kwargs: Any) -> Any:
+    """A distributed collector's ``collector_kwargs`` asking each worker's collector to add the transform."""
     if isinstance(collector_kwargs, (list, tuple)):
-        return [{**kw, AUTO_REGISTER: value} for kw in collector_kwargs]
-    return {**(collector_kwargs or {}), AUTO_REGISTER: value}
+        return [{**kw, AUTO_REGISTER: True} for kw in collector_kwargs]
+    return {**(collector_kwargs or {}), AUTO_REGISTER: True}
 
 
 def _wrapped(env: Any, transform: Transform) -> Any:
@@ -274,7 +274,7 @@ def make_collector(env: Any, hierarchy: Hierarchy, collector_cls: type | None = 
     if _distributes(collector_cls):
         inner = _inner_collector_cls(kwargs.get("collector_class"))
         if isinstance(inner, type) and registers_policy_transforms(inner):
-            kwargs["collector_kwargs"] = _with_auto_register(kwargs.get("collector_kwargs"), True)
+            kwargs["collector_kwargs"] = _with_auto_register(kwargs.get("collector_kwargs"))
         else:
             env = _wrapped(env, hierarchy.make_transform())
         collector = collector_cls(env, hierarchy, **kwargs)

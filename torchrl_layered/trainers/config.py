@@ -373,6 +373,20 @@ def _check_backend(section: Mapping) -> tuple[str, int]:
     return backend, workers
 
 
+#: Collector arguments the app sets from its own keys; ``collector.backend_kwargs`` may not repeat them.
+APP_COLLECTOR_ARGUMENTS = {"frames_per_batch": "collector.frames_per_batch", "total_frames": "collector.total_frames",
+                           "device": "device", "sync": "collector.sync", "backend": "collector.backend",
+                           "workers": "collector.workers"}
+
+
+def _check_backend_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    for name in kwargs:
+        if name in APP_COLLECTOR_ARGUMENTS:
+            raise ConfigError(f"collector.backend_kwargs.{name} is set by the app from {APP_COLLECTOR_ARGUMENTS[name]}; "
+                              "set that key instead")
+    return kwargs
+
+
 def _check_logger(section: Mapping) -> LoggerConfig:
     backend = _str(_get(section, "backend", LoggerConfig), "logger.backend")
     if backend not in LOGGER_PACKAGES:
@@ -432,7 +446,8 @@ def parse_config(cfg: Mapping) -> TrainConfig:
         backend=backend,
         workers=workers,
         sync=_bool(_get(collector, "sync", CollectorConfig), "collector.sync"),
-        backend_kwargs=_dict(_get(collector, "backend_kwargs", CollectorConfig), "collector.backend_kwargs"),
+        backend_kwargs=_check_backend_kwargs(_dict(_get(collector, "backend_kwargs", CollectorConfig),
+                                                   "collector.backend_kwargs")),
     )
     evaluation = _section(cfg, "eval")
     eval_config = EvalConfig(
