@@ -55,7 +55,7 @@ class DADSLevel(SkillLevel):
         self.termination_probability = termination_probability
 
     def make_loss(self) -> DADSLoss:
-        return DADSLoss(self.world_model, self.skill_model, self.cfg, reward=self.reward)
+        return DADSLoss(self.world_model, self.skill_model, self.cfg, reward=self.reward, hold_switch=self.move_switch)
 
     def is_done(self, tensordict: TensorDictBase) -> torch.Tensor:
         done = super().is_done(tensordict)

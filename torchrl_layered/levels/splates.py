@@ -87,7 +87,7 @@ class SPlaTESLevel(SkillLevel):
 
     def make_loss(self) -> SPlaTESLoss:
         return SPlaTESLoss(self.world_model, self.skill_model, self.cfg, control_interval=self.control_interval,
-                           reward=self.reward)
+                           reward=self.reward, hold_switch=self.move_switch)
 
     def get_state_spec(self) -> Composite | None:
         planner = self._modules.get("planner")

@@ -47,6 +47,8 @@ class DADSLoss(TDMPC2Loss):
             also be passed as keyword arguments, which win. ``symmetry_breaking_steps`` counts
             the steps that the level writes to ``symmetry_breaking.step``.
         generator: draws the prior skills (for reproducible rewards); the global RNG if None.
+        hold_switch: ``[1]``, appended to the skills the parent's model scores when the parent's
+            options carry a hold switch (`SkillLevel` ``hold=True``).
     """
 
     @dataclass
@@ -64,6 +66,7 @@ class DADSLoss(TDMPC2Loss):
         *,
         reward: DADSReward | dict[str, Any] | None = None,
         generator: torch.Generator | None = None,
+        hold_switch: torch.Tensor | None = None,
         **reward_settings: Any,
     ):
         super().__init__(world_model, config)
@@ -77,6 +80,9 @@ class DADSLoss(TDMPC2Loss):
         self.symmetry_breaking = SymmetryBreakingPrior(predictor.latent_state_dim, self.skill_dim,
                                                        self.settings.symmetry_breaking_steps)
         self.generator = generator
+        #: Appended to every skill the parent's model scores: its hold switch set to "move"
+        #: (`SkillLevel` with ``hold=True``), or None when the parent's options are skills alone.
+        self.hold_switch = hold_switch
 
     @property
     def in_keys(self):
@@ -107,6 +113,7 @@ class DADSLoss(TDMPC2Loss):
             self.predictor, state, context, flat(skill), next_state, prior_skills,
             fixed_std=self.settings.fixed_std, clip_low=self.settings.reward_clipping_low,
             clip_high=self.settings.reward_clipping_high, symmetry_breaking=self.symmetry_breaking,
+            switch=self.hold_switch,
         )
         return (reward * self.settings.reward_scale).reshape(lead)
 

@@ -172,6 +172,7 @@ def skill_log_ratio(
     clip_low: float,
     clip_high: float,
     symmetry_breaking: SymmetryBreakingPrior | None = None,
+    switch: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``log q(x|s,c,z) - log((sum_i q(x|s,c,z_i) + q(x|s,c,z)) / (L + 1))`` for rows ``[N]``.
 
@@ -187,6 +188,8 @@ def skill_log_ratio(
         target: ``[N, d_s]`` the encoded outcome ``x``.
         prior_skills: ``[L, d]`` the contrastive samples ``z_i``.
         symmetry_breaking: mixes a `SymmetryBreakingPrior` into ``q`` while its weight is > 0.
+        switch: ``[k]`` entries appended to every skill the model scores (the parent's hold
+            switch, set to "move"), for a model whose actions are ``d + k`` wide.
     """
     n, num_prior = state.shape[0], prior_skills.shape[0]
     if n == 0:
@@ -202,8 +205,10 @@ def skill_log_ratio(
     weight = symmetry_breaking.weight() if symmetry_breaking is not None else 0.0
     with torch.no_grad():
         if weight < 1:
+            actions = flat_skills if switch is None else torch.cat(
+                [flat_skills, switch.to(flat_skills).expand(flat_skills.shape[0], -1)], -1)
             log_q = predictor.model.log_prob(
-                repeat(state), flat_skills, repeat(target), context, std=fixed_std, normalized=True
+                repeat(state), actions, repeat(target), context, std=fixed_std, normalized=True
             ).reshape(n, rows)
         if weight > 0:
             log_prior = symmetry_breaking.log_prob(

@@ -68,6 +68,8 @@ class SPlaTESLoss(TDMPC2Loss):
             may also be passed as keyword arguments, which win. ``symmetry_breaking_steps``
             counts the steps that the level writes to ``symmetry_breaking.step``.
         generator: draws the prior skills; the global RNG if None.
+        hold_switch: ``[1]``, appended to the skills the parent's model scores when the parent's
+            options carry a hold switch (`SkillLevel` ``hold=True``).
     """
 
     @dataclass
@@ -96,6 +98,7 @@ class SPlaTESLoss(TDMPC2Loss):
         control_interval: int = 10,
         reward: SPlaTESReward | dict[str, Any] | None = None,
         generator: torch.Generator | None = None,
+        hold_switch: torch.Tensor | None = None,
         **reward_settings: Any,
     ):
         super().__init__(world_model, config)
@@ -110,6 +113,9 @@ class SPlaTESLoss(TDMPC2Loss):
         self.symmetry_breaking = SymmetryBreakingPrior(predictor.latent_state_dim, self.skill_dim,
                                                        self.settings.symmetry_breaking_steps)
         self.generator = generator
+        #: Appended to every skill the parent's model scores: its hold switch set to "move"
+        #: (`SkillLevel` with ``hold=True``), or None when the parent's options are skills alone.
+        self.hold_switch = hold_switch
 
     @property
     def in_keys(self):
@@ -139,7 +145,7 @@ class SPlaTESLoss(TDMPC2Loss):
             self.predictor, state, context, skill.float(), target, prior_skills,
             fixed_std=self.settings.fixed_std, clip_low=self.settings.potential_clipping_low,
             clip_high=self.settings.reward_clipping_high,
-            symmetry_breaking=self.symmetry_breaking,
+            symmetry_breaking=self.symmetry_breaking, switch=self.hold_switch,
         )
 
     @torch.no_grad()
