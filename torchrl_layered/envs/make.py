@@ -79,7 +79,9 @@ def make_env(
         flatten_goals: for goal-based envs (dict observations with ``achieved_goal`` and
             ``desired_goal``), concatenate ``observation``, ``achieved_goal`` and
             ``desired_goal`` into one flat ``observation``, so a level sees all of it;
-            `goal_slices(env)` tells where each part lies.
+            `goal_slices(env)` tells where each part lies, and ``env.goal_reward`` is the env's
+            reward as a torch function of (achieved goal, desired goal) where the env defines
+            one (``Maze2D.torch_reward``), else None.
         device: where the env writes its tensors.
         **gym_kwargs: passed to ``gym.make`` for each instance.
     """
@@ -99,6 +101,8 @@ def make_env(
         base.reward_spec = base.reward_spec.unsqueeze(-1)
     probe = _make_one(name, gym_kwargs, flatten_goals)
     env.goal_slices = getattr(probe, "slices", None)
+    # the env's reward as a torch function of (achieved goal, desired goal), where it has one
+    env.goal_reward = getattr(probe.unwrapped, "torch_reward", None) if env.goal_slices is not None else None
     probe.close()
     return env
 

@@ -431,6 +431,16 @@ class Maze2D(gym.Env):
             return (dist < self.goal_radius).astype(np.float64)
         return -dist / self.maze_diameter
 
+    def torch_reward(self, achieved_goal: torch.Tensor, desired_goal: torch.Tensor) -> torch.Tensor:
+        """`compute_reward` in torch, for ``[..., 2]`` goals on any device: ``[...]``.
+
+        Planners score imagined states with it (``make_env`` exposes it as ``env.goal_reward``).
+        """
+        dist = torch.linalg.vector_norm(achieved_goal - desired_goal, dim=-1)
+        if self.reward_type == "sparse":
+            return (dist < self.goal_radius).to(achieved_goal.dtype)
+        return -dist / self.maze_diameter
+
     def _obs(self) -> dict[str, np.ndarray]:
         pos = self.pos.astype(np.float32)
         return {"observation": pos, "achieved_goal": pos.copy(), "desired_goal": self.goal.astype(np.float32)}

@@ -34,11 +34,14 @@ SPLATES_REWARD = SPlaTESReward(fixed_std=0.5, n_skill_samples=32, potential_diff
 DADS_REWARD = DADSReward(n_skill_samples=32, symmetry_breaking_steps=8000)
 
 
-def _planner_level(env: EnvBase, predictor: dict | None, **kwargs) -> PlannerLevel:
+def _planner_level(env: EnvBase, predictor: dict | None, known_reward: bool | None, **kwargs) -> PlannerLevel:
     # the value head stays (use_value=False planning ignores it): PlannerLevel's SoftUpdate needs a target
     sizes = dict(num_members=1, hidden_sizes=(200, 200, 200), head_sizes=(128, 128))
     sizes.update(predictor or {})
-    return PlannerLevel(predictor_factory=get_default_predictor_factory(env, **sizes), **kwargs)
+    if known_reward is None:
+        known_reward = getattr(env, "goal_reward", None) is not None
+    return PlannerLevel(predictor_factory=get_default_predictor_factory(env, known_reward=known_reward, **sizes),
+                        **kwargs)
 
 
 @register_hierarchy("planner_splates")
@@ -48,6 +51,8 @@ def planner_over_splates(
     skill_dim: int = 2,
     control_interval: int = 10,
     reward: dict | None = None,
+    hold: bool = True,
+    known_reward: bool | None = None,
     use_policy: bool = True,
     hide_goal_from_skills: bool = True,
     skill_warm_up_steps: int = 1000,
@@ -76,6 +81,12 @@ def planner_over_splates(
         skill_dim, control_interval: the skills (`SPlaTESLevel`).
         reward: fields of `SPlaTESReward` that override `SPLATES_REWARD` (e.g.
             ``dict(fixed_std=0.3)``).
+        hold: give the planner a hold switch besides the skill (`SkillLevel` ``hold``): learned
+            skills all move, so without it the planner can reach a goal but not stay there.
+        known_reward: the planner scores its options with the env's own reward at the state
+            its model predicts they end in (``env.goal_reward``, e.g. Maze2D's) instead of
+            learning a reward head; None: where the env defines one. A learned head was the
+            planner's largest error near goals (`benchmarks/results/skills_maze/`).
         use_policy: the skills act with TD-MPC2's policy prior instead of MPPI (CPU cost).
         hide_goal_from_skills: the skill agent does not see the desired goal (task-agnostic
             skills, as in the paper; the planner above handles the task), and the planner's
@@ -107,14 +118,14 @@ def planner_over_splates(
     skill_args = dict(
         control_interval=control_interval,
         reward=SPlaTESReward.resolve(SPLATES_REWARD, reward or {}, "planner_over_splates(reward=...)"),
-        use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
+        hold=hold, use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
     )
     predictor = dict(predictor or {})
     if hide_goal_from_skills and getattr(env, "goal_slices", None) is not None:
         skill_args["hidden_slice"] = goal_slices(env)["desired_goal"]
         predictor.setdefault("dynamics_context", False)  # where a skill ends does not depend on the goal
     skill_args.update(skill_level or {})
-    top = _planner_level(env, predictor, **planner_args)
+    top = _planner_level(env, predictor, known_reward, **planner_args)
     low = SPlaTESLevel(skill_dim, cpu_tdmpc2_config(**(tdmpc2 or {})), **skill_args)
     return Hierarchy([top, low], env=env)
 
@@ -126,6 +137,8 @@ def planner_over_dads(
     skill_dim: int = 2,
     control_interval: int = 1,
     reward: dict | None = None,
+    hold: bool = True,
+    known_reward: bool | None = None,
     use_policy: bool = True,
     skill_warm_up_steps: int = 1000,
     skill_update_interval: int = 2,
@@ -150,7 +163,7 @@ def planner_over_dads(
 
     Arguments as `planner_over_splates`, but ``reward`` overrides `DADS_REWARD` (fields of
     `DADSReward`); ``initial_std`` is the CEM's initial std (a fraction of the skill range's
-    half width).
+    half width). The hold switch holds for one step (a DADS skill lasts ``control_interval``).
     """
     planner_args = dict(
         gamma=0.99 ** (1 / control_interval),  # 0.99 per skill, as a discount per env step
@@ -165,10 +178,10 @@ def planner_over_dads(
     skill_args = dict(
         control_interval=control_interval,
         reward=DADSReward.resolve(DADS_REWARD, reward or {}, "planner_over_dads(reward=...)"),
-        use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
+        hold=hold, use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
     )
     skill_args.update(skill_level or {})
-    top = _planner_level(env, predictor, **planner_args)
+    top = _planner_level(env, predictor, known_reward, **planner_args)
     low = DADSLevel(skill_dim, cpu_tdmpc2_config(**(tdmpc2 or {})), **skill_args)
     return Hierarchy([top, low], env=env)
 

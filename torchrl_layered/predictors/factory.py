@@ -39,7 +39,8 @@ def build_predictor(factory: PredictorFactory, observation_spec: TensorSpec, act
     return factory(observation_spec, action_spec, input_dim=input_dim)
 
 
-def get_default_predictor_factory(env: EnvBase, **predictor_kwargs) -> Callable[..., RewardPredictor]:
+def get_default_predictor_factory(env: EnvBase, *, known_reward: bool = False,
+                                  **predictor_kwargs) -> Callable[..., RewardPredictor]:
     """A factory of learned `RewardPredictor`s whose state is the achieved goal and context the desired goal.
 
     The planner then predicts where the agent's goal-relevant coordinates go under its
@@ -48,9 +49,19 @@ def get_default_predictor_factory(env: EnvBase, **predictor_kwargs) -> Callable[
 
     Args:
         env: a goal-based env from ``make_env`` (dict observation flattened into ``observation``).
+        known_reward: plan with the env's own reward of (achieved, desired goal) at the predicted
+            states (``env.goal_reward``, `RewardPredictor`'s ``goal_reward``) instead of a learned
+            reward head; the env must define one (``Maze2D`` does).
         **predictor_kwargs: passed to `RewardPredictor` (e.g. ``num_members``, ``hidden_sizes``).
     """
     slices = goal_slices(env)
+    if known_reward:
+        goal_reward = getattr(env, "goal_reward", None)
+        if goal_reward is None:
+            raise ValueError("get_default_predictor_factory(known_reward=True) needs an env whose reward is known in "
+                             "torch (env.goal_reward, set by make_env for envs with a torch_reward such as Maze2D); "
+                             "use known_reward=False to learn the reward")
+        predictor_kwargs["goal_reward"] = goal_reward
     achieved, desired = slices["achieved_goal"], slices["desired_goal"]
 
     def factory(observation_spec: TensorSpec, action_spec: TensorSpec, input_dim: int = 0) -> RewardPredictor:

@@ -50,10 +50,14 @@ class Predictor(nn.Module):
             instead of being mapped afresh by the kernel: a PETS-size plan call (12,288
             rollouts per member) runs about twice as fast as in one piece
             (`benchmarks/planner_level_speed.py`). None rolls everything out at once.
+        goal_reward: ``goal_reward(state, context) -> [*]``, a known reward per step; where
+            given, a step is scored by it at the state the model predicts next, instead of by
+            ``reward`` (see `RewardPredictor`).
     """
 
     def __init__(self, encoder: Encoder, model: nn.Module, reward: Callable, value: Callable | None = None,
-                 input_dim: int = 0, rollout_chunk: int | None = 1024):
+                 input_dim: int = 0, rollout_chunk: int | None = 1024,
+                 goal_reward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
         super().__init__()
         if rollout_chunk is not None and (isinstance(rollout_chunk, bool) or not isinstance(rollout_chunk, int)
                                           or rollout_chunk < 1):
@@ -64,6 +68,10 @@ class Predictor(nn.Module):
         self.value = value
         self.input_dim = input_dim
         self.rollout_chunk = rollout_chunk
+        if goal_reward is not None and not callable(goal_reward):
+            raise TypeError(f"{type(self).__name__}: goal_reward must be callable (state, context) -> reward; "
+                            f"got {type(goal_reward).__name__}")
+        self.goal_reward = goal_reward
 
     @property
     def latent_state_dim(self) -> int:
@@ -138,8 +146,11 @@ class Predictor(nn.Module):
         alive = torch.ones_like(total)
         for t in range(h):
             a = a_seq[:, :, t].expand(e, k, -1)
-            total = total + alive * (gamma**t) * self.reward(s, hc, a).reshape(e, k)
+            if self.goal_reward is None:
+                total = total + alive * (gamma**t) * self.reward(s, hc, a).reshape(e, k)
             s, term = self.model.step(s, a, c, deterministic=deterministic, generator=generator)
+            if self.goal_reward is not None:  # the env's reward where the option is predicted to end
+                total = total + alive * (gamma**t) * self.goal_reward(s, c).reshape(e, k).to(total.dtype)
             if use_termination:
                 alive = alive * (1.0 - term)
         if use_value and self.value is not None:
@@ -183,6 +194,12 @@ class RewardPredictor(Predictor):
             does not depend on it (e.g. skills that do not see the desired goal), so that the
             model cannot pick up a spurious dependence. The reward and value always see it.
         rollout_chunk: rollouts imagined at once per member (see `Predictor`).
+        goal_reward: the env's reward per step as a torch function of (state, context), e.g.
+            ``env.goal_reward`` of a goal-based env from `make_env` (achieved goal, desired goal).
+            Where given, planning scores an option with it at the state the model predicts the
+            option ends in, instead of with the learned reward head: the planner then only has to
+            learn where its options go. The head is still trained (and `returns` of a predictor
+            without it uses it).
     """
 
     def __init__(
@@ -198,6 +215,7 @@ class RewardPredictor(Predictor):
         input_dim: int = 0,
         dynamics_context: bool = True,
         rollout_chunk: int | None = 1024,
+        goal_reward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
         model = ProbabilisticEnsemble(
             encoder.latent_state_dim, action_dim, encoder.context_dim if dynamics_context else 0,
@@ -206,7 +224,7 @@ class RewardPredictor(Predictor):
         d, c = encoder.latent_state_dim, encoder.context_dim + input_dim
         reward = _Head(d + c + action_dim, head_sizes)
         value = _Head(d + c, head_sizes, zero_last=True) if use_value else None
-        super().__init__(encoder, model, reward, value, input_dim, rollout_chunk)
+        super().__init__(encoder, model, reward, value, input_dim, rollout_chunk, goal_reward)
 
 
 def target_copy(module: nn.Module) -> nn.Module:
