@@ -37,7 +37,7 @@ def run(args) -> dict:
     """Trains and evaluates one seed; returns its settings, curve and wall time."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    env = make_env(args.env, args.num_envs)
+    env = make_env(args.env, args.num_envs, **json.loads(getattr(args, "train_env_kwargs", "{}")))
     env.set_seed(args.seed)
     hierarchy = HIERARCHIES[args.skills](env, **json.loads(args.hierarchy_kwargs))
     eval_env = TransformedEnv(make_env(args.env, args.eval_envs), Compose(hierarchy.make_transform(), RewardSum()))
@@ -75,7 +75,8 @@ def run(args) -> dict:
     if getattr(args, "save", None):
         torch.save(hierarchy.state_dict(), args.save)
     return dict(skills=args.skills, env=args.env, num_envs=args.num_envs, seed=args.seed, threads=args.threads,
-                hierarchy_kwargs=json.loads(args.hierarchy_kwargs), budget_frames=args.frames,
+                hierarchy_kwargs=json.loads(args.hierarchy_kwargs),
+                train_env_kwargs=json.loads(getattr(args, "train_env_kwargs", "{}")), budget_frames=args.frames,
                 budget_minutes=args.minutes, frames=frames, minutes=round((time.perf_counter() - start) / 60, 2),
                 final=dict(reached=curve["reached"][-1], held=curve["held"][-1], eval_return=curve["eval_return"][-1]),
                 curve=curve)
@@ -135,6 +136,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out-dir", default="benchmarks/results/skills_maze")
     parser.add_argument("--hierarchy-kwargs", default="{}", help="JSON keyword arguments of the hierarchy")
+    parser.add_argument("--train-env-kwargs", default="{}",
+                        help='JSON keyword arguments of the training env (e.g. {"terminate_on_success": true}); '
+                             "the evaluation env keeps the defaults")
     parser.add_argument("--save", default=None, help="write the trained hierarchy's state_dict here (one seed)")
     parser.add_argument("--report", action="store_true", help="only tabulate and plot the runs in --out-dir")
     args = parser.parse_args()

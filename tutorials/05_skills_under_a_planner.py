@@ -34,7 +34,7 @@
 # 1. builds the ready hierarchy `planner_over_splates` on `Maze2D-Medium-v0`,
 # 2. trains it with a TorchRL `Collector` and the `extend` / `learn` loop,
 # 3. looks at what the skills do, at the start and after training,
-# 4. lets the planner drive the learned skills to goals, in eval mode.
+# 4. lets the planner drive the learned skills to goals and hold them there, in eval mode.
 
 # %%
 import logging
@@ -76,7 +76,7 @@ env.set_seed(0)
 hierarchy = planner_over_splates(env)
 planner, skills = hierarchy.levels
 print(f"{type(planner).__name__} over {type(skills).__name__}: skills of {skills.control_interval} steps "
-      f"in {skills.get_input_spec().shape[-1]} dimensions")
+      f"in {skills.skill_dim} dimensions, plus the hold switch: options of {planner.action_spec.shape[-1]}")
 print(f"the planner plans with random skills for its first {planner.warm_up_steps} env steps, "
       f"the skill agent acts at random for its first {skills.warm_up_steps}")
 
@@ -151,14 +151,20 @@ fig.tight_layout()
 
 
 # %% [markdown]
-# ## 4. Planning over the skills
+# ## 4. Planning over the skills, reaching and holding the goal
 #
 # In eval mode the planner plans deterministically (no random skills) and the skill agent acts
 # with the mean of its policy. Each line is one episode from a corner of the maze to the goal
-# (star of its colour) in another corner; most ways need detours around walls. Reaching the
-# goal is one thing, staying there another: every learned skill moves the agent (a skill that
-# stands still is as predictable as any, but no more diverse), so the planner may circle
-# around a goal it has reached.
+# (star of its colour) in another corner; most ways need detours around walls.
+#
+# Reaching the goal is one thing, staying there another: every learned skill moves the agent
+# (standing still is as predictable as any skill, but no more diverse). So the planner's option
+# has a third coordinate, the hold switch (`hold=True`, the default of `planner_over_splates`):
+# past 0.5 the skill level outputs zero velocity for its 10 steps instead of a skill. Held steps
+# are not skill data; the planner learns from its own transitions that a hold goes nowhere.
+# The planner scores each option with the maze's own reward at the position its model
+# predicts the option ends in (`known_reward`: Maze2D defines its reward in torch), so it only
+# has to learn where options go; at the goal, holding is then the best option it has.
 
 # %%
 def draw(ax, batch):
@@ -176,30 +182,44 @@ def draw(ax, batch):
 
 
 steps = 100 if SMALL else 500
-eval_env = make_env("Maze2D-Medium-v0", num_envs=4)
+eval_env = make_env("Maze2D-Medium-v0", num_envs=16)  # 16 episodes: every corner to every other
 eval_env.set_seed(1)
 hierarchy.eval()
-collector = Collector(eval_env, hierarchy, frames_per_batch=4 * steps, total_frames=4 * steps,
+collector = Collector(eval_env, hierarchy, frames_per_batch=16 * steps, total_frames=16 * steps,
                       auto_register_policy_transforms=True)
 episodes = next(iter(collector))
 collector.shutdown()
 hierarchy.train()
 
-success = episodes["next", "success"]
-closest = episodes["next", "dist_to_goal"].min(-1).values
-print("closest approach to the goal in each episode:", [round(float(d), 2) for d in closest])
-print(f"goal reached (within {Maze2D().goal_radius}) in {int(success.any(-1).sum())} of {len(success)} episodes, "
-      f"still there at the last step in {int(success[:, -1].sum())}")
-fig, ax = plt.subplots(figsize=(4.5, 4.5))
-draw(ax, episodes)
-ax.set_title("the planner over learned skills")
+success = episodes["next", "success"].squeeze(-1)
+reached, held = success.any(-1), success[:, -1]
+print(f"goal reached (within {Maze2D().goal_radius}) in {int(reached.sum())} of {len(success)} episodes, "
+      f"still there at the last step in {int(held.sum())}")
+# four episodes to look at: held ones first, then reached ones, then the rest
+shown = sorted(range(len(success)), key=lambda i: (not held[i], not reached[i], i))[:4]
+episodes, holding = episodes[shown], episodes[shown]["levels", "0", "action"][..., -1] > skills.hold_threshold
+fig, axes = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw=dict(width_ratios=[1, 1.3]))
+draw(axes[0], episodes)
+axes[0].set_title("the planner over learned skills")
+# distance to the goal over each episode: a reached goal that is held stays under the radius;
+# the thick parts are where the planner's hold switch was on
+for i in range(len(shown)):
+    dist = episodes["next", "dist_to_goal"][i].squeeze(-1)
+    line, = axes[1].plot(dist, lw=1, label=f"episode {shown[i]}" + (", held" if held[shown[i]] else ""))
+    axes[1].plot(torch.where(holding[i], dist, torch.nan), lw=4, color=line.get_color())
+axes[1].axhline(Maze2D().goal_radius, color="k", ls="--", lw=1, label="goal radius")
+axes[1].set_xlabel("env step")
+axes[1].set_ylabel("distance to the goal")
+axes[1].set_title("thick: holding")
+axes[1].legend(fontsize=8)
 fig.tight_layout()
 
 # %% [markdown]
 # A few minutes of training on a CPU give usable skills; the planner needs a model of them
-# that is also right near walls, which takes longer. `benchmarks/splates_maze.py` trains the
+# that is also right near walls, which takes longer. `benchmarks/skills_maze.py` trains the
 # same hierarchy with periodic evaluations on 16 episodes and records how often the goal is
-# reached (`benchmarks/results/`); the training app runs it with
+# reached and held, for SPlaTES and for DADS skills (`benchmarks/results/skills_maze/`; the
+# README's "Skills on the maze" shows the comparison); the training app runs it with
 # `python -m torchrl_layered.train hierarchy=planner_splates env=Maze2D-Medium-v0`.
 # `planner_over_dads` is the same hierarchy with DADS skills, which are rewarded at every
 # step instead of at their end.
