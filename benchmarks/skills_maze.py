@@ -74,7 +74,8 @@ def run(args) -> dict:
     collector.shutdown()
     if getattr(args, "save", None):
         torch.save(hierarchy.state_dict(), args.save)
-    return dict(skills=args.skills, env=args.env, num_envs=args.num_envs, seed=args.seed, threads=args.threads,
+    return dict(skills=args.skills, env=args.env, num_envs=args.num_envs, eval_episodes=args.eval_envs,
+                eval_every=args.eval_every, seed=args.seed, threads=args.threads,
                 hierarchy_kwargs=json.loads(args.hierarchy_kwargs),
                 train_env_kwargs=json.loads(getattr(args, "train_env_kwargs", "{}")), budget_frames=args.frames,
                 budget_minutes=args.minutes, frames=frames, minutes=round((time.perf_counter() - start) / 60, 2),
@@ -88,10 +89,11 @@ def load_runs(out_dir: Path) -> list[dict]:
 
 def report(runs: list[dict], out_dir: Path) -> str:
     """A markdown table of the final figures per run (and the plot beside it)."""
-    lines = ["| skills | seed | env steps | minutes | reached | held | return |", "|---|---|---|---|---|---|---|"]
+    lines = ["| skills | seed | env steps | minutes | eval episodes | reached | held | return |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(runs, key=lambda r: (r["skills"], r["seed"])):
         f, c = r["final"], r["curve"]
-        lines.append(f"| {r['skills']} | {r['seed']} | {r['frames']} | {r['minutes']} | {f['reached']:.3f} "
+        lines.append(f"| {r['skills']} | {r['seed']} | {r['frames']} | {r['minutes']} | {r['eval_episodes']} | {f['reached']:.3f} "
                      f"(untrained {c['reached'][0]:.3f}) | {f['held']:.3f} (untrained {c['held'][0]:.3f}) | "
                      f"{f['eval_return']:.1f} (untrained {c['eval_return'][0]:.1f}) |")
     table = "\n".join(lines)
