@@ -79,3 +79,21 @@ def test_skill_hierarchies_plan_with_the_known_reward_and_hold_by_default(factor
     assert not skills.hold and top.action_spec.shape == (2,)
     env.goal_reward = None  # an env without one: the reward is learned
     assert factory(env).levels[0].predictor.goal_reward is None
+
+
+@pytest.mark.parametrize("factory", [planner_over_splates, planner_over_dads])
+def test_skill_hierarchies_pickle_for_collector_workers_with_their_known_reward(factory):
+    """Workers receive the hierarchy by pickle: the predictor factory and the env's reward travel."""
+    import pickle
+
+    torch.manual_seed(0)
+    env = make_env("Maze2D-Medium-v0", 2)
+    hierarchy = factory(env)
+    copy = pickle.loads(pickle.dumps(hierarchy))
+    achieved, desired = torch.tensor([[1.5, 1.5]]), torch.tensor([[6.5, 6.5]])
+    torch.testing.assert_close(copy.levels[0].predictor.goal_reward(achieved, desired),
+                               env.goal_reward(achieved, desired))
+    params = dict(hierarchy.named_parameters())
+    assert params.keys() == dict(copy.named_parameters()).keys()
+    for key, value in copy.named_parameters():
+        torch.testing.assert_close(value, params[key])

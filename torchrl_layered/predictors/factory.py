@@ -62,10 +62,19 @@ def get_default_predictor_factory(env: EnvBase, *, known_reward: bool = False,
                              "torch (env.goal_reward, set by make_env for envs with a torch_reward such as Maze2D); "
                              "use known_reward=False to learn the reward")
         predictor_kwargs["goal_reward"] = goal_reward
-    achieved, desired = slices["achieved_goal"], slices["desired_goal"]
+    return GoalSpacePredictorFactory(slices["achieved_goal"], slices["desired_goal"], predictor_kwargs)
 
-    def factory(observation_spec: TensorSpec, action_spec: TensorSpec, input_dim: int = 0) -> RewardPredictor:
-        encoder = FixedEncoder(range(achieved.start, achieved.stop), range(desired.start, desired.stop))
-        return RewardPredictor(encoder, action_spec.shape[-1], input_dim=input_dim, **predictor_kwargs)
 
-    return factory
+class GoalSpacePredictorFactory:
+    """Builds `RewardPredictor`s on the achieved goal (state) and desired goal (context) slices.
+
+    A class rather than a closure, so that a level holding it pickles: collector workers
+    receive the hierarchy by pickle (`torchrl_layered.collectors.make_collector`).
+    """
+
+    def __init__(self, achieved: slice, desired: slice, predictor_kwargs: dict):
+        self.achieved, self.desired, self.predictor_kwargs = achieved, desired, dict(predictor_kwargs)
+
+    def __call__(self, observation_spec: TensorSpec, action_spec: TensorSpec, input_dim: int = 0) -> RewardPredictor:
+        encoder = FixedEncoder(range(self.achieved.start, self.achieved.stop), range(self.desired.start, self.desired.stop))
+        return RewardPredictor(encoder, action_spec.shape[-1], input_dim=input_dim, **self.predictor_kwargs)
