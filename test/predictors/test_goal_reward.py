@@ -66,6 +66,9 @@ def test_known_reward_needs_an_env_that_defines_it():
         get_default_predictor_factory(env, known_reward=True)
     with pytest.raises(TypeError, match="goal_reward must be callable"):
         RewardPredictor(FixedEncoder(range(0, 2), range(2, 4)), 2, goal_reward=3.0)
+    # a reward per coordinate instead of per row is refused when the predictor is built
+    with pytest.raises(ValueError, match=r"must return a float tensor \[3\] \(one reward per row\); got \(3, 2\)"):
+        RewardPredictor(FixedEncoder(range(0, 2), range(2, 4)), 2, goal_reward=lambda s, c: -(s - c).abs())
 
 
 @pytest.mark.parametrize("factory", [planner_over_splates, planner_over_dads])

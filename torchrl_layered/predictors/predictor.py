@@ -71,6 +71,12 @@ class Predictor(nn.Module):
         if goal_reward is not None and not callable(goal_reward):
             raise TypeError(f"{type(self).__name__}: goal_reward must be callable (state, context) -> reward; "
                             f"got {type(goal_reward).__name__}")
+        if goal_reward is not None:  # one probe call: a reward of the wrong shape fails here, not mid-plan
+            probe = goal_reward(torch.zeros(3, encoder.latent_state_dim), torch.zeros(3, encoder.context_dim))
+            if not isinstance(probe, torch.Tensor) or probe.shape != (3,) or not probe.is_floating_point():
+                got = tuple(probe.shape) if isinstance(probe, torch.Tensor) else type(probe).__name__
+                raise ValueError(f"{type(self).__name__}: goal_reward(state [3, d], context [3, c]) must return a float "
+                                 f"tensor [3] (one reward per row); got {got}")
         self.goal_reward = goal_reward
 
     @property
