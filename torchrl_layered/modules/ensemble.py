@@ -12,10 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Activations applied in place where no gradient is recorded (planning rollouts): a layer's fresh
-#: output is overwritten instead of a second ``[M, N, width]`` tensor being allocated and written
-#: (1.36x for a [200]x3 five-member forward over 1024 rows, one thread).
-IN_PLACE_ACTIVATIONS = {nn.SiLU: F.silu, nn.ReLU: F.relu, nn.ELU: F.elu}
+from torchrl_layered.modules.in_place import activate
 
 
 class EnsembleLinear(nn.Module):
@@ -126,10 +123,8 @@ class ProbabilisticEnsemble(nn.Module):
     def normalized_forward(self, x: torch.Tensor, members: torch.Tensor | None = None):
         """Raw outputs for normalised inputs ``[M', N, in]``: mean, bounded log-var, termination logit."""
         h = x
-        in_place = None if torch.is_grad_enabled() else IN_PLACE_ACTIVATIONS.get(type(self.activation))
         for layer in self.layers:
-            h = layer(h, members)
-            h = self.activation(h) if in_place is None else in_place(h, inplace=True)
+            h = activate(self.activation, layer(h, members))
         out = self.head(h, members)
         d = self.state_dim
         mean, raw_logvar, term_logit = out[..., :d], out[..., d : 2 * d], out[..., 2 * d]

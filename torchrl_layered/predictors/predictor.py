@@ -15,6 +15,7 @@ from torchrl.modules import MLP
 
 from torchrl_layered.predictors.encoders import Encoder
 from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
+from torchrl_layered.modules.in_place import run_sequential
 
 
 class KnownModel(nn.Module):
@@ -181,7 +182,7 @@ class _Head(nn.Module):
             nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, *parts: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([p for p in parts if p.shape[-1]], -1)).squeeze(-1)
+        return run_sequential(self.net, torch.cat([p for p in parts if p.shape[-1]], -1)).squeeze(-1)
 
 
 class RewardPredictor(Predictor):
