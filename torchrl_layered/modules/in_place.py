@@ -20,7 +20,11 @@ def activate(activation: nn.Module, h: torch.Tensor) -> torch.Tensor:
 
 
 def run_sequential(net: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``net(x)`` with its activations applied in place where `activate` allows."""
+    """``net(x)`` with its activations applied in place where `activate` allows.
+
+    Only tensors the net itself produced are overwritten: the caller's ``x`` is never changed.
+    """
+    h = x
     for module in net:
-        x = activate(module, x) if type(module) in IN_PLACE_ACTIVATIONS else module(x)
-    return x
+        h = activate(module, h) if type(module) in IN_PLACE_ACTIVATIONS and h is not x else module(h)
+    return h
