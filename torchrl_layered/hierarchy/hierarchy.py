@@ -211,7 +211,25 @@ class Hierarchy(TensorDictSequential):
                 "to the Collector (TorchRL 0.13 and later), or build it with "
                 "torchrl_layered.collectors.make_collector(env, hierarchy, ...)"
             )
-        return super().forward(tensordict, *args, **kwargs)
+        if args or kwargs:
+            return super().forward(tensordict, *args, **kwargs)
+        # a level that no instance hands control to this step holds its outputs: skip it
+        # (one read of the acting flags for the whole stack, not one per level)
+        acting = {}
+        for i, level in enumerate(self.module):
+            if not level.always_acts:
+                key = level.tensor_keys.acting
+                if key not in acting:
+                    flags = tensordict.get(key)
+                    acting[key] = flags.reshape(-1, flags.shape[-1]).any(0).tolist()
+                if not acting[key][level.state_index]:
+                    continue
+            try:
+                tensordict = level(tensordict)
+            except Exception as error:
+                error.add_note(f"Failed while executing level {i} ({type(level).__name__}).")
+                raise
+        return tensordict
 
     def transitions(self, batch: TensorDictBase) -> list[TensorDictBase]:
         """One TensorDict per level (0 = top) of the semi-MDP transitions completed in ``batch``.

@@ -9,10 +9,12 @@ option started in an earlier collector batch.
 """
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Sequence
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+import torch.nn.functional as F
+from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.data import Composite, TensorSpec, Unbounded
 from torchrl.envs.transforms import TensorDictPrimer
@@ -31,6 +33,7 @@ from torchrl_layered.keys import (
     level_key,
     stacked_key,
 )
+from torchrl_layered.unchecked import unchecked_tensordict
 
 if TYPE_CHECKING:
     from torchrl_layered.levels.base import LevelKeys
@@ -49,15 +52,20 @@ def _zero_spec(spec: TensorSpec) -> Unbounded:
     return Unbounded(shape=spec.shape, dtype=spec.dtype, device=spec.device)
 
 
+@functools.lru_cache(maxsize=None)
+def _below(num_levels: int, device: torch.device) -> torch.Tensor:
+    """``below[j, k] = 1`` where level ``j`` lies below level ``k`` (built once per depth and device)."""
+    return torch.ones(num_levels, num_levels, device=device).tril(-1)
+
+
 def option_ends(level_done: torch.Tensor, env_done: torch.Tensor) -> torch.Tensor:
     """Where each level's option is over after a step, ``[*B, L]``.
 
     The lowest level's option always ends; level k's ends when every level below it handed
     control back (``level_done``) or the episode ended.
     """
-    num_levels = level_done.shape[-1]
-    # below[j, k] = 1 where level j lies below level k: count the levels below that keep control
-    below = torch.ones(num_levels, num_levels, device=level_done.device).tril(-1)
+    below = _below(level_done.shape[-1], level_done.device)
+    # count the levels below that keep control
     return ((~level_done).to(below.dtype) @ below == 0) | env_done
 
 
@@ -144,18 +152,18 @@ class HierarchyTransform(TensorDictPrimer):
         reward = next_tensordict.get(self.reward_key)
         option_reward = state.get(OPTION_REWARD)
         # a level's own step count restarts when its parent hands it a new option
-        parent_ends = torch.cat([torch.zeros_like(ends[..., :1]), ends[..., :-1]], -1)
+        parent_ends = F.pad(ends[..., :-1], (1, 0))
         next_tensordict.set(
             LEVELS,
-            TensorDict(
+            unchecked_tensordict(
                 {
                     ACTING: ends,
-                    DURATION: state.get(DURATION).masked_fill(acting, 0) + 1,
+                    DURATION: torch.where(acting, 1, state.get(DURATION) + 1),
                     OPTION_REWARD: option_reward.masked_fill(acting, 0) + reward.to(option_reward.dtype),
-                    STEPS: (state.get(STEPS) + acting.long()).masked_fill(parent_ends, 0),
-                    OPTION_INDEX: state.get(OPTION_INDEX) + ends.long(),
+                    STEPS: (state.get(STEPS) + acting).masked_fill(parent_ends, 0),
+                    OPTION_INDEX: state.get(OPTION_INDEX) + ends,
                 },
-                batch_size=acting.shape[:-1],
+                acting.shape[:-1],
             ),
         )
         return next_tensordict

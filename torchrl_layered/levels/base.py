@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
 from torchrl.data import Categorical, Composite, ReplayBuffer, TensorSpec
@@ -24,6 +24,7 @@ from torchrl.envs.utils import ExplorationType, exploration_type
 from torchrl_layered.keys import ACTING, INSTANCE, NEXT_DURATION, STEPS, TRANSITION_STATE, stacked_key
 from torchrl_layered.levels.learning import UpdateSchedule
 from torchrl_layered.levels.validation import NONFINITE_POLICIES, InvalidDataError, NonFinitePolicy, checked_transitions
+from torchrl_layered.unchecked import unchecked_tensordict
 
 _DETERMINISTIC_TYPES = (
     ExplorationType.DETERMINISTIC,
@@ -459,7 +460,7 @@ class Level(TensorDictModuleBase):
         act_shape = self.action_spec.shape
 
         if rows is None:
-            sub = TensorDict(inputs, batch_size=[n])
+            sub = unchecked_tensordict(inputs, torch.Size([n]))
             action = self._checked_action(sub, n, sub)
             done = None if self._never_done else self.is_done(sub).reshape(n)
             new_state = sub.get("state", None)
@@ -467,9 +468,9 @@ class Level(TensorDictModuleBase):
                 start = tensordict.get(keys.start_observation)
                 tensordict.set(keys.start_observation, obs.to(start.dtype).reshape(start.shape))
         else:
-            sub = TensorDict({k: v[rows] for k, v in inputs.items()}, batch_size=[rows.numel()])
+            sub = unchecked_tensordict({k: v[rows] for k, v in inputs.items()}, torch.Size([rows.numel()]))
             held = tensordict.get(keys.action).reshape(n, *act_shape)
-            everyone = TensorDict(inputs, batch_size=[n])
+            everyone = unchecked_tensordict(inputs, torch.Size([n]))
             action = held.index_copy(0, rows, self._checked_action(sub, rows.numel(), everyone).to(held.dtype))
             held_done = tensordict.get(keys.level_done)[..., index].reshape(n)
             done = held_done.index_copy(0, rows, self.is_done(sub).reshape(-1).to(torch.bool))
