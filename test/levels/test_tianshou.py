@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torchrl.data import Bounded, Categorical, Unbounded
+from tianshou.utils.torch_utils import policy_within_training_step, torch_train_mode
 from torchrl.envs import TransformedEnv
 
 import torchrl_layered
@@ -194,6 +195,48 @@ def test_tianshou_per_option_discount_is_the_explicit_alternative():
     d = data["next", "duration"].float()
     live = alive.bool().squeeze(-1)
     assert torch.allclose(per_step[live], (reward + 0.9**d * v)[live], atol=1e-4)
+
+
+@pytest.mark.parametrize("make_config, action_spec", [
+    (lambda: default_dqn_config(hidden_sizes=[16], target_update_freq=3), Categorical(3)),
+    (lambda: default_sac_config(hidden_sizes=[16], alpha=0.2), Bounded(-2.0, 2.0, (1,))),
+])
+def test_a_round_of_updates_equals_tianshou_updates_one_by_one(make_config, action_spec):
+    """`learn` enters the training step and train mode once per round: the parameters it reaches
+    equal those of tianshou's own ``Algorithm.update`` called once per batch."""
+    levels = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        levels.append(initialized(make_config(), Unbounded((4,)), action_spec))
+    ours, theirs = levels
+    data = fake_transitions(96, 4, action_spec)
+    data["raw_action"] = ours.raw_action(data["action"])
+    buffer = ours.to_tianshou_buffer(data)
+    torch.manual_seed(1)
+    with policy_within_training_step(ours.policy), torch_train_mode(ours.algorithm):
+        for first in range(0, 96, 32):
+            ours._update(buffer, np.arange(first, first + 32), options=True)
+    torch.manual_seed(1)
+    with policy_within_training_step(theirs.policy):
+        for first in range(0, 96, 32):
+            theirs.algorithm.update(buffer=theirs.to_tianshou_buffer(data[first:first + 32]), sample_size=0)
+    mine, reference = ours.algorithm.state_dict(), theirs.algorithm.state_dict()
+    tensors = [key for key, value in mine.items() if isinstance(value, torch.Tensor)]
+    assert tensors
+    for key in tensors:
+        torch.testing.assert_close(mine[key], reference[key], msg=key)
+    start = initialized(make_config(), Unbounded((4,)), action_spec).algorithm.state_dict()
+    assert any(not torch.allclose(mine[key], start[key]) for key in tensors if key in start)
+
+
+def test_the_default_configs_build_fused_adam():
+    for config, action_spec in [(default_dqn_config(hidden_sizes=[16]), Categorical(3)),
+                                (default_sac_config(hidden_sizes=[16]), Bounded(-2.0, 2.0, (1,)))]:
+        level = initialized(config, Unbounded((4,)), action_spec)
+        optimizers = [getattr(o, "_optim", o) for o in level.algorithm._optimizers] + level._module_optimizers()
+        assert optimizers
+        for optimizer in optimizers:
+            assert optimizer.defaults.get("fused") or optimizer.defaults.get("foreach"), type(optimizer)
 
 
 # ------------------------------------------------------------------------- hierarchy

@@ -167,8 +167,8 @@ class TianshouLevel(Level):
         # the algorithm's _preprocess_batch calls self.compute_nstep_return: this instance gets SMDP targets
         self.algorithm.compute_nstep_return = self._smdp_return
         self.algorithm.register_load_state_dict_pre_hook(_load_tianshou_optimizers)
-        self.replay_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(self.buffer_size),
-                                                    batch_size=self.batch_size)
+        # no default batch size: `learn` draws several updates' batches at once
+        self.replay_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(self.buffer_size))
 
     @property
     def policy(self) -> Policy:
@@ -284,30 +284,41 @@ class TianshouLevel(Level):
             return {}
         totals: dict[str, float] = {}
         per_draw = max(1, _ROWS_PER_DRAW // self.batch_size)
-        with policy_within_training_step(self.policy):
+        # the training step and train mode are entered once for the round, not once per update
+        with policy_within_training_step(self.policy), torch_train_mode(self.algorithm):
             for first in range(0, num, per_draw):
                 # one draw and one conversion for several updates' batches: the sampler draws
                 # uniformly with replacement, so a draw of k batches is k independent batches
                 count = min(per_draw, num - first)
                 arrays = self._tianshou_arrays(self.replay_buffer.sample(batch_size=count * self.batch_size))
                 options = bool((arrays["duration"] != 1).any())
+                buffer = _tianshou_buffer(arrays)
                 for i in range(count):
-                    rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
-                    batch = _tianshou_buffer({key: value[rows] for key, value in arrays.items()})
-                    for key, value in self._update(batch, options).items():
+                    indices = np.arange(i * self.batch_size, (i + 1) * self.batch_size)
+                    for key, value in self._update(buffer, indices, options).items():
                         totals[key] = totals.get(key, 0.0) + float(value)
         metrics = {key: value / num for key, value in totals.items()}
         if self.epsilon is not None:
             metrics["epsilon"] = self.epsilon
         return metrics
 
-    def _update(self, buffer: ReplayBuffer, options: bool) -> dict[str, float]:
-        """One ``algorithm.update`` on all of ``buffer``; ``options``: some durations are not 1."""
+    def _update(self, buffer: ReplayBuffer, indices: np.ndarray, options: bool) -> dict[str, float]:
+        """One update of the algorithm on ``buffer[indices]``; ``options``: some durations are not 1.
+
+        The steps of tianshou's ``Algorithm.update`` (pre-process: the TD targets; the
+        algorithm's own update; post-process; learning-rate schedulers), run inside the
+        round's training step and train mode (`learn`).
+        """
+        algorithm = self.algorithm
         calls = self._smdp_return.calls
-        stats = self.algorithm.update(buffer=buffer, sample_size=0)
+        batch = algorithm._preprocess_batch(buffer[indices], buffer, indices)
+        stats = algorithm._update_with_batch(batch)
+        algorithm._postprocess_batch(batch, buffer, indices)
+        for scheduler in algorithm.lr_schedulers:
+            scheduler.step()
         if self._smdp_return.calls == calls and options:
             raise RuntimeError(
-                f"{type(self.algorithm).__name__} does not compute its targets with compute_nstep_return, so "
+                f"{type(algorithm).__name__} does not compute its targets with compute_nstep_return, so "
                 "TianshouLevel cannot discount them with gamma ** duration; use it only as the lowest level "
                 "or choose SAC, TD3, DDPG, DQN or another algorithm that does"
             )

@@ -370,7 +370,7 @@ def build(config: dict, plan: BuildPlan, values: dict) -> tuple[Any, dict[str, A
 
 # --------------------------------------------------------------------------- defaults
 _NET = "tianshou.utils.net.common.Net"
-_ADAM = "tianshou.algorithm.optim.AdamOptimizerFactory"
+_ADAM = "torchrl_layered.levels.tianshou_adam.FusedAdamOptimizerFactory"
 
 
 def default_sac_config(

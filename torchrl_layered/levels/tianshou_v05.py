@@ -66,7 +66,7 @@ ON_POLICY = {"PGPolicy": "Reinforce", "A2CPolicy": "A2C", "PPOPolicy": "PPO", "N
 _DROPPED_AT_DEFAULT = {"reward_normalization": False, "lr_scheduler": None, "observation_space": None}
 
 _OPTIMIZER_FACTORIES = {
-    "torch.optim.Adam": "tianshou.algorithm.optim.AdamOptimizerFactory",
+    "torch.optim.Adam": "torchrl_layered.levels.tianshou_adam.FusedAdamOptimizerFactory",
     "torch.optim.RMSprop": "tianshou.algorithm.optim.RMSpropOptimizerFactory",
 }
 
