@@ -42,3 +42,14 @@ def test_simnorm_is_a_softmax_over_groups_with_its_gradient():
     (mine,) = torch.autograd.grad((SimNorm(8)(leaf) ** 2).sum(), leaf)
     (torchs,) = torch.autograd.grad((F.softmax(leaf.reshape(3, 5, 4, 8), -1) ** 2).sum(), leaf)
     torch.testing.assert_close(mine, torchs)
+
+
+def test_mish_with_gradients_keeps_its_input_and_matches_torchs_gradient_in_float32():
+    x = torch.cat([torch.randn(4000) * 6, EDGES])
+    leaf = x.clone().requires_grad_(True)
+    weight = torch.randn_like(x)
+    (mine,) = torch.autograd.grad((mish(leaf) * weight).sum(), leaf)
+    reference = x.clone().requires_grad_(True)
+    (torchs,) = torch.autograd.grad((F.mish(reference) * weight).sum(), reference)
+    torch.testing.assert_close(leaf.detach(), x)
+    torch.testing.assert_close(mine, torchs)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchrl_layered.modules.activations import Mish, SimNorm, mish
+from torchrl_layered.modules.sparse_dropout import SparseDropout
 from torchrl_layered.modules.ensemble import EnsembleLinear
 from torchrl_layered.modules.twohot import TwoHot
 
@@ -21,7 +22,7 @@ def normed_linear(in_dim: int, out_dim: int, dropout: float = 0.0, act: nn.Modul
     """Linear -> (Dropout) -> LayerNorm -> activation (Mish unless given)."""
     layers = [nn.Linear(in_dim, out_dim)]
     if dropout:
-        layers.append(nn.Dropout(dropout))
+        layers.append(SparseDropout(dropout))
     layers += [nn.LayerNorm(out_dim), act if act is not None else Mish()]
     return nn.Sequential(*layers)
 
@@ -98,7 +99,7 @@ class QEnsemble(nn.Module):
         self.out = EnsembleLinear(num_q, hidden, num_bins)
         self.norm_weight = nn.Parameter(torch.ones(2, num_q, 1, hidden))
         self.norm_bias = nn.Parameter(torch.zeros(2, num_q, 1, hidden))
-        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.dropout = SparseDropout(dropout) if dropout else nn.Identity()
         self.apply(weight_init)
         with torch.no_grad():
             self.out.weight.zero_()
