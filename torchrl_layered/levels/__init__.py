@@ -17,6 +17,7 @@ _TIANSHOU_EXPORTS = {
     "TianshouLevel": "torchrl_layered.levels.tianshou",
     "default_sac_config": "torchrl_layered.levels.tianshou_config",
     "default_dqn_config": "torchrl_layered.levels.tianshou_config",
+    "FusedAdamOptimizerFactory": "torchrl_layered.levels.tianshou_adam",
 }
 __all__ += list(_TIANSHOU_EXPORTS)
 
