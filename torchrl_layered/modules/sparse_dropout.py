@@ -45,8 +45,8 @@ class SparseDropout(nn.Module):
     """``nn.Dropout(p)`` in distribution and in scaling, for small ``p`` at a fraction of its cost.
 
     In training mode each entry is zeroed with probability ``p`` independently and the rest are
-    scaled by ``1 / (1 - p)``; in eval mode it is the identity. Rates above 0.1 use
-    ``F.dropout``. No parameters, so state dicts are unchanged.
+    scaled by ``1 / (1 - p)``; in eval mode it is the identity. Rates above 0.1, and tensors
+    off the CPU, use ``F.dropout``. No parameters, so state dicts are unchanged.
     """
 
     def __init__(self, p: float):
@@ -58,7 +58,8 @@ class SparseDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        if self.p > _SPARSE_UP_TO:
+        if self.p > _SPARSE_UP_TO or x.device.type != "cpu":
+            # GPUs draw Bernoulli masks fast, and the gap draw would wait on the device
             return F.dropout(x, self.p, True)
         scale = 1.0 / (1.0 - self.p)
         dropped = dropped_positions(x.numel(), self.p, x.device)
