@@ -54,19 +54,26 @@ def main() -> None:
     steps_per_batch = 10  # one planner decision per instance per batch
     frames = args.num_envs * steps_per_batch
     batches = max(1, args.steps // steps_per_batch)
-    warm_up = 400 // frames
-    collector = Collector(env, hierarchy, frames_per_batch=frames, total_frames=frames * (warm_up + batches),
+    # untimed until every level that will plan has the data its warm-up asks for (the skills
+    # store fewer transitions than env steps, so a fixed number of batches is not enough)
+    warming = [level for level in (top, skills) if level.warm_up_steps < 10**9]
+    collector = Collector(env, hierarchy, frames_per_batch=frames, total_frames=-1,
                           auto_register_policy_transforms=True, device=args.device)
     act = learn = 0.0
+    timed_batches = 0
     tick = time.perf_counter()
-    for i, batch in enumerate(collector):
+    for batch in collector:
         collected = time.perf_counter()
+        timing = all(level.warmed_up for level in warming)
         hierarchy.extend(batch)
         hierarchy.learn()
         done = time.perf_counter()
-        if i >= warm_up:
+        if timing:
             act += collected - tick
             learn += done - collected
+            timed_batches += 1
+            if timed_batches == batches:
+                break
         tick = time.perf_counter()
     collector.shutdown()
     timed = batches * frames
