@@ -28,6 +28,9 @@ from torchrl_layered.hierarchies import planner_over_splates
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
 from machine import machine_line
 
+#: A warm-up that never ends: the level acts randomly and does not learn for the whole run.
+NEVER = 10**9
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,7 +46,7 @@ def main() -> None:
     env = make_env("Maze2D-Medium-v0", args.num_envs, device=args.device)
     if args.reference_settings:
         args.skill_mpc = True
-        settings = dict(warm_up_steps=10**9, skill_warm_up_steps=400, skill_update_interval=4,
+        settings = dict(warm_up_steps=NEVER, skill_warm_up_steps=400, skill_update_interval=4,
                         tdmpc2=get_default_tdmpc2_config())
     else:
         settings = dict(warm_up_steps=0, skill_warm_up_steps=0, planner_level=dict(alternate_with_noise=False))
@@ -56,7 +59,7 @@ def main() -> None:
     batches = max(1, args.steps // steps_per_batch)
     # untimed until every level that will plan has the data its warm-up asks for (the skills
     # store fewer transitions than env steps, so a fixed number of batches is not enough)
-    warming = [level for level in (top, skills) if level.warm_up_steps < 10**9]
+    warming = [level for level in (top, skills) if level.warm_up_steps < NEVER]
     collector = Collector(env, hierarchy, frames_per_batch=frames, total_frames=-1,
                           auto_register_policy_transforms=True, device=args.device)
     act = learn = 0.0

@@ -239,6 +239,15 @@ def test_the_default_configs_build_fused_adam():
             assert optimizer.defaults.get("fused") or optimizer.defaults.get("foreach"), type(optimizer)
 
 
+def test_a_users_config_naming_the_fused_factory_by_its_public_path_builds_it():
+    config = default_dqn_config(hidden_sizes=[16])
+    config["algorithm"]["optim"] = {"_target_": "torchrl_layered.levels.FusedAdamOptimizerFactory", "lr": 3e-4}
+    level = initialized(config, Unbounded((4,)), Categorical(3))
+    (optimizer,) = [o._optim for o in level.algorithm._optimizers]
+    assert optimizer.defaults["fused"] or optimizer.defaults["foreach"]
+    assert optimizer.defaults["lr"] == 3e-4
+
+
 # ------------------------------------------------------------------------- hierarchy
 def test_sac_on_top_of_a_random_level_learns_from_options_of_five_steps():
     torch.manual_seed(0)

@@ -61,6 +61,6 @@ def test_eval_mode_and_zero_rate_are_the_identity_and_bad_rates_are_refused():
     x = torch.randn(3, 5)
     assert SparseDropout(0.0)(x) is x
     assert SparseDropout(0.5).eval()(x) is x
-    for p in (-0.1, 1.0):
+    for p in (-0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match="0 <= p < 1"):
             SparseDropout(p)
