@@ -119,9 +119,9 @@ def test_level_state_is_carried_per_instance_and_zeroed_at_episode_start():
 class LearningLevel(Level):
     """A custom level that learns with the base class's plumbing: buffer, schedule, named optimiser."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, learning_steps=None, **kwargs):
         super().__init__(**kwargs)
-        self.set_update_schedule(warm_up_steps=30, update_interval=2, num_updates=3)
+        self.set_update_schedule(warm_up_steps=30, update_interval=2, num_updates=3, learning_steps=learning_steps)
         self.weight = torch.nn.Parameter(torch.zeros(1))
 
     def initialize(self, observation_spec, action_spec, parent=None):
@@ -171,6 +171,32 @@ def test_a_custom_level_learns_on_the_base_class_schedule_and_its_optimiser_stat
     Hierarchy([fresh], env=env)
     fresh.set_extra_state(legacy)
     assert fresh.num_gradient_updates == 7 and int(fresh.optimizer.state_dict()["state"][0]["step"]) == 60
+
+
+def test_a_level_stops_learning_once_its_transitions_cover_learning_steps_and_goes_on_acting():
+    env = make_env("Pendulum-v1", 2)
+    level = LearningLevel(learning_steps=50)
+    hierarchy = Hierarchy([level], env=env)
+    collector = make_collector(env, hierarchy, frames_per_batch=20, total_frames=100)
+    due, stored = [], []
+    for batch in collector:
+        hierarchy.extend(batch)
+        due.append(hierarchy.learn().get("level0/updates", 0.0))
+        stored.append(len(level.replay_buffer))
+    collector.shutdown()
+    # warm-up until 30 env steps, updates at 40, none from 60 on (>= 50): the level still acts and stores
+    assert due == [0.0, 30.0, 0.0, 0.0, 0.0] and level.num_gradient_updates == 30
+    assert stored == [20, 40, 60, 80, 100] and level.learning_done
+    # the clock is the stored env steps, so a restored level knows it is done
+    other = LearningLevel(learning_steps=50)
+    Hierarchy([other], env=env).load_state_dict(hierarchy.state_dict())
+    assert other.learning_done and other.updates_due() == 0
+
+
+@pytest.mark.parametrize("bad", [10, 2.5, True])
+def test_learning_steps_must_be_an_int_not_below_the_warm_up(bad):
+    with pytest.raises(ValueError, match=r"needs an int learning_steps >= 30 \(its warm_up_steps\) or None"):
+        LearningLevel(learning_steps=bad)
 
 
 def test_the_learning_plumbing_refuses_what_it_cannot_use():

@@ -320,3 +320,22 @@ def test_the_configs_mppi_settings_mean_what_mppiplanners_do():
     level.initialize(Unbounded((3,)), Bounded(-2.0, 2.0, (1,)))
     planner = level.planner
     assert planner.temperature == 0.25 and planner.num_iterations == 2
+
+
+def test_learning_steps_freeze_the_world_model_and_the_level_goes_on_acting_and_storing():
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 2)
+    level = TDMPC2Level(small_config(), warm_up_steps=10, learning_steps=60)
+    hierarchy = Hierarchy([level], env=env)
+    collector = make_collector(env, hierarchy, frames_per_batch=40, total_frames=120)
+    updates, frozen = [], None
+    for batch in collector:
+        hierarchy.extend(batch)
+        hierarchy.learn()
+        updates.append(level.num_gradient_updates)
+        if frozen is None and level.learning_done:
+            frozen = [p.detach().clone() for p in level.world_model.parameters()]
+    collector.shutdown()
+    # updates in the first batch only (from the second on, its stored env steps cover 60)
+    assert updates[0] > 0 and updates == [updates[0]] * 3 and len(level.replay_buffer) == 120
+    assert all(torch.equal(a, b) for a, b in zip(frozen, level.world_model.parameters()))

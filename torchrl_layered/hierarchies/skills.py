@@ -57,6 +57,7 @@ def planner_over_splates(
     hide_goal_from_skills: bool = True,
     skill_warm_up_steps: int = 1000,
     skill_update_interval: int = 2,
+    skill_learning_steps: int | None = 24_000,
     horizon: int = 15,
     num_samples: int = 256,
     num_iterations: int = 6,
@@ -68,7 +69,7 @@ def planner_over_splates(
     planner_update_interval: int = 2,
     planner_num_updates: int = 4,
     planner_batch_size: int = 256,
-    planner_buffer_size: int = 20_000,
+    planner_buffer_size: int = 3_000,
     predictor: dict | None = None,
     tdmpc2: dict | None = None,
     planner_level: dict | None = None,
@@ -92,6 +93,11 @@ def planner_over_splates(
             skills, as in the paper; the planner above handles the task), and the planner's
             model of skill outcomes does not take it as an input either.
         skill_warm_up_steps, skill_update_interval: the skill level's learning schedule.
+        skill_learning_steps: the skill level stops learning once its stored transitions cover
+            this many env steps (held steps are not stored, so this comes later in env steps);
+            from then on the planner learns its model of skill outcomes on skills that no
+            longer change, and its buffer (``planner_buffer_size``) soon holds only those.
+            None: the skills learn for ever.
         horizon, num_samples, num_iterations, elite_ratio, momentum: the iCEM planner
             (``num_elites = round(num_samples * elite_ratio)``).
         warm_up_steps: env steps of random skills before the planner plans and learns its
@@ -119,6 +125,7 @@ def planner_over_splates(
         control_interval=control_interval,
         reward=SPlaTESReward.resolve(SPLATES_REWARD, reward or {}, "planner_over_splates(reward=...)"),
         hold=hold, use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
+        learning_steps=skill_learning_steps,
     )
     predictor = dict(predictor or {})
     if hide_goal_from_skills and getattr(env, "goal_slices", None) is not None:
@@ -142,6 +149,7 @@ def planner_over_dads(
     use_policy: bool = True,
     skill_warm_up_steps: int = 1000,
     skill_update_interval: int = 2,
+    skill_learning_steps: int | None = None,
     horizon: int = 10,
     num_samples: int = 256,
     num_iterations: int = 6,
@@ -179,6 +187,7 @@ def planner_over_dads(
         control_interval=control_interval,
         reward=DADSReward.resolve(DADS_REWARD, reward or {}, "planner_over_dads(reward=...)"),
         hold=hold, use_policy=use_policy, warm_up_steps=skill_warm_up_steps, update_interval=skill_update_interval,
+        learning_steps=skill_learning_steps,
     )
     skill_args.update(skill_level or {})
     top = _planner_level(env, predictor, known_reward, **planner_args)

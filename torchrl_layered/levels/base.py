@@ -179,6 +179,8 @@ class Level(TensorDictModuleBase):
         self.schedule: UpdateSchedule | None = None
         #: Env steps of the level's stored transitions before it acts with its model and learns.
         self.warm_up_steps = 0
+        #: Env steps of the level's stored transitions after which it stops learning (None: never).
+        self.learning_steps: int | None = None
         #: Gradient steps the schedule has called for (a non-finite step is counted, not applied).
         self.num_gradient_updates = 0
 
@@ -274,15 +276,27 @@ class Level(TensorDictModuleBase):
         return self.transition_count.device
 
     # --------------------------------------------------------------- learning
-    def set_update_schedule(self, *, warm_up_steps: int, update_interval: int, num_updates: int) -> None:
+    def set_update_schedule(self, *, warm_up_steps: int, update_interval: int, num_updates: int,
+                            learning_steps: int | None = None) -> None:
         """Makes the level learn: ``num_updates`` gradient steps per ``update_interval`` transitions,
-        once its stored transitions cover ``warm_up_steps`` env steps (`updates_due`)."""
-        for name, value, low in [("warm_up_steps", warm_up_steps, 0), ("update_interval", update_interval, 1),
-                                 ("num_updates", num_updates, 0)]:
+        once its stored transitions cover ``warm_up_steps`` env steps and until they cover
+        ``learning_steps`` (None: for ever) (`updates_due`)."""
+        checks = [("warm_up_steps", warm_up_steps, 0), ("update_interval", update_interval, 1),
+                  ("num_updates", num_updates, 0)]
+        if learning_steps is not None:
+            checks.append(("learning_steps", learning_steps, warm_up_steps))
+        for name, value, low in checks:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{type(self).__name__} needs an int {name} >= {low}; got {value!r}")
+                raise ValueError(f"{type(self).__name__} needs an int {name} >= {low}"
+                                 f"{' (its warm_up_steps) or None' if name == 'learning_steps' else ''}; got {value!r}")
         self.warm_up_steps = warm_up_steps
+        self.learning_steps = learning_steps
         self.schedule = UpdateSchedule(update_interval, num_updates)
+
+    @property
+    def learning_done(self) -> bool:
+        """Whether the level's stored transitions cover its ``learning_steps``: it acts, but learns no more."""
+        return self.learning_steps is not None and self.env_steps >= self.learning_steps
 
     @property
     def warmed_up(self) -> bool:
@@ -292,10 +306,11 @@ class Level(TensorDictModuleBase):
     def updates_due(self, ready: bool = True) -> int:
         """The gradient steps due now by the schedule, counted in ``num_gradient_updates``.
 
-        None during the warm-up or while ``ready`` is False (e.g. a buffer too small to
-        sample), and those transitions are not owed updates later (`UpdateSchedule`).
+        0 during the warm-up or while ``ready`` is False (e.g. a buffer too small to
+        sample), and those transitions are not owed updates later (`UpdateSchedule`); 0 for
+        good once the level's ``learning_steps`` are covered (`learning_done`).
         """
-        if self.schedule is None:
+        if self.schedule is None or self.learning_done:
             return 0
         num = self.schedule.due(self.n_transitions, self.warmed_up and ready)
         self.num_gradient_updates += num

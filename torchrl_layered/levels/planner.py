@@ -53,6 +53,8 @@ class PlannerLevel(Level):
         learn_predictor: train the predictor from the level's transitions (False for a known model).
         warm_up_steps: env steps of random actions before planning and learning.
         buffer_size, batch_size, update_interval, num_updates, lr, tau: learning schedule.
+        learning_steps: stop learning once the level's stored transitions cover this many env
+            steps (it goes on acting with what it learned); None: never stop.
     """
 
     supported_action_specs = (Bounded,)
@@ -85,6 +87,7 @@ class PlannerLevel(Level):
         batch_size: int = 256,
         update_interval: int = 1,
         num_updates: int = 1,
+        learning_steps: int | None = None,
         lr: float = 1e-3,
         tau: float = 0.005,
         **kwargs,
@@ -115,7 +118,8 @@ class PlannerLevel(Level):
         self.alternate_with_noise = alternate_with_noise
         self.switch_random_prob, self.switch_planner_prob = switch_random_prob, switch_planner_prob
         self.buffer_size, self.batch_size = buffer_size, batch_size
-        self.set_update_schedule(warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates)
+        self.set_update_schedule(warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates,
+                                 learning_steps=learning_steps)
         self.lr, self.tau = lr, tau
 
     # ---------------------------------------------------------------- build

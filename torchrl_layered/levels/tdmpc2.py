@@ -59,6 +59,8 @@ class TDMPC2Level(Level):
         use_her, her_goals, reward_fn: hindsight relabelling (goal-based mode only).
         warm_up_steps: env steps (of its stored transitions) of random actions before planning and learning.
         update_interval, num_updates: ``num_updates`` updates every ``update_interval`` transitions.
+        learning_steps: stop learning once the level's stored transitions cover this many env
+            steps (it goes on acting with what it learned); None: never stop.
         use_policy: act with the policy prior instead of planning.
         input_as_goal: below a parent, condition reward, Q and policy on the level input
             through the goal encoder (a skill or a commanded goal) instead of appending it
@@ -81,6 +83,7 @@ class TDMPC2Level(Level):
         warm_up_steps: int = 2000,
         update_interval: int = 1,
         num_updates: int = 1,
+        learning_steps: int | None = None,
         use_policy: bool = False,
         input_as_goal: bool = False,
         **kwargs,
@@ -95,7 +98,8 @@ class TDMPC2Level(Level):
         if use_her and (self.desired_goal_slice is None or self.achieved_goal_slice is None or reward_fn is None):
             raise ValueError("TDMPC2Level(use_her=True) needs desired_goal_slice, achieved_goal_slice and reward_fn")
         self.use_her, self.her_goals, self.reward_fn = use_her, her_goals, reward_fn
-        self.set_update_schedule(warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates)
+        self.set_update_schedule(warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates,
+                                 learning_steps=learning_steps)
         self.use_policy = use_policy or not self.cfg["mpc"]
 
     # ---------------------------------------------------------------- build
@@ -325,7 +329,7 @@ class TDMPC2Level(Level):
 
     def learn(self) -> dict[str, float]:
         # the buffer is probed (a sample, which draws random numbers) only when updates are due
-        due = self.warmed_up and self.schedule.pending(self.n_transitions) > 0
+        due = self.warmed_up and not self.learning_done and self.schedule.pending(self.n_transitions) > 0
         num = self.updates_due(ready=not due or self._can_sample())
         if num <= 0:
             return {}

@@ -110,6 +110,8 @@ class TianshouLevel(Level):
         num_updates: updates per round.
         warm_up_steps: env steps of uniformly random actions before acting with the policy
             and learning.
+        learning_steps: stop learning once the level's stored transitions cover this many env
+            steps (it goes on acting with what it learned); None: never stop.
         discount_per: ``"env_step"``: an option bootstraps with ``gamma ** duration`` (the
             algorithm's ``gamma`` is per env step), or ``"option"``: ``gamma`` per option.
         input_spec: the spec of the option it accepts from a parent (``None``: top only).
@@ -131,6 +133,7 @@ class TianshouLevel(Level):
         update_interval: int = 1,
         num_updates: int = 1,
         warm_up_steps: int = 0,
+        learning_steps: int | None = None,
         discount_per: DiscountPer = "env_step",
         **kwargs,
     ):
@@ -142,7 +145,8 @@ class TianshouLevel(Level):
         self.tianshou_config = to_plain_config(tianshou_config)
         self.plan = check_config(self.tianshou_config)
         self.buffer_size, self.batch_size = buffer_size, batch_size
-        self.set_update_schedule(warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates)
+        self.set_update_schedule(warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates,
+                                 learning_steps=learning_steps)
         self.components: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- build
