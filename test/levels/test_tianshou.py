@@ -417,3 +417,20 @@ def test_sac_learns_inverted_pendulum_in_15k_steps():
     score = evaluate(hierarchy, "InvertedPendulum-v5", max_steps=1000)
     print(f"SAC InvertedPendulum: mean evaluation return {score:.1f}")
     assert score > 600, f"mean evaluation return {score:.0f}"
+
+
+def test_a_tianshou_level_stops_learning_at_learning_steps_and_goes_on_acting():
+    torch.manual_seed(0)
+    env = make_env("CartPole-v1", 2)
+    level = TianshouLevel(default_dqn_config(hidden_sizes=[16]), batch_size=8, learning_steps=40)
+    hierarchy = Hierarchy([level], env=env)
+    collector = make_collector(env, hierarchy, frames_per_batch=20, total_frames=80)
+    updates = []
+    for batch in collector:
+        hierarchy.extend(batch)
+        hierarchy.learn()
+        updates.append(level.num_gradient_updates)
+    collector.shutdown()
+    # updates while fewer than 40 env steps are stored, none once they are; storing goes on
+    assert updates[0] > 0 and updates[1:] == [updates[1]] * 3 and level.learning_done
+    assert len(level.replay_buffer) == 80
