@@ -193,6 +193,26 @@ def test_a_level_stops_learning_once_its_transitions_cover_learning_steps_and_go
     assert other.learning_done and other.updates_due() == 0
 
 
+@pytest.mark.parametrize("refresh", [True, False])
+def test_a_parent_empties_its_buffer_once_when_its_child_stops_learning_where_it_asks_to(refresh):
+    env = make_env("Pendulum-v1", 2)
+    child = LearningLevel(learning_steps=50, input_spec=Bounded(-1.0, 1.0, shape=(2,)), control_interval=5)
+    parent = LearningLevel(refresh_when_child_freezes=refresh)
+    hierarchy = Hierarchy([parent, child], env=env)
+    collector = make_collector(env, hierarchy, frames_per_batch=20, total_frames=100)
+    stored = []
+    for batch in collector:
+        hierarchy.extend(batch)
+        stored.append((len(parent.replay_buffer), parent.env_steps, child.learning_done))
+    collector.shutdown()
+    # 20 env steps a batch = 4 options of 5 steps on 2 instances; the child is done at 60 (>= 50)
+    if refresh:
+        # emptied in the batch where the child froze, then filled again; its clock keeps counting
+        assert stored == [(4, 20, False), (8, 40, False), (0, 60, True), (4, 80, True), (8, 100, True)]
+    else:
+        assert stored == [(4, 20, False), (8, 40, False), (12, 60, True), (16, 80, True), (20, 100, True)]
+
+
 @pytest.mark.parametrize("bad", [10, 2.5, True])
 def test_learning_steps_must_be_an_int_not_below_the_warm_up(bad):
     with pytest.raises(ValueError, match=r"needs an int learning_steps >= 30 \(its warm_up_steps\) or None"):

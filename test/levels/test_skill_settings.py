@@ -100,9 +100,10 @@ def test_the_ready_made_hierarchies_stop_the_skills_learning_where_told():
     small = dict(predictor=dict(hidden_sizes=(16,), head_sizes=(16,)), tdmpc2=dict(mlp_dim=16, latent_dim=16,
                                                                                    enc_dim=16))
     top, skills = planner_over_splates(env, **small).levels
-    # by default the skills stop after 24k stored env steps, and the planner keeps the last 3000 options
+    # by default the skills stop after 24k stored env steps, and the planner then starts its buffer afresh
     assert skills.learning_steps == 24_000 and not skills.learning_done and top.learning_steps is None
-    assert top.replay_buffer.storage.max_size == 3000
+    assert top.refresh_when_child_freezes and top.replay_buffer.storage.max_size == 20_000
+    assert planner_over_dads(env, **small).levels[0].refresh_when_child_freezes
     assert planner_over_splates(env, skill_learning_steps=None, **small).levels[1].learning_steps is None
     assert planner_over_dads(env, skill_learning_steps=5000, **small).levels[1].learning_steps == 5000
     with pytest.raises(ValueError, match=r"needs an int learning_steps >= 1000 \(its warm_up_steps\) or None"):

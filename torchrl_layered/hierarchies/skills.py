@@ -69,7 +69,7 @@ def planner_over_splates(
     planner_update_interval: int = 2,
     planner_num_updates: int = 4,
     planner_batch_size: int = 256,
-    planner_buffer_size: int = 3_000,
+    planner_buffer_size: int = 20_000,
     predictor: dict | None = None,
     tdmpc2: dict | None = None,
     planner_level: dict | None = None,
@@ -95,9 +95,9 @@ def planner_over_splates(
         skill_warm_up_steps, skill_update_interval: the skill level's learning schedule.
         skill_learning_steps: the skill level stops learning once its stored transitions cover
             this many env steps (held steps are not stored, so this comes later in env steps);
-            from then on the planner learns its model of skill outcomes on skills that no
-            longer change, and its buffer (``planner_buffer_size``) soon holds only those.
-            None: the skills learn for ever.
+            then the planner empties its buffer (``refresh_when_child_freezes``) and learns its
+            model of skill outcomes only on the skills it will plan with. None: the skills
+            learn for ever.
         horizon, num_samples, num_iterations, elite_ratio, momentum: the iCEM planner
             (``num_elites = round(num_samples * elite_ratio)``).
         warm_up_steps: env steps of random skills before the planner plans and learns its
@@ -119,6 +119,7 @@ def planner_over_splates(
         use_value=False, use_termination=False, alternate_with_noise=True, switch_random_prob=switch_random_prob,
         switch_planner_prob=switch_planner_prob, warm_up_steps=warm_up_steps, buffer_size=planner_buffer_size,
         batch_size=planner_batch_size, update_interval=planner_update_interval, num_updates=planner_num_updates,
+        refresh_when_child_freezes=True,
     )
     planner_args.update(planner_level or {})
     skill_args = dict(
@@ -149,7 +150,7 @@ def planner_over_dads(
     use_policy: bool = True,
     skill_warm_up_steps: int = 1000,
     skill_update_interval: int = 2,
-    skill_learning_steps: int | None = None,
+    skill_learning_steps: int | None = 24_000,
     horizon: int = 10,
     num_samples: int = 256,
     num_iterations: int = 6,
@@ -180,7 +181,7 @@ def planner_over_dads(
         planner_kwargs=dict(momentum=momentum, initial_std=initial_std),
         use_value=False, use_termination=False, alternate_with_noise=True, switch_random_prob=switch_random_prob,
         switch_planner_prob=switch_planner_prob, warm_up_steps=warm_up_steps, buffer_size=planner_buffer_size,
-        batch_size=planner_batch_size, update_interval=planner_update_interval,
+        batch_size=planner_batch_size, update_interval=planner_update_interval, refresh_when_child_freezes=True,
     )
     planner_args.update(planner_level or {})
     skill_args = dict(

@@ -263,12 +263,18 @@ class Hierarchy(TensorDictSequential):
         """Feeds every level its semi-MDP transitions from ``batch``; returns them.
 
         Every level checks its transitions before any level stores, so a refused batch
-        (`InvalidDataError`) leaves the whole hierarchy as it was.
+        (`InvalidDataError`) leaves the whole hierarchy as it was. A level whose child stops
+        learning in this batch empties its buffer where it asks to (``refresh_when_child_freezes``).
         """
         transitions = self.transitions(batch)
         accepted = [level.accept(data.clone(False)) for level, data in zip(self.module, transitions)]
+        learning = [not level.learning_done for level in self.module]
         for level, data in zip(self.module, accepted):
             level.record(data)
+        levels = list(self.module)
+        for parent, child, was_learning in zip(levels, levels[1:], learning[1:]):
+            if was_learning and child.learning_done and parent.refresh_when_child_freezes and parent.replay_buffer is not None:
+                parent.replay_buffer.empty()
         return transitions
 
     def learn(self) -> dict[str, float]:

@@ -119,6 +119,10 @@ class Level(TensorDictModuleBase):
         on_nonfinite: what `observe` does with transitions holding a NaN or inf observation,
             level input, action or reward: ``"raise"`` an `InvalidDataError` and store nothing
             (default), or ``"drop"`` those rows with a warning.
+        refresh_when_child_freezes: empty the level's replay buffer when the level below it
+            stops learning (its ``learning_steps``, `learning_done`): the stored transitions
+            describe options the child no longer takes, so the level learns from then on only
+            on the options it will plan with (`Hierarchy.extend`).
 
     Example:
         >>> class GoRight(Level):
@@ -146,7 +150,7 @@ class Level(TensorDictModuleBase):
             cls.__init__ = _accepting_spellings(init)
 
     def __init__(self, *, input_spec: TensorSpec | None = None, control_interval: int | None = None,
-                 on_nonfinite: NonFinitePolicy = "raise", **unknown):
+                 on_nonfinite: NonFinitePolicy = "raise", refresh_when_child_freezes: bool = False, **unknown):
         if unknown:
             raise TypeError(_unknown_arguments(type(self), unknown))
         super().__init__()
@@ -155,6 +159,7 @@ class Level(TensorDictModuleBase):
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
+        self.refresh_when_child_freezes = bool(refresh_when_child_freezes)
         self._input_spec = input_spec
         self.control_interval = control_interval
         self.observation_spec: TensorSpec | None = None
