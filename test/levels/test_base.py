@@ -213,6 +213,12 @@ def test_a_parent_empties_its_buffer_once_when_its_child_stops_learning_where_it
         assert stored == [(4, 20, False), (8, 40, False), (12, 60, True), (16, 80, True), (20, 100, True)]
 
 
+@pytest.mark.parametrize("bad", ["no", 1, None])
+def test_refresh_when_child_freezes_must_be_a_bool(bad):
+    with pytest.raises(TypeError, match="refresh_when_child_freezes must be a bool"):
+        LearningLevel(refresh_when_child_freezes=bad)
+
+
 @pytest.mark.parametrize("bad", [10, 2.5, True])
 def test_learning_steps_must_be_an_int_not_below_the_warm_up(bad):
     with pytest.raises(ValueError, match=r"needs an int learning_steps >= 30 \(its warm_up_steps\) or None"):

@@ -159,7 +159,9 @@ class Level(TensorDictModuleBase):
         if on_nonfinite not in NONFINITE_POLICIES:
             raise ValueError(f"on_nonfinite must be one of {NONFINITE_POLICIES}; got {on_nonfinite!r}")
         self.on_nonfinite = on_nonfinite
-        self.refresh_when_child_freezes = bool(refresh_when_child_freezes)
+        if not isinstance(refresh_when_child_freezes, bool):
+            raise TypeError(f"refresh_when_child_freezes must be a bool; got {refresh_when_child_freezes!r}")
+        self.refresh_when_child_freezes = refresh_when_child_freezes
         self._input_spec = input_spec
         self.control_interval = control_interval
         self.observation_spec: TensorSpec | None = None
