@@ -12,7 +12,7 @@ policy prior.
 ``--reference-settings`` runs the reference library's example instead (its `bench_splates.py`):
 2 instances, the skills on the default-size TD-MPC2 config planning with MPPI at every env
 step and learning once per 4 of their transitions, the planner level still in its random
-warm-up (it acts randomly and does not learn yet).
+warm-up (it acts randomly and does not learn yet), no hold switch.
 """
 from __future__ import annotations
 
@@ -46,8 +46,10 @@ def main() -> None:
     env = make_env("Maze2D-Medium-v0", args.num_envs, device=args.device)
     if args.reference_settings:
         args.skill_mpc = True
-        settings = dict(warm_up_steps=NEVER, skill_warm_up_steps=400, skill_update_interval=4,
-                        tdmpc2=get_default_tdmpc2_config())
+        # no hold switch (the reference has none, and held steps are not learned from) and
+        # skills that learn for ever, as the reference's
+        settings = dict(warm_up_steps=NEVER, skill_warm_up_steps=400, skill_update_interval=4, hold=False,
+                        skill_learning_steps=None, tdmpc2=get_default_tdmpc2_config())
     else:
         settings = dict(warm_up_steps=0, skill_warm_up_steps=0, planner_level=dict(alternate_with_noise=False))
     hierarchy = planner_over_splates(

@@ -2,6 +2,8 @@
 instances, learning through a planner, diverse skills, and (learning) the maze benchmark."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from helpers import ScriptedEnv
@@ -95,6 +97,49 @@ def test_three_levels_with_a_middle_skill_level_learn_without_errors_on_desynchr
     assert set(mid["level_state", "skill_step"].squeeze(-1).tolist()) <= {0, 1, 2}
     # the planner's options (the middle level's skills) last at most 3 * 2 env steps
     assert bool((transitions[0]["next", "duration"] <= 6).all())
+
+
+def skill_value_on_every_row(level: SPlaTESLevel, z, goals, step, actions):
+    """The estimate's definition, computed on every instance and every step ahead and masked."""
+    b, n, h, _ = actions.shape
+    wm = level.world_model
+    z = z[:, None].expand(b, n, z.shape[-1])
+    total, weight = torch.zeros(b, n, 1), torch.ones(b, n, 1)
+    for t in range(h):
+        running = (step + t < level.control_interval)[:, None]
+        zg, a = goals[:, None, t].expand(b, n, -1), actions[:, :, t]
+        total = total + torch.where(running, weight * wm.two_hot.decode(wm.reward_logits(z, a, zg)), 0.0)
+        survive = level.planning_gamma * (1 - torch.sigmoid(wm.termination_logit(z, a)))
+        weight = torch.where(running, weight * survive, weight)
+        z = torch.where(running, wm.next(z, a), z)
+    zg = goals[:, None, h].expand(b, n, -1)
+    q = wm.avg_q(z, wm.pi(z, zg)[0], zg)
+    value = torch.where((step + h < level.control_interval)[:, None], q, wm.avg_value_of(z, wm.to_start(z)))
+    return (total + weight * value).squeeze(-1)
+
+
+@pytest.mark.parametrize("steps", [[0, 1, 2, 3, 4], [6, 7, 8, 9, 5], [9, 9, 9, 9, 9], [8, 0, 9, 7, 3]],
+                         ids=["all-running", "mixed-ends", "all-ending", "shuffled"])
+def test_the_skill_value_runs_each_head_only_where_used_and_equals_its_definition(steps):
+    torch.manual_seed(0)
+    env = make_env("Maze2D-Open-v0", 1)
+    skill = SPlaTESLevel(2, tiny_config(), control_interval=10)
+    Hierarchy([small_planner(), skill], env=env)
+    wm = skill.world_model.eval()
+    with torch.no_grad():  # untrained reward and Q heads are zero: give every head an output
+        for p in wm.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    wm.pi = functools.partial(type(wm).pi, wm, deterministic=True)  # same actions on any subset of rows
+    b, n, h, latent = 5, 7, 3, wm.latent_dim
+    z, goals = torch.randn(b, latent), torch.randn(b, h + 1, latent)
+    actions, step = torch.rand(b, n, h, wm.action_dim) * 2 - 1, torch.tensor(steps)[:, None]
+    torch.manual_seed(1)  # the Q pair
+    value = skill.estimate_skill_value(z, goals, step, actions)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        expected = skill_value_on_every_row(skill, z, goals, step, actions)
+    assert value.shape == (b, n)
+    torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_splates_below_a_planner_learns_on_the_maze_and_keeps_the_parent_model_out_of_its_state():

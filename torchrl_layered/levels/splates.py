@@ -15,6 +15,29 @@ from torchrl_layered.objectives.skill_rewards import SPlaTESReward
 from torchrl_layered.objectives.splates import SPlaTESLoss
 
 
+def skill_phases(step: torch.Tensor, control_interval: int, horizon: int) -> tuple[torch.Tensor, list[int]]:
+    """Which instances' skills still run at each step ahead: ``(order, counts)``.
+
+    ``step [B, 1]`` is the step within each skill now. ``order [B]`` sorts the instances by it,
+    so that the ``counts[t]`` instances whose skill still runs ``t`` steps ahead
+    (``step + t < control_interval``), for ``t`` in ``0..horizon``, are ``order[:counts[t]]``.
+    One host read per plan: the planner's iterations reuse it.
+    """
+    ahead = torch.arange(horizon + 1, device=step.device)
+    counts = (step.reshape(-1, 1) + ahead < control_interval).sum(0).tolist()
+    return step.reshape(-1).argsort(stable=True), counts
+
+
+def _rows(x: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """``x[rows]`` (all of ``x`` for None), keeping a broadcast second dim a broadcast view, so
+    that `mlp_on` still computes its first layer once per instance."""
+    if rows is None:
+        return x
+    if x.stride(1) == 0:
+        return x[rows, :1].expand(rows.shape[0], *x.shape[1:])
+    return x.index_select(0, rows)
+
+
 class SPlaTESLevel(SkillLevel):
     """Skills in ``[-1, 1]^skill_dim`` of ``control_interval`` steps, rewarded where they end.
 
@@ -127,8 +150,9 @@ class SPlaTESLevel(SkillLevel):
             goals = wm.encode_goal(wm.conditioning(
                 progress, start_state[:, None].expand(-1, horizon + 1, -1), skill[:, None].expand(-1, horizon + 1, -1)))
             generator = torch.Generator(device=obs.device).manual_seed(0) if deterministic else None
+            phases = skill_phases(step, self.control_interval, horizon)  # once per plan, not per iteration
             result = self.planner(
-                lambda actions: self.estimate_skill_value(z, goals, step, actions),
+                lambda actions: self.estimate_skill_value(z, goals, step, actions, phases),
                 state=tensordict.get(("state", "planner")),
                 extra_samples=self.skill_policy_trajectories(z, goals),
                 generator=generator,
@@ -141,7 +165,8 @@ class SPlaTESLevel(SkillLevel):
 
     @torch.no_grad()
     def estimate_skill_value(self, z: torch.Tensor, goals: torch.Tensor, step: torch.Tensor,
-                             actions: torch.Tensor) -> torch.Tensor:
+                             actions: torch.Tensor, phases: tuple[torch.Tensor, list[int]] | None = None,
+                             ) -> torch.Tensor:
         """Return of ``actions [B, N, H, A]`` until the skill ends, then ``V_avg``; ``[B, N]``.
 
         ``z [B, L]`` the latent now, ``goals [B, H+1, L]`` the embedded conditioning per step
@@ -149,27 +174,45 @@ class SPlaTESLevel(SkillLevel):
         latent stops (the next skill's actions are not this plan's), and the value there is
         the skill-averaged ``V_avg`` at the converter's estimate of the new start; a skill
         still running at the horizon bootstraps with its Q.
+
+        Each head runs only on the instances whose estimate uses it (`skill_phases`; pass
+        ``phases`` to compute them once per plan rather than once per call): a skill that
+        ends within the horizon skips the steps after its end and its Q, one that runs past
+        it skips ``V_avg``.
         """
         b, n, h, _ = actions.shape
         wm = self.world_model
+        order, counts = phases if phases is not None else skill_phases(step, self.control_interval, h)
         z = z[:, None].expand(b, n, z.shape[-1])
-        total = torch.zeros(b, n, 1, device=z.device)
+        total = torch.zeros(b, n, 1, device=z.device, dtype=z.dtype)
         weight = torch.ones_like(total)
         for t in range(h):
-            running = (step + t < self.control_interval)[:, None]  # [B, 1, 1]
-            zg = goals[:, None, t].expand(b, n, goals.shape[-1])
-            a = actions[:, :, t]
-            reward = wm.two_hot.decode(wm.reward_logits(z, a, zg))
-            total = total + torch.where(running, weight * reward, 0.0)
-            survive = self.planning_gamma * (1 - torch.sigmoid(wm.termination_logit(z, a)))
-            weight = torch.where(running, weight * survive, weight)
-            z = torch.where(running, wm.next(z, a), z)
-        still_running = (step + h < self.control_interval)[:, None]
-        zg = goals[:, None, h].expand(b, n, goals.shape[-1])
-        a, _ = wm.pi(z, zg)
-        q = wm.avg_q(z, a, zg)
-        v_avg = wm.avg_value_of(z, wm.to_start(z))
-        return (total + weight * torch.where(still_running, q, v_avg)).squeeze(-1)
+            if counts[t] == 0:
+                break
+            rows = None if counts[t] == b else order[: counts[t]]
+            zt, a = _rows(z, rows), _rows(actions[:, :, t], rows)
+            zg = _rows(goals[:, None, t].expand(b, n, goals.shape[-1]), rows)
+            reward = wm.two_hot.decode(wm.reward_logits(zt, a, zg))
+            survive = self.planning_gamma * (1 - torch.sigmoid(wm.termination_logit(zt, a)))
+            if rows is None:
+                total, weight, z = total + weight * reward, weight * survive, wm.next(zt, a)
+            else:
+                w = weight.index_select(0, rows)
+                total = total.index_add(0, rows, w * reward)
+                weight = weight.index_copy(0, rows, w * survive)
+                z = z.index_copy(0, rows, wm.next(zt, a))
+        running = counts[h]  # instances whose skill still runs at the horizon come first in ``order``
+        values = []
+        if running:
+            rows = None if running == b else order[:running]
+            zt, zg = _rows(z, rows), _rows(goals[:, None, h].expand(b, n, goals.shape[-1]), rows)
+            a, _ = wm.pi(zt, zg)
+            values.append(wm.avg_q(zt, a, zg))
+        if running < b:
+            zt = _rows(z, None if running == 0 else order[running:])
+            values.append(wm.avg_value_of(zt, wm.to_start(zt)))
+        value = values[0] if len(values) == 1 else torch.cat(values).index_select(0, order.argsort())
+        return (total + weight * value).squeeze(-1)
 
     @torch.no_grad()
     def skill_policy_trajectories(self, z: torch.Tensor, goals: torch.Tensor) -> torch.Tensor | None:
@@ -183,7 +226,8 @@ class SPlaTESLevel(SkillLevel):
         for t in range(self.cfg["horizon"]):
             a, _ = self.world_model.pi(z, goals[:, None, t].expand(b, m, goals.shape[-1]))
             actions.append(a)
-            z = self.world_model.next(z, a)
+            if t + 1 < self.cfg["horizon"]:  # the latent after the last action is not used
+                z = self.world_model.next(z, a)
         return torch.stack(actions, 2)
 
     # ---------------------------------------------------------------- learn
