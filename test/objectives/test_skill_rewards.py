@@ -12,7 +12,7 @@ from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
 from torchrl_layered.modules.splates import SPlaTESWorldModel
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.objectives.dads import DADSLoss
-from torchrl_layered.objectives.skill_rewards import RunningMeanVar, skill_log_ratio
+from torchrl_layered.objectives.skill_rewards import RunningMeanVar, SymmetryBreakingPrior, skill_log_ratio
 from torchrl_layered.objectives.splates import SPlaTESLoss
 from torchrl_layered.predictors import FixedEncoder, Predictor
 from torchrl_layered.objectives.tdmpc2_config import get_default_tdmpc2_config, resolve_tdmpc2_config
@@ -68,6 +68,31 @@ def test_normalised_log_prob_uses_the_fixed_std_in_the_target_space():
     got = predictor.model.log_prob(state, SKILLS, end, context, std=0.7, normalized=True)
     expected = [hand_log_q(s[:2], z, e[:2], 0.7) for s, z, e in zip(STARTS.numpy(), SKILLS.numpy(), ENDS.numpy())]
     assert np.allclose(got.numpy(), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("normalized", [True, False])
+@pytest.mark.parametrize("symmetry_weight", [0.0, 0.5])
+def test_several_outcomes_per_row_score_as_one_call_each(normalized, symmetry_weight):
+    """Targets ``[K, N, d]`` give what K separate calls give (the members run once for all K)."""
+    torch.manual_seed(0)
+    model = ProbabilisticEnsemble(2, 2, 2, num_members=3, hidden_sizes=(16,))
+    model.input_normalizer.update(torch.randn(64, 6))
+    model.target_normalizer.update(torch.randn(64, 2) * 2)
+    predictor = Predictor(FixedEncoder([0, 1], [2, 3]), model, reward=lambda s, c, a: s.sum(-1))
+    state, context = predictor.encode(STARTS)
+    ends = torch.stack([predictor.encode(ENDS)[0], predictor.encode(STARTS + 0.3)[0]])
+    with torch.no_grad():
+        together = model.log_prob(state, SKILLS, ends, context, std=0.7, normalized=normalized)
+        apart = torch.stack([model.log_prob(state, SKILLS, e, context, std=0.7, normalized=normalized) for e in ends])
+    assert together.shape == (2, 3)
+    torch.testing.assert_close(together, apart)
+    prior = SymmetryBreakingPrior(2, 2, duration=20)
+    prior.step.fill_(15 if symmetry_weight else 20)  # weight (20 - step) / 10
+    assert prior.weight() == pytest.approx(symmetry_weight)
+    args = dict(fixed_std=0.7, clip_low=-5.0, clip_high=5.0, symmetry_breaking=prior)
+    ratios = skill_log_ratio(predictor, state, context, SKILLS, ends, PRIOR, **args)
+    torch.testing.assert_close(ratios, torch.stack([skill_log_ratio(predictor, state, context, SKILLS, e, PRIOR, **args)
+                                                    for e in ends]))
 
 
 def test_dads_reward_matches_a_hand_computation():

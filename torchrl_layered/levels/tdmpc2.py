@@ -248,10 +248,11 @@ class TDMPC2Level(Level):
         z = z[:, None].expand(b, m, z.shape[-1])
         zg = None if zg is None else zg[:, None].expand(b, m, zg.shape[-1])
         actions = []
-        for _ in range(self.cfg["horizon"]):
+        for t in range(self.cfg["horizon"]):
             a, _ = self.world_model.pi(z, zg)
             actions.append(a)
-            z = self.world_model.next(z, a)
+            if t + 1 < self.cfg["horizon"]:  # the latent after the last action is not used
+                z = self.world_model.next(z, a)
         return torch.stack(actions, 2)
 
     # ---------------------------------------------------------------- learn

@@ -201,19 +201,23 @@ class ProbabilisticEnsemble(nn.Module):
         With ``normalized=True`` the density is taken in the model's normalised target space
         (the state change scaled by its running std, ``std`` in those units): a fixed width
         then means the same in every state dimension, whatever its scale.
+
+        ``next_state`` may carry leading dims of its own, ``[*K, *, d]``: ``K`` outcomes scored
+        under one prediction (the members run once), ``[*K, *]``.
         """
         lead = state.shape[:-1]
+        extra = next_state.shape[: next_state.dim() - state.dim()]
         flat = lambda t: t.reshape(1, -1, t.shape[-1]).expand(self.num_elites, -1, -1)  # noqa: E731
         members = self._prediction_members()
         if normalized:
             x = self.input_normalizer.normalize(self.inputs(state, context, action))
             mean, logvar, _ = self.normalized_forward(flat(x), members)
             pred_std = (0.5 * logvar).exp()
-            target = self.normalized_target(state, next_state).reshape(1, -1, next_state.shape[-1])
+            target = self.normalized_target(state, next_state).reshape(*extra, 1, -1, next_state.shape[-1])
         else:
             ctx = None if context is None else flat(context)
             mean, pred_std, _ = self(flat(state), flat(action), ctx, members=members)
-            target = next_state.reshape(1, -1, next_state.shape[-1])
+            target = next_state.reshape(*extra, 1, -1, next_state.shape[-1])
         scale = pred_std if std is None else torch.as_tensor(std, device=mean.device, dtype=mean.dtype).expand_as(mean)
-        per_member = torch.distributions.Normal(mean, scale).log_prob(target).sum(-1)
-        return (per_member.logsumexp(0) - math.log(self.num_elites)).reshape(lead)
+        per_member = torch.distributions.Normal(mean, scale).log_prob(target).sum(-1)  # [*K, E, rows]
+        return (per_member.logsumexp(-2) - math.log(self.num_elites)).reshape(*extra, *lead)

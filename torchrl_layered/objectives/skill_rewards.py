@@ -185,7 +185,8 @@ def skill_log_ratio(
         predictor: has ``model.log_prob(state, action, next_state, context, std=, normalized=)``.
         state, context: the encoding ``(s, c)`` of the start, ``[N, d_s]`` and ``[N, d_c]``.
         skill: ``[N, d]`` the skill whose outcome is scored.
-        target: ``[N, d_s]`` the encoded outcome ``x``.
+        target: ``[N, d_s]`` the encoded outcome ``x``, or ``[*K, N, d_s]``: ``K`` outcomes per
+            row scored under one prediction (the model runs once), for a result ``[*K, N]``.
         prior_skills: ``[L, d]`` the contrastive samples ``z_i``.
         symmetry_breaking: mixes a `SymmetryBreakingPrior` into ``q`` while its weight is > 0.
         switch: ``[k]`` entries appended to every skill the model scores (the parent's hold
@@ -202,20 +203,22 @@ def skill_log_ratio(
 
     context = repeat(context) if context is not None and context.shape[-1] else None
     flat_skills = skills.reshape(n * rows, -1)
+    outcomes = target.shape[:-2]
+    target = target[..., None, :].expand(*outcomes, n, rows, target.shape[-1]).reshape(*outcomes, n * rows, -1)
     weight = symmetry_breaking.weight() if symmetry_breaking is not None else 0.0
     with torch.no_grad():
         if weight < 1:
             actions = flat_skills if switch is None else torch.cat(
                 [flat_skills, switch.to(flat_skills).expand(flat_skills.shape[0], -1)], -1)
             log_q = predictor.model.log_prob(
-                repeat(state), actions, repeat(target), context, std=fixed_std, normalized=True
-            ).reshape(n, rows)
+                repeat(state), actions, target, context, std=fixed_std, normalized=True
+            ).reshape(*outcomes, n, rows)
         if weight > 0:
             log_prior = symmetry_breaking.log_prob(
-                predictor.model, repeat(state), flat_skills, repeat(target), fixed_std).reshape(n, rows)
+                predictor.model, repeat(state), flat_skills, target, fixed_std).reshape(*outcomes, n, rows)
             log_q = log_prior if weight >= 1 else torch.logaddexp(
                 log_q + math.log(1 - weight), log_prior + math.log(weight))
-    ratio = log_q[:, 0] - (log_q.logsumexp(-1) - math.log(rows))
+    ratio = log_q[..., 0] - (log_q.logsumexp(-1) - math.log(rows))
     ratio = torch.nan_to_num(ratio, nan=clip_low, posinf=clip_high, neginf=clip_low)
     return ratio.clamp(clip_low, clip_high)
 

@@ -138,7 +138,8 @@ class SPlaTESLoss(TDMPC2Loss):
     # ------------------------------------------------------------------ reward
     @torch.no_grad()
     def potential(self, start_observation, skill, observation, prior_skills) -> torch.Tensor:
-        """``Phi(enc(o))`` for rows ``[N]`` (start ``[N, n]``, skill ``[N, d]``, observation ``[N, n]``)."""
+        """``Phi(enc(o))`` for rows ``[N]`` (start ``[N, n]``, skill ``[N, d]``, observation ``[N, n]``);
+        observations ``[K, N, n]`` give ``[K, N]`` from one prediction per row."""
         state, context = self.predictor.encode(start_observation.float())
         target, _ = self.predictor.encode(observation.float())
         return skill_log_ratio(
@@ -174,8 +175,9 @@ class SPlaTESLoss(TDMPC2Loss):
             prior_skills = self.prior_skills(observation.device)
         reward = torch.zeros(start.shape[0], device=observation.device, dtype=torch.float32)
         if self.settings.potential_diff_reward:
-            reward = self.potential(start, skill, nxt, prior_skills) - self.potential(
-                start, skill, flat(observation), prior_skills)
+            # both ends of the step are scored under the same prediction from the skill's start
+            after, before = self.potential(start, skill, torch.stack([nxt, flat(observation)]), prior_skills)
+            reward = after - before
         else:  # sparse: only where this step ends the skill
             last = (skill_step.reshape(-1) == self.control_interval - 1).nonzero().squeeze(-1)
             reward[last] = self.potential(start[last], skill[last], nxt[last], prior_skills).to(reward.dtype)
