@@ -36,8 +36,11 @@ def matmul_flops_per_second(device: torch.device | str = "cpu", size: int = 1024
 
 
 def machine_line(device: torch.device | str = "cpu", size: int = 1024) -> str:
-    """One line: the matmul rate, the device and the thread count."""
+    """One line: the matmul rate, the device, the thread count and, on a CPU, the vector
+    instructions torch's kernels use (sittings on AVX2 and AVX-512 machines rank elementwise
+    work against matmuls differently)."""
     device = torch.device(device)
     rate = matmul_flops_per_second(device, size, repeats=20 if device.type == "cuda" else 5)
+    kernels = f", {torch.backends.cpu.get_cpu_capability()}" if device.type == "cpu" else ""
     return f"machine: {rate / 1e9:.1f} GFLOP/s dense float32 matmul ({size}x{size}, {device}, " \
-           f"{torch.get_num_threads()} threads)"
+           f"{torch.get_num_threads()} threads{kernels})"

@@ -85,7 +85,7 @@ def main() -> None:
     result = dict(
         num_envs=args.num_envs, device=args.device, threads=args.threads,
         skills_act_with="MPPI" if args.skill_mpc else "policy prior",
-        env_steps=timed, env_steps_per_s=round(timed / (act + learn), 1),
+        env_steps=timed, env_steps_per_s=round(timed / (act + learn), 2),
         acting_s_per_env_step=round(act / timed, 5), learning_s_per_env_step=round(learn / timed, 5),
         planner_updates=top.num_gradient_updates, skill_updates=skills.num_gradient_updates,
     )
