@@ -95,6 +95,17 @@ def test_several_outcomes_per_row_score_as_one_call_each(normalized, symmetry_we
                                                     for e in ends]))
 
 
+@pytest.mark.parametrize("bad", [(3, 3), (2, 4, 2), (2,)], ids=["wrong-width", "wrong-rows", "too-few-dims"])
+def test_outcomes_of_another_shape_than_the_states_are_refused(bad):
+    predictor = known_predictor()
+    state, context = predictor.encode(STARTS)
+    outcome = torch.zeros(bad)
+    with pytest.raises(ValueError, match=r"ProbabilisticEnsemble.log_prob: the outcomes must have the states' shape \(3, 2\)"):
+        predictor.model.log_prob(state, SKILLS, outcome, context, std=0.7, normalized=True)
+    with pytest.raises(ValueError, match=r"skill_log_ratio: the outcomes must have the states' shape \(3, 2\)"):
+        skill_log_ratio(predictor, state, context, SKILLS, outcome, PRIOR, fixed_std=0.7, clip_low=-5.0, clip_high=5.0)
+
+
 def test_dads_reward_matches_a_hand_computation():
     predictor = known_predictor()
     loss = DADSLoss(TDMPC2WorldModel(4, 2, small_config(), goal_dim=2), predictor, small_config(), fixed_std=0.8)

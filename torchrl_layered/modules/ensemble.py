@@ -15,6 +15,14 @@ from torch import nn
 from torchrl_layered.modules.in_place import activate
 
 
+def check_outcomes(state: torch.Tensor, outcome: torch.Tensor, name: str) -> None:
+    """Refuses outcomes that are not ``[*K, *state.shape]``: one outcome (or ``K``) per state row."""
+    k = outcome.dim() - state.dim()
+    if k < 0 or outcome.shape[k:] != state.shape:
+        raise ValueError(f"{name}: the outcomes must have the states' shape {tuple(state.shape)}, optionally with "
+                         f"leading dims of their own (several outcomes per row); got {tuple(outcome.shape)}")
+
+
 class EnsembleLinear(nn.Module):
     """``M`` independent linear layers applied to ``[M, N, in]`` with one ``baddbmm``."""
 
@@ -205,6 +213,7 @@ class ProbabilisticEnsemble(nn.Module):
         ``next_state`` may carry leading dims of its own, ``[*K, *, d]``: ``K`` outcomes scored
         under one prediction (the members run once), ``[*K, *]``.
         """
+        check_outcomes(state, next_state, "ProbabilisticEnsemble.log_prob")
         lead = state.shape[:-1]
         extra = next_state.shape[: next_state.dim() - state.dim()]
         flat = lambda t: t.reshape(1, -1, t.shape[-1]).expand(self.num_elites, -1, -1)  # noqa: E731

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
+from torchrl_layered.modules.ensemble import check_outcomes
+
 Settings = TypeVar("Settings", bound="SkillReward")
 
 
@@ -192,6 +194,7 @@ def skill_log_ratio(
         switch: ``[k]`` entries appended to every skill the model scores (the parent's hold
             switch, set to "move"), for a model whose actions are ``d + k`` wide.
     """
+    check_outcomes(state, target, "skill_log_ratio")
     n, num_prior = state.shape[0], prior_skills.shape[0]
     if n == 0:
         return state.new_zeros(0)
