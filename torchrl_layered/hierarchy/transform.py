@@ -13,7 +13,6 @@ import functools
 from typing import TYPE_CHECKING, Sequence
 
 import torch
-import torch.nn.functional as F
 from tensordict import TensorDictBase
 from tensordict.utils import NestedKey
 from torchrl.data import Composite, TensorSpec, Unbounded
@@ -54,8 +53,8 @@ def _zero_spec(spec: TensorSpec) -> Unbounded:
 
 @functools.lru_cache(maxsize=None)
 def _below(num_levels: int, device: torch.device) -> torch.Tensor:
-    """``below[j, k] = 1`` where level ``j`` lies below level ``k`` (built once per depth and device)."""
-    return torch.ones(num_levels, num_levels, device=device).tril(-1)
+    """``below[j, k]`` is True where level ``j`` lies below level ``k`` (built once per depth and device)."""
+    return torch.ones(num_levels, num_levels, dtype=torch.bool, device=device).tril(-1)
 
 
 def option_ends(level_done: torch.Tensor, env_done: torch.Tensor) -> torch.Tensor:
@@ -65,8 +64,8 @@ def option_ends(level_done: torch.Tensor, env_done: torch.Tensor) -> torch.Tenso
     control back (``level_done``) or the episode ended.
     """
     below = _below(level_done.shape[-1], level_done.device)
-    # count the levels below that keep control
-    return ((~level_done).to(below.dtype) @ below == 0) | env_done
+    # a level below k that keeps control keeps k's option running
+    return ~((~level_done).unsqueeze(-1) & below).any(-2) | env_done
 
 
 class HierarchyTransform(TensorDictPrimer):
@@ -146,21 +145,25 @@ class HierarchyTransform(TensorDictPrimer):
         return tensordict_reset
 
     def _step(self, tensordict: TensorDictBase, next_tensordict: TensorDictBase) -> TensorDictBase:
+        # a dozen small ops per env step: each is written to allocate once and skip no-op casts
         state = tensordict.get(LEVELS)
         acting = state.get(ACTING)
         ends = option_ends(state.get(LEVEL_DONE), next_tensordict.get(self.done_key))
         reward = next_tensordict.get(self.reward_key)
         option_reward = state.get(OPTION_REWARD)
+        if reward.dtype != option_reward.dtype:
+            reward = reward.to(option_reward.dtype)
         # a level's own step count restarts when its parent hands it a new option
-        parent_ends = F.pad(ends[..., :-1], (1, 0))
+        parent_ends = ends.roll(1, -1)
+        parent_ends[..., 0] = False
         next_tensordict.set(
             LEVELS,
             unchecked_tensordict(
                 {
                     ACTING: ends,
-                    DURATION: torch.where(acting, 1, state.get(DURATION) + 1),
-                    OPTION_REWARD: option_reward.masked_fill(acting, 0) + reward.to(option_reward.dtype),
-                    STEPS: (state.get(STEPS) + acting).masked_fill(parent_ends, 0),
+                    DURATION: state.get(DURATION).masked_fill(acting, 0).add_(1),
+                    OPTION_REWARD: option_reward.masked_fill(acting, 0).add_(reward),
+                    STEPS: (state.get(STEPS) + acting).masked_fill_(parent_ends, 0),
                     OPTION_INDEX: state.get(OPTION_INDEX) + ends,
                 },
                 acting.shape[:-1],

@@ -61,6 +61,12 @@ class LevelKeys:
     state: NestedKey = TRANSITION_STATE
 
 
+@functools.lru_cache(maxsize=64)
+def _instances(n: int, device: torch.device) -> torch.Tensor:
+    """``arange(n)``, the row index ``get_action`` sees as ``"instance"``: built once per size and device."""
+    return torch.arange(n, device=device)
+
+
 def _spellings(cls: type, attribute: str = "layeredrl_spellings") -> dict[str, str]:
     merged: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
@@ -471,7 +477,7 @@ class Level(TensorDictModuleBase):
             steps = torch.ones(n, 1, dtype=torch.long, device=obs.device)
         else:
             steps = tensordict.get(keys.steps)[..., index].reshape(n, 1) + 1
-        inputs = {"observation": flat_obs, "steps": steps, INSTANCE: torch.arange(n, device=obs.device)}
+        inputs = {"observation": flat_obs, "steps": steps, INSTANCE: _instances(n, obs.device)}
         state_spec = self.get_state_spec()
         if state_spec is not None:
             held_state = tensordict.get(keys.state, None) if index is not None else None
@@ -533,7 +539,7 @@ class Level(TensorDictModuleBase):
                 f"{type(self).__name__}.get_action returned {got} for {n} acting rows; expected {tuple(expected)} "
                 f"(rows x action_spec.shape)"
             )
-        return action.to(self.action_spec.dtype)
+        return action if action.dtype == self.action_spec.dtype else action.to(self.action_spec.dtype)
 
     # ------------------------------------------------------------------ state
     def get_extra_state(self) -> dict[str, Any]:
