@@ -131,7 +131,7 @@ def test_the_skill_value_runs_each_head_only_where_used_and_equals_its_definitio
             p.add_(0.3 * torch.randn_like(p))
     wm.pi = functools.partial(type(wm).pi, wm, deterministic=True)  # same actions on any subset of rows
     b, n, h, latent = 5, 7, 3, wm.latent_dim
-    z, goals = torch.randn(b, latent), torch.randn(b, h + 1, latent)
+    z, goals = torch.randn(b, latent), torch.randn(b, h + 1, wm.goal_dim)
     actions, step = torch.rand(b, n, h, wm.action_dim) * 2 - 1, torch.tensor(steps)[:, None]
     torch.manual_seed(1)  # the Q pair
     value = skill.estimate_skill_value(z, goals, step, actions)

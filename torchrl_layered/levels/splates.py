@@ -169,7 +169,7 @@ class SPlaTESLevel(SkillLevel):
                              ) -> torch.Tensor:
         """Return of ``actions [B, N, H, A]`` until the skill ends, then ``V_avg``; ``[B, N]``.
 
-        ``z [B, L]`` the latent now, ``goals [B, H+1, L]`` the embedded conditioning per step
+        ``z [B, L]`` the latent now, ``goals [B, H+1, G]`` the conditioning ``[k / CI, s_start, skill]`` per step
         ahead, ``step [B, 1]`` the step within the skill now. Past the skill's last step the
         latent stops (the next skill's actions are not this plan's), and the value there is
         the skill-averaged ``V_avg`` at the converter's estimate of the new start; a skill

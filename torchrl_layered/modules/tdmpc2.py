@@ -128,8 +128,9 @@ class QEnsemble(nn.Module):
 class TDMPC2WorldModel(nn.Module):
     """The TD-MPC2 networks for an observation of size ``obs_dim`` and actions of size ``action_dim``.
 
-    With ``goal_dim > 0`` a separate goal encoder embeds the desired goal; reward, Q and the
-    policy prior see it, dynamics and termination do not (the goal doesn't change the physics).
+    With ``goal_dim > 0`` a separate goal encoder embeds the desired goal (or, with
+    ``raw_goal``, the goal is fed as it is); reward, Q and the policy prior see it, dynamics and
+    termination do not (the goal doesn't change the physics).
 
     Initialised as the official code does: `weight_init` everywhere, then zero output weights
     in the reward and Q heads (both start out predicting 0).
@@ -138,9 +139,10 @@ class TDMPC2WorldModel(nn.Module):
         obs_dim, action_dim: sizes of the (non-goal) observation and of the action.
         config: a resolved TD-MPC2 config (`resolve_tdmpc2_config`).
         goal_dim: size of the desired goal (0: not goal-based).
+        raw_goal: feed the goal to the heads unembedded (a short conditioning vector).
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any], goal_dim: int = 0):
+    def __init__(self, obs_dim: int, action_dim: int, config: dict[str, Any], goal_dim: int = 0, raw_goal: bool = False):
         super().__init__()
         cfg = config
         self.obs_dim, self.action_dim, self.goal_dim = obs_dim, action_dim, goal_dim
@@ -149,8 +151,9 @@ class TDMPC2WorldModel(nn.Module):
         self.log_std_min, self.log_std_max = cfg["log_std_min"], cfg["log_std_max"]
         enc_hidden = [cfg["enc_dim"]] * max(cfg["num_enc_layers"] - 1, 1)
         self.encoder = mlp(obs_dim, enc_hidden, latent, out_act=SimNorm(cfg["simnorm_dim"]))
-        self.goal_encoder = mlp(goal_dim, enc_hidden, latent, out_act=SimNorm(cfg["simnorm_dim"])) if goal_dim else None
-        goal_latent = latent if goal_dim else 0
+        embeds_goal = goal_dim > 0 and not raw_goal
+        self.goal_encoder = mlp(goal_dim, enc_hidden, latent, out_act=SimNorm(cfg["simnorm_dim"])) if embeds_goal else None
+        goal_latent = latent if embeds_goal else goal_dim
         self.dynamics = mlp(latent + action_dim, [mlp_dim, mlp_dim], latent, out_act=SimNorm(cfg["simnorm_dim"]))
         self.reward = mlp(latent + action_dim + goal_latent, [mlp_dim, mlp_dim], cfg["num_bins"], zero_last=True)
         self.termination = mlp(latent + action_dim, [mlp_dim, mlp_dim], 1) if cfg["episodic"] else None
@@ -166,7 +169,10 @@ class TDMPC2WorldModel(nn.Module):
         return self.encoder(obs)
 
     def encode_goal(self, goal: torch.Tensor | None) -> torch.Tensor | None:
-        return None if goal is None or self.goal_encoder is None else self.goal_encoder(goal)
+        """What the heads see of ``goal``: its embedding, or the goal itself with ``raw_goal``."""
+        if goal is None or self.goal_dim == 0:
+            return None
+        return goal if self.goal_encoder is None else self.goal_encoder(goal)
 
     @staticmethod
     def _cat(*parts: torch.Tensor | None) -> torch.Tensor:
