@@ -12,7 +12,8 @@ policy prior.
 ``--reference-settings`` runs the reference library's example instead (its `bench_splates.py`):
 2 instances, the skills on the default-size TD-MPC2 config planning with MPPI at every env
 step and learning once per 4 of their transitions, the planner level still in its random
-warm-up (it acts randomly and does not learn yet), no hold switch.
+warm-up (it acts randomly and does not learn yet), no hold switch, and the skills' heads
+reading their conditioning as the reference's do (``raw_conditioning``).
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def main() -> None:
         # no hold switch (the reference has none, and held steps are not learned from) and
         # skills that learn for ever, as the reference's
         settings = dict(warm_up_steps=NEVER, skill_warm_up_steps=400, skill_update_interval=4, hold=False,
-                        skill_learning_steps=None, tdmpc2=get_default_tdmpc2_config())
+                        skill_learning_steps=None, tdmpc2=get_default_tdmpc2_config(),
+                        skill_level=dict(raw_conditioning=True))
     else:
         settings = dict(warm_up_steps=0, skill_warm_up_steps=0, planner_level=dict(alternate_with_noise=False))
     hierarchy = planner_over_splates(
@@ -90,7 +92,10 @@ def main() -> None:
         planner_updates=top.num_gradient_updates, skill_updates=skills.num_gradient_updates,
     )
     print(machine_line(args.device))
-    print(f"skill world model: {sum(p.numel() for p in skills.world_model.parameters())} parameters")
+    model_params = sum(p.numel() for p in skills.world_model.parameters())
+    target_params = sum(p.numel() for p in skills.world_model.qs.parameters())  # the loss's target Qs
+    print(f"skill world model: {model_params} parameters, {model_params + target_params} with the target Qs "
+          f"(the reference's count)")
     print(json.dumps(result))
 
 

@@ -120,10 +120,11 @@ def skill_value_on_every_row(level: SPlaTESLevel, z, goals, step, actions):
 
 @pytest.mark.parametrize("steps", [[0, 1, 2, 3, 4], [6, 7, 8, 9, 5], [9, 9, 9, 9, 9], [8, 0, 9, 7, 3]],
                          ids=["all-running", "mixed-ends", "all-ending", "shuffled"])
-def test_the_skill_value_runs_each_head_only_where_used_and_equals_its_definition(steps):
+@pytest.mark.parametrize("raw_conditioning", [False, True], ids=["embedded", "raw"])
+def test_the_skill_value_runs_each_head_only_where_used_and_equals_its_definition(steps, raw_conditioning):
     torch.manual_seed(0)
     env = make_env("Maze2D-Open-v0", 1)
-    skill = SPlaTESLevel(2, tiny_config(), control_interval=10)
+    skill = SPlaTESLevel(2, tiny_config(), control_interval=10, raw_conditioning=raw_conditioning)
     Hierarchy([small_planner(), skill], env=env)
     wm = skill.world_model.eval()
     with torch.no_grad():  # untrained reward and Q heads are zero: give every head an output
@@ -131,7 +132,8 @@ def test_the_skill_value_runs_each_head_only_where_used_and_equals_its_definitio
             p.add_(0.3 * torch.randn_like(p))
     wm.pi = functools.partial(type(wm).pi, wm, deterministic=True)  # same actions on any subset of rows
     b, n, h, latent = 5, 7, 3, wm.latent_dim
-    z, goals = torch.randn(b, latent), torch.randn(b, h + 1, wm.goal_dim)
+    width = wm.goal_dim if raw_conditioning else latent  # what the heads read of the conditioning
+    z, goals = torch.randn(b, latent), torch.randn(b, h + 1, width)
     actions, step = torch.rand(b, n, h, wm.action_dim) * 2 - 1, torch.tensor(steps)[:, None]
     torch.manual_seed(1)  # the Q pair
     value = skill.estimate_skill_value(z, goals, step, actions)
@@ -142,15 +144,17 @@ def test_the_skill_value_runs_each_head_only_where_used_and_equals_its_definitio
     torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_splates_below_a_planner_learns_on_the_maze_and_keeps_the_parent_model_out_of_its_state():
+@pytest.mark.parametrize("raw_conditioning", [False, True], ids=["embedded", "raw"])
+def test_splates_below_a_planner_learns_on_the_maze_and_keeps_the_parent_model_out_of_its_state(raw_conditioning):
     """Also: the skill agent can be kept from seeing the desired goal (task-agnostic skills)."""
     torch.manual_seed(0)
     env = make_env("Maze2D-Open-v0", 2, max_episode_steps=25)
     factory = get_default_predictor_factory(env, num_members=1, hidden_sizes=(16,), head_sizes=(16,))
     skill = SPlaTESLevel(2, tiny_config(), control_interval=5, warm_up_steps=20, n_skill_samples=8,
-                         potential_diff_reward=False, hidden_slice=(4, 6))
+                         potential_diff_reward=False, hidden_slice=(4, 6), raw_conditioning=raw_conditioning)
     hierarchy = Hierarchy([small_planner(predictor_factory=factory, warm_up_steps=40), skill], env=env)
     assert skill.world_model.obs_dim == 4  # the desired goal is hidden from the skill agent
+    assert (skill.world_model.goal_encoder is None) == raw_conditioning
     collector = make_collector(env, hierarchy, frames_per_batch=50, total_frames=200)
     for batch in collector:
         hierarchy.extend(batch)
@@ -260,3 +264,8 @@ def test_planner_over_splates_reaches_and_holds_goals_on_the_medium_maze_within_
     # held at the last step of an episode, at the end of training (the last two evaluations: 2 of 16
     # episodes move the figure by 0.125)
     assert max(curve["held"][-2:]) > curve["held"][0], curve
+
+
+def test_raw_conditioning_must_be_a_bool():
+    with pytest.raises(TypeError, match="raw_conditioning must be a bool"):
+        SPlaTESLevel(2, tiny_config(), raw_conditioning="yes")
