@@ -63,7 +63,8 @@ class LevelKeys:
 
 @functools.lru_cache(maxsize=64)
 def _instances(n: int, device: torch.device) -> torch.Tensor:
-    """``arange(n)``, the row index ``get_action`` sees as ``"instance"``: built once per size and device."""
+    """``arange(n)``, the row index ``get_action`` sees as ``"instance"``: built once per size and
+    device, so it is shared between calls (read it; write into a copy)."""
     return torch.arange(n, device=device)
 
 
@@ -379,7 +380,7 @@ class Level(TensorDictModuleBase):
 
         ``tensordict`` holds ``observation`` (mapped), ``level_input`` (below the top),
         ``steps`` (own steps since the level got control, this one included) and ``instance``
-        (each row's index among the env instances).
+        (each row's index among the env instances; read-only, it is reused between calls).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement get_action(tensordict)")
 

@@ -177,8 +177,9 @@ class SPlaTESLevel(SkillLevel):
                              ) -> torch.Tensor:
         """Return of ``actions [B, N, H, A]`` until the skill ends, then ``V_avg``; ``[B, N]``.
 
-        ``z [B, L]`` the latent now, ``goals [B, H+1, G]`` the conditioning ``[k / CI, s_start, skill]`` per step (embedded unless ``raw_conditioning``)
-        ahead, ``step [B, 1]`` the step within the skill now. Past the skill's last step the
+        ``z [B, L]`` the latent now, ``goals [B, H+1, G]`` the conditioning ``[k / CI, s_start,
+        skill]`` per step ahead (embedded unless ``raw_conditioning``), ``step [B, 1]`` the step
+        within the skill now. Past the skill's last step the
         latent stops (the next skill's actions are not this plan's), and the value there is
         the skill-averaged ``V_avg`` at the converter's estimate of the new start; a skill
         still running at the horizon bootstraps with its Q.

@@ -7,10 +7,9 @@ encoding of the skill's start), embedded by the goal encoder; dynamics and termi
 (the skill doesn't change the physics). With ``raw_conditioning`` the heads read it as it is,
 as the reference's do: Q and policy ``[k / CI, s_start, skill]``, the reward
 ``[s_start, skill]`` (a step's reward does not depend on how far into the skill it lies).
-Two heads are added: ``V_avg(z, s_start)``, the value
-of a state where a new skill starts, averaged over skills (the bootstrap at skill boundaries),
-and a latent converter ``z -> s_start`` that lets planning read the parent's encoding off an
-imagined latent.
+Two heads are added: ``V_avg(z, s_start)``, the value of a state where a new skill starts,
+averaged over skills (the bootstrap at skill boundaries), and a latent converter
+``z -> s_start`` that lets planning read the parent's encoding off an imagined latent.
 """
 from __future__ import annotations
 
@@ -47,7 +46,8 @@ class SPlaTESWorldModel(TDMPC2WorldModel):
         self.converter = mlp(latent, [mlp_dim], start_dim)
 
     def reward_logits(self, z, a, zg=None) -> torch.Tensor:
-        """Two-hot reward logits; with ``raw_conditioning`` from ``[z, a, s_start, skill]`` (``zg`` holds ``k / CI`` too)."""
+        """Two-hot reward logits; with ``raw_conditioning`` from ``[z, a, s_start, skill]``
+        (``zg``, the whole conditioning, starts with ``k / CI``)."""
         return mlp_on(self.reward, z, a, zg[..., 1:] if self.raw_conditioning else zg)
 
     @staticmethod
