@@ -53,3 +53,17 @@ def test_mish_with_gradients_keeps_its_input_and_matches_torchs_gradient_in_floa
     (torchs,) = torch.autograd.grad((F.mish(reference) * weight).sum(), reference)
     torch.testing.assert_close(leaf.detach(), x)
     torch.testing.assert_close(mine, torchs)
+
+
+def test_simnorm_with_gradients_keeps_its_input_and_matches_torchs_gradient_in_float32():
+    x = torch.cat([torch.randn(64, 32) * 10, torch.tensor([[-1e4, 1e4] * 16])])
+    leaf = x.clone().requires_grad_(True)
+    weight = torch.randn_like(x)
+    out = SimNorm(8)(leaf)
+    (mine,) = torch.autograd.grad((out * weight).sum(), leaf)
+    reference = x.clone().requires_grad_(True)
+    expected = F.softmax(reference.reshape(-1, 4, 8), -1).reshape(x.shape)
+    (torchs,) = torch.autograd.grad((expected * weight).sum(), reference)
+    torch.testing.assert_close(leaf.detach(), x)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(mine, torchs)
