@@ -67,3 +67,15 @@ def test_simnorm_with_gradients_keeps_its_input_and_matches_torchs_gradient_in_f
     torch.testing.assert_close(leaf.detach(), x)
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(mine, torchs)
+
+
+def test_a_nan_stays_in_its_entry_for_mish_and_in_its_group_for_simnorm_through_the_backward():
+    x = torch.tensor([[1.0, float("nan"), -2.0, 0.5] * 4])
+    leaf = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(mish(leaf).sum(), leaf)
+    assert torch.isnan(grad[0, 1::4]).all() and not torch.isnan(grad[0, 0::4]).any()
+    leaf = torch.cat([x[:, :8], torch.ones(1, 8)], -1).requires_grad_(True)  # a NaN group, a clean one
+    out = SimNorm(8)(leaf)
+    (grad,) = torch.autograd.grad((out * torch.arange(16.0)).sum(), leaf)
+    assert torch.isnan(out[0, :8]).all() and torch.isfinite(out[0, 8:]).all()
+    assert torch.isfinite(grad[0, 8:]).all()
