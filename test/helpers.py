@@ -151,17 +151,22 @@ def reference_transitions(stream, intervals, act):
 
 
 def assert_same_transitions(got: list[tuple], expected: list[tuple], what: str, tol: float = 1e-3) -> None:
-    """Equal as multisets of rows of float tuples, up to float summation order."""
+    """Equal as multisets of rows of float tuples, up to float summation order: every expected row
+    takes a distinct got row that agrees with it within ``tol`` in every field."""
     assert len(got) == len(expected), f"{what}: {len(got)} transitions, expected {len(expected)}"
 
-    def order(row):
-        return tuple(() if f is None else tuple(round(v, 2) for v in f) for f in row)
+    def close(g, e):
+        return all(
+            (fg is None) == (fe is None)
+            and (fg is None or (len(fg) == len(fe) and all(abs(a - b) <= tol for a, b in zip(fg, fe))))
+            for fg, fe in zip(g, e)
+        )
 
-    for g, e in zip(sorted(got, key=order), sorted(expected, key=order)):
-        for fg, fe in zip(g, e):
-            assert (fg is None) == (fe is None), f"{what}: {g} != {e}"
-            if fg is not None:
-                assert len(fg) == len(fe) and all(abs(a - b) <= tol for a, b in zip(fg, fe)), f"{what}: {g} != {e}"
+    unmatched = list(got)
+    for e in expected:
+        match = next((i for i, g in enumerate(unmatched) if close(g, e)), None)
+        assert match is not None, f"{what}: no transition matches {e}; unmatched: {unmatched[:3]}"
+        unmatched.pop(match)
 
 
 # --------------------------------------------------- every learning level, tiny

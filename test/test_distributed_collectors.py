@@ -9,6 +9,9 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -169,6 +172,33 @@ def test_a_missing_ray_is_named_with_the_line_that_installs_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     with pytest.raises(ImportError, match=r"pip install 'torchrl-layered\[ray\]'"):
         backend_collector_cls("ray")
+
+
+@pytest.mark.parametrize("shut_down", [True, False], ids=["shut-down", "left-running"])
+def test_a_script_with_multiprocess_workers_exits(shut_down):
+    script = textwrap.dedent(f"""
+        import functools
+        from helpers import echo_hierarchy
+        from torchrl_layered.collectors import make_collector
+        from torchrl_layered.envs import make_env
+
+        if __name__ == "__main__":
+            make = functools.partial(make_env, "CartPole-v1", 2)
+            collector = make_collector(make, echo_hierarchy(make()), backend="multiprocess", workers=2,
+                                       frames_per_batch=40, total_frames=80)
+            batches = [batch.numel() for batch in collector]
+            if {shut_down}:
+                collector.shutdown()
+            print("collected", sum(batches))
+    """)
+    root = os.path.dirname(HERE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, HERE, os.environ.get("PYTHONPATH", "")])}
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=150)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"the script collected but did not exit within 150 s: {err.stdout}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "collected 80" in done.stdout
 
 
 @pytest.mark.parametrize("backend", ["multiprocess", "ray", "distributed"])

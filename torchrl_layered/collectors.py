@@ -8,10 +8,12 @@ collector supports, so the same line works on every TorchRL the package supports
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.util
 import inspect
 import socket
+import weakref
 from typing import Any, Callable
 
 import torch
@@ -228,7 +230,8 @@ def make_collector(env: Any, hierarchy: Hierarchy, collector_cls: type | None = 
     one process to several, or to a Ray cluster, by changing that one argument. With several
     workers each batch stacks theirs (``[workers, num_envs, T]``, or one worker's ``[num_envs, T]``
     with ``sync=False``); the workers act with a copy of the hierarchy, which
-    ``collector.update_policy_weights_()`` refreshes after each learning step.
+    ``collector.update_policy_weights_()`` refreshes after each learning step. A multiprocess
+    collector still running when the script ends is shut down on its way out.
 
     Args:
         env: an env, an env constructor, or for collectors with workers a list of env
@@ -283,5 +286,23 @@ def make_collector(env: Any, hierarchy: Hierarchy, collector_cls: type | None = 
         return collector
     if registers_policy_transforms(collector_cls):
         kwargs[AUTO_REGISTER] = not carries_hierarchy_transform(env)
-        return collector_cls(env, hierarchy, **kwargs)
-    return collector_cls(_wrapped(env, hierarchy.make_transform()), hierarchy, **kwargs)
+        collector = collector_cls(env, hierarchy, **kwargs)
+    else:
+        collector = collector_cls(_wrapped(env, hierarchy.make_transform()), hierarchy, **kwargs)
+    if hasattr(collector, "procs"):  # the multiprocess backend's collectors
+        atexit.register(_shut_down_at_exit, weakref.ref(collector))
+    return collector
+
+
+def _shut_down_at_exit(collector_ref: weakref.ref) -> None:
+    """Shuts down a collector with worker processes, and its weight sync schemes, while the
+    interpreter can still join processes and start threads. Without it a script that never calls
+    ``shutdown()`` waits forever at exit for workers that wait for work, and on TorchRL 0.14 even
+    one that does waits for the queue write of the shared-memory scheme's ``__del__``."""
+    collector = collector_ref()
+    if collector is None:
+        return
+    if not getattr(collector, "closed", False):
+        collector.shutdown()
+    for scheme in (getattr(collector, "_weight_sync_schemes", None) or {}).values():
+        scheme.shutdown()

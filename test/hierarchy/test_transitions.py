@@ -1,6 +1,7 @@
 """The hierarchy's semi-MDP transitions equal a pure-Python reference of the control flow."""
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -202,3 +203,14 @@ def test_the_transform_refuses_level_keys_of_another_depth():
     with pytest.raises(ValueError, match="HierarchyTransform got 1 level_keys for 2 levels"):
         HierarchyTransform(hierarchy.action_specs[:-1], hierarchy.observation_specs[:-1],
                            level_keys=[hierarchy.levels[0].tensor_keys])
+
+
+def test_transition_comparison_ignores_order_and_summation_noise_but_not_differences():
+    rows_a = [((0.0249, 1.0), None), ((0.0306, 0.0281), (1.0,)), ((0.0309, 0.0296), (1.0,))]
+    # the same rows reordered, each value moved across a rounding boundary by less than the tolerance
+    rows_b = [((0.0310, 0.0297), (1.0,)), ((0.0251, 1.0), None), ((0.0305, 0.0282), (1.0,))]
+    assert_same_transitions(rows_a, rows_b, "same")
+    with pytest.raises(AssertionError, match="no transition matches"):
+        assert_same_transitions(rows_a, [rows_b[0], rows_b[1], ((0.0305, 0.0382), (1.0,))], "differs")
+    with pytest.raises(AssertionError, match="no transition matches"):
+        assert_same_transitions(rows_a, [rows_b[0], ((0.0251, 1.0), (0.0,)), rows_b[2]], "input differs")
