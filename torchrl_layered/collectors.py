@@ -297,7 +297,7 @@ def make_collector(env: Any, hierarchy: Hierarchy, collector_cls: type | None = 
 def _shut_down_at_exit(collector_ref: weakref.ref) -> None:
     """Shuts down a collector with worker processes, and its weight sync schemes, while the
     interpreter can still join processes and start threads. Without it a script that never calls
-    ``shutdown()`` waits forever at exit for workers that wait for work, and on TorchRL 0.14 even
+    ``shutdown()`` waits forever at exit for workers that wait for work, and on TorchRL 0.14.1 even
     one that does waits for the queue write of the shared-memory scheme's ``__del__``."""
     collector = collector_ref()
     if collector is None:

@@ -195,8 +195,6 @@ def test_keys_remapped_after_building_move_acting_and_transitions_together():
 
 
 def test_the_transform_refuses_level_keys_of_another_depth():
-    import pytest
-
     from torchrl_layered.hierarchy.transform import HierarchyTransform
 
     hierarchy = make_hierarchy(ScriptedEnv([[(5, True)]]), [None, 2])
