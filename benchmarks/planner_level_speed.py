@@ -11,7 +11,8 @@ PETS-size row is
 
 ``--collect-steps N`` adds env steps/s through the TorchRL collector without and with
 learning (chunks of N batched steps). ``--rollout-chunk 0`` rolls every candidate out at once
-(the layout before chunked rollouts), to measure what chunking buys.
+(the layout before chunked rollouts), to measure what chunking buys; ``--compile`` compiles the
+rollout (``RewardPredictor(compile_rollout=True)``; the compilation falls in the warm-up calls).
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def build(args) -> tuple[Hierarchy, PlannerLevel, object]:
     env = make_env(args.env, args.num_envs, device=args.device)
     action_range = float((env.action_spec.space.high - env.action_spec.space.low).max())
     factory = partial(default_predictor_factory, num_members=args.members, hidden_sizes=tuple(args.hidden),
-                      rollout_chunk=args.rollout_chunk or None)
+                      rollout_chunk=args.rollout_chunk or None, compile_rollout=args.compile)
     level = PlannerLevel(
         predictor_factory=factory, planner=args.planner, horizon=args.horizon, num_samples=args.samples,
         num_iterations=args.iterations,
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=1)
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     parser.add_argument("--rollout-chunk", type=int, default=1024, help="0: no chunking")
+    parser.add_argument("--compile", action="store_true", help="RewardPredictor(compile_rollout=True)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--collect-steps", type=int, default=0, help="batched env steps per collector batch")
@@ -108,7 +110,8 @@ def main() -> None:
     print(machine_line(args.device))
     print(f"{args.num_envs} x {args.env}, {args.planner.upper()} {args.samples} samples x {args.iterations} iterations, "
           f"horizon {args.horizon}, {args.members} members x {args.particles} particles, hidden {args.hidden}, "
-          f"predictor {params} parameters, rollout chunk {args.rollout_chunk or 'none'}")
+          f"predictor {params} parameters, rollout chunk {args.rollout_chunk or 'none'}"
+          f"{', compiled' if args.compile else ''}")
     for name, exploration in [("sampled (training)", ExplorationType.RANDOM),
                               ("deterministic (evaluation)", ExplorationType.DETERMINISTIC)]:
         times = time_plan_calls(hierarchy, env, args.warmup, args.repeats, exploration)

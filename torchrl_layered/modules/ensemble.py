@@ -174,7 +174,10 @@ class ProbabilisticEnsemble(nn.Module):
         mean, std, term = self(state, action, context, members=self._prediction_members())
         if deterministic:
             return mean, term
-        noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
+        if generator is None:  # randn_like also traces with symbolic shapes (a compiled rollout, `Predictor`)
+            noise = torch.randn_like(mean)
+        else:
+            noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)
         return mean + std * noise, term
 
     def _prediction_members(self) -> torch.Tensor | None:

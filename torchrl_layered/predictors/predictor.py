@@ -7,6 +7,7 @@ skill levels below a planner use its encoder and `log_prob` as their skill-dynam
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Callable
 
 import torch
@@ -54,12 +55,25 @@ class Predictor(nn.Module):
         goal_reward: ``goal_reward(state, context) -> [*]``, a known reward per step; where
             given, a step is scored by it at the state the model predicts next, instead of by
             ``reward`` (see `RewardPredictor`).
+        compile_rollout: roll out with ``torch.compile`` of the rollout over the horizon
+            (dynamics, reward and value heads together), compiled at the first plan. On small
+            models, where a plan call is many small ops, this fuses the elementwise work and
+            drops the per-op overhead: a CEM call of the planner level benchmark (one [128,
+            128] member) ran a median 1.15x (1.0-1.5x) faster on a 2-core CPU, after ~15 s
+            of compilation; large models are matmul-bound and gain nothing. Where the rollout cannot be compiled
+            (no C++ compiler, an unsupported op) it warns once and rolls out eagerly.
+            Sampled rollouts given an explicit ``generator`` run eagerly (a compiled graph
+            draws from the global generator).
     """
 
     def __init__(self, encoder: Encoder, model: nn.Module, reward: Callable, value: Callable | None = None,
                  input_dim: int = 0, rollout_chunk: int | None = 1024,
-                 goal_reward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+                 goal_reward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 compile_rollout: bool = False):
         super().__init__()
+        if not isinstance(compile_rollout, bool):
+            raise TypeError(f"{type(self).__name__}: compile_rollout must be a bool; got {compile_rollout!r}")
+        self.compile_rollout = compile_rollout
         if rollout_chunk is not None and (isinstance(rollout_chunk, bool) or not isinstance(rollout_chunk, int)
                                           or rollout_chunk < 1):
             raise ValueError(f"{type(self).__name__}: rollout_chunk must be an int >= 1 or None; got {rollout_chunk!r}")
@@ -137,13 +151,38 @@ class Predictor(nn.Module):
         a_seq = actions[:, :, None].expand(b, n, particles, h, actions.shape[-1]).reshape(1, k, h, -1)
         chunk = k if self.rollout_chunk is None else self.rollout_chunk
         settings = dict(gamma=gamma, deterministic=deterministic, use_value=use_value,
-                        use_termination=use_termination, generator=generator)
+                        use_termination=use_termination, generator=None if deterministic else generator)
+        rollout = self._rollout if settings["generator"] is not None else self._rollout_fn()
         total = torch.cat([
-            self._rollout(s[:, i : i + chunk], c[:, i : i + chunk], hc[:, i : i + chunk], a_seq[:, i : i + chunk],
-                          **settings)
+            rollout(s[:, i : i + chunk], c[:, i : i + chunk], hc[:, i : i + chunk], a_seq[:, i : i + chunk], **settings)
             for i in range(0, k, chunk)
         ], 1)
         return total.reshape(e, b, n, particles).permute(1, 2, 0, 3).reshape(b, n, e * particles)
+
+    def _rollout_fn(self) -> Callable[..., torch.Tensor]:
+        """`_rollout`, compiled where ``compile_rollout`` asks for it and compiling works."""
+        if not self.compile_rollout:
+            return self._rollout
+        compiled = self.__dict__.get("_compiled_rollout")
+        if compiled is None:
+            compiled = self.__dict__["_compiled_rollout"] = torch.compile(self._rollout, dynamic=None)
+
+        def run(*args, **kwargs) -> torch.Tensor:
+            try:
+                return compiled(*args, **kwargs)
+            except Exception as err:  # noqa: BLE001 - any compiler failure: the eager rollout below decides
+                warnings.warn(f"{type(self).__name__}: torch.compile of the rollout failed ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''}); rolling out eagerly from now on",
+                              RuntimeWarning, stacklevel=4)
+                self.compile_rollout = False
+                return self._rollout(*args, **kwargs)
+
+        return run
+
+    def __getstate__(self) -> dict:
+        """Pickles (collector workers, deep copies) without the compiled rollout; it is rebuilt on use."""
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        return {key: value for key, value in state.items() if key != "_compiled_rollout"}
 
     def _rollout(self, s, c, hc, a_seq, *, gamma, deterministic, use_value, use_termination, generator):
         """Discounted returns ``[E, k]`` of ``k`` rollouts ``a_seq [1, k, H, A]`` from ``s [1, k, d]``."""
@@ -201,6 +240,7 @@ class RewardPredictor(Predictor):
             does not depend on it (e.g. skills that do not see the desired goal), so that the
             model cannot pick up a spurious dependence. The reward and value always see it.
         rollout_chunk: rollouts imagined at once per member (see `Predictor`).
+        compile_rollout: compile the rollout with ``torch.compile`` (see `Predictor`).
         goal_reward: the env's reward per step as a torch function of (state, context), e.g.
             ``env.goal_reward`` of a goal-based env from `make_env` (achieved goal, desired goal).
             Where given, planning scores an option with it at the state the model predicts the
@@ -223,6 +263,7 @@ class RewardPredictor(Predictor):
         dynamics_context: bool = True,
         rollout_chunk: int | None = 1024,
         goal_reward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        compile_rollout: bool = False,
     ):
         model = ProbabilisticEnsemble(
             encoder.latent_state_dim, action_dim, encoder.context_dim if dynamics_context else 0,
@@ -231,7 +272,7 @@ class RewardPredictor(Predictor):
         d, c = encoder.latent_state_dim, encoder.context_dim + input_dim
         reward = _Head(d + c + action_dim, head_sizes)
         value = _Head(d + c, head_sizes, zero_last=True) if use_value else None
-        super().__init__(encoder, model, reward, value, input_dim, rollout_chunk, goal_reward)
+        super().__init__(encoder, model, reward, value, input_dim, rollout_chunk, goal_reward, compile_rollout)
 
 
 def target_copy(module: nn.Module) -> nn.Module:
