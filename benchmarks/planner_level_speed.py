@@ -12,7 +12,8 @@ PETS-size row is
 ``--collect-steps N`` adds env steps/s through the TorchRL collector without and with
 learning (chunks of N batched steps). ``--rollout-chunk 0`` rolls every candidate out at once
 (the layout before chunked rollouts), to measure what chunking buys; ``--compile`` compiles the
-rollout (``RewardPredictor(compile_rollout=True)``; the compilation falls in the warm-up calls).
+rollout and the updates (``PlannerLevel(compile=True)``; the compilation falls in the warm-up
+calls and the first collector batch).
 """
 from __future__ import annotations
 
@@ -36,12 +37,12 @@ def build(args) -> tuple[Hierarchy, PlannerLevel, object]:
     env = make_env(args.env, args.num_envs, device=args.device)
     action_range = float((env.action_spec.space.high - env.action_spec.space.low).max())
     factory = partial(default_predictor_factory, num_members=args.members, hidden_sizes=tuple(args.hidden),
-                      rollout_chunk=args.rollout_chunk or None, compile_rollout=args.compile)
+                      rollout_chunk=args.rollout_chunk or None)
     level = PlannerLevel(
         predictor_factory=factory, planner=args.planner, horizon=args.horizon, num_samples=args.samples,
         num_iterations=args.iterations,
         planner_kwargs=dict(elite_ratio=args.elite_ratio, momentum=0.5, initial_sigma=action_range),
-        particles=args.particles, warm_up_steps=0, buffer_size=24_000, num_updates=2,
+        particles=args.particles, warm_up_steps=0, buffer_size=24_000, num_updates=2, compile=args.compile,
     )
     return Hierarchy([level], env=env), level, env
 
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=1)
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     parser.add_argument("--rollout-chunk", type=int, default=1024, help="0: no chunking")
-    parser.add_argument("--compile", action="store_true", help="RewardPredictor(compile_rollout=True)")
+    parser.add_argument("--compile", action="store_true", help="PlannerLevel(compile=True)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--collect-steps", type=int, default=0, help="batched env steps per collector batch")

@@ -44,18 +44,16 @@ def planner_hierarchy(
     num_updates: int = 1,
     lr: float = 1e-3,
     buffer_size: int = 100_000,
-    compile_rollout: bool = False,
+    compile: bool = False,
 ) -> Hierarchy:
     """One `PlannerLevel`: a sampling planner over a learned ensemble world model (model-based RL).
 
     On a goal-based env (Maze2D) the predictor models the achieved goal conditioned on the
     desired goal (`get_default_predictor_factory`); elsewhere it models the raw observation.
     The level's arguments are those of `PlannerLevel`; ``num_members``, ``hidden_sizes`` and
-    ``head_sizes`` size its `RewardPredictor`, and ``compile_rollout`` compiles its rollouts
-    (`Predictor`: faster plan calls on small models after ~15 s of compilation).
+    ``head_sizes`` size its `RewardPredictor`.
     """
-    sizes = dict(num_members=num_members, hidden_sizes=tuple(hidden_sizes), head_sizes=tuple(head_sizes),
-                 compile_rollout=compile_rollout)
+    sizes = dict(num_members=num_members, hidden_sizes=tuple(hidden_sizes), head_sizes=tuple(head_sizes))
     if getattr(env, "goal_slices", None) is not None:
         factory = get_default_predictor_factory(env, **sizes)
     else:
@@ -74,6 +72,7 @@ def planner_hierarchy(
         num_updates=num_updates,
         lr=lr,
         buffer_size=buffer_size,
+        compile=compile,
     )
     return Hierarchy([level], env=env)
 

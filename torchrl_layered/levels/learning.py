@@ -42,8 +42,12 @@ def gradient_steps(
     sample: Callable[[], TensorDictBase],
     num: int,
     max_grad_norm: float,
+    *,
+    forward: Callable[[TensorDictBase], TensorDictBase] | None = None,
 ) -> dict[str, float]:
     """``num`` steps on the sum of the ``loss_*`` entries; returns every entry averaged over the applied steps.
+
+    ``forward`` computes the losses in place of ``loss`` itself (e.g. a compiled ``loss.forward``).
 
     A step whose loss or gradient norm is not finite is skipped, never applied (neither the
     optimiser nor the target moves), and counted in ``skipped_steps``; ``grad_norm`` is the
@@ -53,7 +57,7 @@ def gradient_steps(
     totals: dict[str, torch.Tensor] = {}
     applied = 0
     for _ in range(num):
-        losses = loss(sample())
+        losses = (forward or loss)(sample())
         total = sum(v for k, v in losses.items() if k.startswith("loss_"))
         optimizer.zero_grad(set_to_none=True)
         total.backward()

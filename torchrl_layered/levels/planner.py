@@ -11,6 +11,7 @@ from torchrl.objectives import SoftUpdate
 from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import gradient_steps
+from torchrl_layered.modules.compiled import CompiledOnUse
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, planning_discount
 from torchrl_layered.objectives.optim import adam
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
@@ -55,6 +56,11 @@ class PlannerLevel(Level):
         buffer_size, batch_size, update_interval, num_updates, lr, tau: learning schedule.
         learning_steps: stop learning once the level's stored transitions cover this many env
             steps (it goes on acting with what it learned); None: never stop.
+        compile: compile the predictor's rollout (``Predictor.compile_rollout``) and the
+            loss's forward and backward with ``torch.compile`` (`CompiledOnUse`: at the first
+            plan and the first update, eager where compiling fails). Small models, whose plan
+            calls and updates are mostly per-op overhead, gain most (results in
+            ``benchmarks/results/cem_compile.md``); compiling costs tens of seconds at start.
     """
 
     supported_action_specs = (Bounded,)
@@ -90,6 +96,7 @@ class PlannerLevel(Level):
         learning_steps: int | None = None,
         lr: float = 1e-3,
         tau: float = 0.005,
+        compile: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -121,6 +128,9 @@ class PlannerLevel(Level):
         self.set_update_schedule(warm_up_steps=warm_up_steps, update_interval=update_interval, num_updates=num_updates,
                                  learning_steps=learning_steps)
         self.lr, self.tau = lr, tau
+        if not isinstance(compile, bool):
+            raise TypeError(f"PlannerLevel: compile must be a bool; got {compile!r}")
+        self.compile_enabled = compile
 
     # ---------------------------------------------------------------- build
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
@@ -138,6 +148,8 @@ class PlannerLevel(Level):
         if sigma is not None:  # an absolute std (LayeredRL's spelling): a fraction of the half range here
             args["initial_std"] = float(sigma) / float(((action_spec.space.high - action_spec.space.low) / 2).mean())
         self.planner = self.planner_cls(action_spec, **args)
+        if self.compile_enabled:
+            self.predictor.compile_rollout = True
         self._update_in_out_keys()
         if self.learn_predictor:
             if not isinstance(self.predictor, RewardPredictor):
@@ -225,7 +237,13 @@ class PlannerLevel(Level):
         num = self.updates_due(ready=len(self.replay_buffer) > 1)
         if num <= 0:
             return {}
-        return gradient_steps(self.loss, self.optimizer, self.target_updater, self.sample_buffer, num, 20.0)
+        forward = None
+        if self.compile_enabled:
+            forward = self.__dict__.get("_compiled_loss")
+            if forward is None:
+                forward = self.__dict__["_compiled_loss"] = CompiledOnUse(self.loss.forward, "PlannerLevel loss")
+        return gradient_steps(self.loss, self.optimizer, self.target_updater, self.sample_buffer, num, 20.0,
+                              forward=forward)
 
     def named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"optimizer": self.optimizer} if self.replay_buffer is not None else {}

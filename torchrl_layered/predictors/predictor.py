@@ -7,7 +7,6 @@ skill levels below a planner use its encoder and `log_prob` as their skill-dynam
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import Callable
 
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 from torchrl.modules import MLP
 
 from torchrl_layered.predictors.encoders import Encoder
+from torchrl_layered.modules.compiled import CompiledOnUse
 from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
 from torchrl_layered.modules.in_place import run_sequential
 
@@ -160,29 +160,14 @@ class Predictor(nn.Module):
         return total.reshape(e, b, n, particles).permute(1, 2, 0, 3).reshape(b, n, e * particles)
 
     def _rollout_fn(self) -> Callable[..., torch.Tensor]:
-        """`_rollout`, compiled where ``compile_rollout`` asks for it and compiling works."""
+        """`_rollout`, compiled (`CompiledOnUse`) where ``compile_rollout`` asks for it."""
         if not self.compile_rollout:
             return self._rollout
         compiled = self.__dict__.get("_compiled_rollout")
         if compiled is None:
-            compiled = self.__dict__["_compiled_rollout"] = torch.compile(self._rollout, dynamic=None)
-
-        def run(*args, **kwargs) -> torch.Tensor:
-            try:
-                return compiled(*args, **kwargs)
-            except Exception as err:  # noqa: BLE001 - any compiler failure: the eager rollout below decides
-                warnings.warn(f"{type(self).__name__}: torch.compile of the rollout failed ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''}); rolling out eagerly from now on",
-                              RuntimeWarning, stacklevel=4)
-                self.compile_rollout = False
-                return self._rollout(*args, **kwargs)
-
-        return run
-
-    def __getstate__(self) -> dict:
-        """Pickles (collector workers, deep copies) without the compiled rollout; it is rebuilt on use."""
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
-        return {key: value for key, value in state.items() if key != "_compiled_rollout"}
+            compiled = self.__dict__["_compiled_rollout"] = CompiledOnUse(
+                self._rollout, f"{type(self).__name__} rollout", dynamic=None)
+        return compiled
 
     def _rollout(self, s, c, hc, a_seq, *, gamma, deterministic, use_value, use_termination, generator):
         """Discounted returns ``[E, k]`` of ``k`` rollouts ``a_seq [1, k, H, A]`` from ``s [1, k, d]``."""

@@ -1,0 +1,63 @@
+"""`PlannerLevel(compile=True)`: compiled plans and updates, with the losses and gradients of eager ones."""
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import pytest
+import torch
+from tensordict.nn import TensorDictSequential
+
+from torchrl_layered import Hierarchy
+from torchrl_layered.collectors import make_collector
+from torchrl_layered.envs import make_env
+from torchrl_layered.levels import PlannerLevel
+from torchrl_layered.modules.compiled import CompiledOnUse
+
+
+def level_and_batch(compile: bool):
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 2)
+    env.set_seed(0)
+    level = PlannerLevel(planner="cem", horizon=3, num_samples=16, num_iterations=2, warm_up_steps=0, batch_size=32,
+                         compile=compile)
+    hierarchy = Hierarchy([level], env=env)
+    collector = make_collector(env, hierarchy, frames_per_batch=2 * 20, total_frames=2 * 20)
+    hierarchy.extend(next(iter(collector)))
+    collector.shutdown()
+    level.loss.model_loss.bootstrap = False  # no random resampling: compiled and eager losses must agree
+    return level, level.sample_buffer()
+
+
+def losses_and_gradients(level, forward, batch):
+    losses = forward(batch.clone())
+    level.optimizer.zero_grad(set_to_none=True)
+    sum(v for k, v in losses.items() if k.startswith("loss_")).backward()
+    grads = {name: p.grad.clone() for name, p in level.loss.named_parameters() if p.grad is not None}
+    return {k: v.detach() for k, v in losses.items() if k.startswith("loss_")}, grads
+
+
+def test_a_compiled_planner_level_plans_and_updates_as_an_eager_one():
+    level, batch = level_and_batch(compile=True)
+    assert level.predictor.compile_rollout, "compile=True compiles the predictor's rollout"
+    expected_losses, expected_grads = losses_and_gradients(level, level.loss.forward, batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager would warn
+        compiled = CompiledOnUse(level.loss.forward, "test")
+        got_losses, got_grads = losses_and_gradients(level, compiled, batch)
+        assert not compiled.failed
+        metrics = level.learn()  # the level's own compiled update
+    assert metrics and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    for key, value in expected_losses.items():
+        torch.testing.assert_close(got_losses[key], value, rtol=1e-4, atol=1e-5)
+    assert got_grads.keys() == expected_grads.keys() and got_grads
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=1e-3, atol=1e-5, msg=name)
+    clone = pickle.loads(pickle.dumps(level))  # collector workers receive levels by pickle
+    assert clone.compile_enabled and clone.__dict__["_compiled_loss"]._compiled is None
+
+
+@pytest.mark.parametrize("flag", [1, "true", None])
+def test_a_compile_that_is_not_a_bool_is_refused(flag):
+    with pytest.raises(TypeError, match="compile must be a bool"):
+        PlannerLevel(compile=flag)
