@@ -37,6 +37,7 @@ def losses_and_gradients(level, forward, batch):
     return {k: v.detach() for k, v in losses.items() if k.startswith("loss_")}, grads
 
 
+@pytest.mark.compile
 def test_a_compiled_planner_level_plans_and_updates_as_an_eager_one():
     level, batch = level_and_batch(compile=True)
     assert level.predictor.compile_rollout, "compile=True compiles the predictor's rollout"

@@ -18,6 +18,7 @@ def make(**kwargs):
     return predictor
 
 
+@pytest.mark.compile
 def test_compiled_rollouts_score_as_eager_ones_and_the_predictor_still_pickles():
     eager, compiled = make(), make(compile_rollout=True)
     s, c = eager.encode(torch.randn(3, 3))
