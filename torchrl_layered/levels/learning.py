@@ -47,12 +47,11 @@ def gradient_steps(
 ) -> dict[str, float]:
     """``num`` steps on the sum of the ``loss_*`` entries; returns every entry averaged over the applied steps.
 
-    ``forward`` computes the losses in place of ``loss`` itself (e.g. a compiled ``loss.forward``).
-
     A step whose loss or gradient norm is not finite is skipped, never applied (neither the
     optimiser nor the target moves), and counted in ``skipped_steps``; ``grad_norm`` is the
     mean norm before clipping. Finiteness is read once per step: a host sync, the price of
     never letting one bad batch poison the parameters and the optimiser's moments.
+    ``forward`` computes the losses in place of ``loss`` itself (e.g. a compiled ``loss.forward``).
     """
     totals: dict[str, torch.Tensor] = {}
     applied = 0
