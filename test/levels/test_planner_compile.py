@@ -6,11 +6,11 @@ import warnings
 
 import pytest
 import torch
-from tensordict.nn import TensorDictSequential
 
 from torchrl_layered import Hierarchy
 from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
+from torchrl_layered.hierarchies import make_hierarchy
 from torchrl_layered.levels import PlannerLevel
 from torchrl_layered.modules.compiled import CompiledOnUse
 
@@ -62,3 +62,15 @@ def test_a_compiled_planner_level_plans_and_updates_as_an_eager_one():
 def test_a_compile_that_is_not_a_bool_is_refused(flag):
     with pytest.raises(TypeError, match="compile must be a bool"):
         PlannerLevel(compile=flag)
+
+
+@pytest.mark.parametrize("name, kwargs, env_name", [
+    ("planner", dict(compile=True), "Pendulum-v1"),
+    ("planner_splates", dict(planner_level=dict(compile=True)), "Maze2D-Medium-v0"),
+])
+def test_the_app_hierarchies_pass_compile_to_their_planner_level(name, kwargs, env_name):
+    hierarchy = make_hierarchy(name, make_env(env_name, 2), **kwargs)
+    top = hierarchy.levels[0]
+    assert isinstance(top, PlannerLevel) and top.compile_enabled and top.predictor.compile_rollout
+    default = make_hierarchy(name, make_env(env_name, 2)).levels[0]
+    assert not default.compile_enabled and not default.predictor.compile_rollout
