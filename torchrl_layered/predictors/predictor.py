@@ -60,10 +60,10 @@ class Predictor(nn.Module):
             models, where a plan call is many small ops, this fuses the elementwise work and
             drops the per-op overhead: a CEM call of the planner level benchmark (one [128,
             128] member) ran a median 1.15x (1.0-1.5x) faster on a 2-core CPU, after ~15 s
-            of compilation; large models are matmul-bound and gain nothing. Where the rollout cannot be compiled
-            (no C++ compiler, an unsupported op) it warns once and rolls out eagerly.
-            Sampled rollouts given an explicit ``generator`` run eagerly (a compiled graph
-            draws from the global generator).
+            of compilation; large models are matmul-bound and gain nothing. Where the
+            rollout cannot be compiled (no C++ compiler, an unsupported op) it warns once
+            and rolls out eagerly (`CompiledOnUse`). Sampled rollouts given an explicit
+            ``generator`` run eagerly (a compiled graph draws from the global generator).
     """
 
     def __init__(self, encoder: Encoder, model: nn.Module, reward: Callable, value: Callable | None = None,
