@@ -11,7 +11,7 @@ from torchrl.objectives import SoftUpdate
 from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import gradient_steps
-from torchrl_layered.modules.compiled import CompiledOnUse
+from torchrl_layered.modules.compiled import compiled_attribute
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, planning_discount
 from torchrl_layered.objectives.optim import adam
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
@@ -239,9 +239,7 @@ class PlannerLevel(Level):
             return {}
         forward = None
         if self.compile_enabled:
-            forward = self.__dict__.get("_compiled_loss")
-            if forward is None:
-                forward = self.__dict__["_compiled_loss"] = CompiledOnUse(self.loss.forward, "PlannerLevel loss")
+            forward = compiled_attribute(self, "_compiled_loss", self.loss.forward, "PlannerLevel loss")
         return gradient_steps(self.loss, self.optimizer, self.target_updater, self.sample_buffer, num, 20.0,
                               forward=forward)
 

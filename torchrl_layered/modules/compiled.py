@@ -43,3 +43,11 @@ class CompiledOnUse:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_compiled": None}
+
+
+def compiled_attribute(owner: object, name: str, fn: Callable[..., Any], label: str, **compile_kwargs) -> CompiledOnUse:
+    """The `CompiledOnUse` of ``fn`` kept on ``owner`` as ``name``, made at the first request."""
+    compiled = owner.__dict__.get(name)
+    if compiled is None:
+        compiled = owner.__dict__[name] = CompiledOnUse(fn, label, **compile_kwargs)
+    return compiled

@@ -14,7 +14,7 @@ from torch import nn
 from torchrl.modules import MLP
 
 from torchrl_layered.predictors.encoders import Encoder
-from torchrl_layered.modules.compiled import CompiledOnUse
+from torchrl_layered.modules.compiled import compiled_attribute
 from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
 from torchrl_layered.modules.in_place import run_sequential
 
@@ -163,11 +163,8 @@ class Predictor(nn.Module):
         """`_rollout`, compiled (`CompiledOnUse`) where ``compile_rollout`` asks for it."""
         if not self.compile_rollout:
             return self._rollout
-        compiled = self.__dict__.get("_compiled_rollout")
-        if compiled is None:
-            compiled = self.__dict__["_compiled_rollout"] = CompiledOnUse(
-                self._rollout, f"{type(self).__name__} rollout", dynamic=None)
-        return compiled
+        return compiled_attribute(self, "_compiled_rollout", self._rollout, f"{type(self).__name__} rollout",
+                                  dynamic=None)
 
     def _rollout(self, s, c, hc, a_seq, *, gamma, deterministic, use_value, use_termination, generator):
         """Discounted returns ``[E, k]`` of ``k`` rollouts ``a_seq [1, k, H, A]`` from ``s [1, k, d]``."""
