@@ -64,13 +64,3 @@ def test_a_compile_rollout_that_is_not_a_bool_is_refused(flag):
     with pytest.raises(TypeError, match="compile_rollout must be a bool"):
         make(compile_rollout=flag)
 
-
-def test_sampled_rollouts_with_a_generator_run_eagerly_and_reproducibly(monkeypatch):
-    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: pytest.fail("a generator's rollout must not compile"))
-    predictor = make(compile_rollout=True)
-    s, c = predictor.encode(torch.randn(2, 3))
-    actions = torch.rand(2, 5, 3, 2) * 2 - 1
-    with torch.no_grad():
-        first = predictor.returns(s, c, actions, particles=2, generator=torch.Generator().manual_seed(3))
-        again = predictor.returns(s, c, actions, particles=2, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(first, again)

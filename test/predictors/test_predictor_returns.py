@@ -26,8 +26,10 @@ def test_chunked_rollouts_equal_one_piece(chunk):
     torch.testing.assert_close(got, expected)
 
 
-def test_chunked_sampled_rollouts_are_reproducible_and_spread_over_particles():
-    predictor = make(5)
+def test_chunked_sampled_rollouts_are_reproducible_and_spread_over_particles(monkeypatch):
+    # given a generator, sampled rollouts run eagerly even where compiling is asked for
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: pytest.fail("a generator's rollout must not compile"))
+    predictor = make(5, compile_rollout=True)
     s, c = predictor.encode(torch.randn(2, 3))
     actions = torch.rand(2, 6, 4, 2) * 2 - 1
     with torch.no_grad():
