@@ -17,11 +17,12 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_flops_per_second(device: torch.device | str = "cpu", size: int = 1024, repeats: int = 5) -> float:
-    """FLOP/s of a ``size x size`` float32 matmul on the current thread count, best of three rounds."""
+def matmul_flops_per_second(device: torch.device | str = "cpu", size: int = 1024, repeats: int = 5,
+                            dtype: torch.dtype = torch.float32) -> float:
+    """FLOP/s of a ``size x size`` matmul in ``dtype`` on the current thread count, best of three rounds."""
     device = torch.device(device)
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
     synchronize(device)
@@ -36,11 +37,13 @@ def matmul_flops_per_second(device: torch.device | str = "cpu", size: int = 1024
 
 
 def machine_line(device: torch.device | str = "cpu", size: int = 1024) -> str:
-    """One line: the matmul rate, the device, the thread count and, on a CPU, the vector
-    instructions torch's kernels use (sittings on AVX2 and AVX-512 machines rank elementwise
-    work against matmuls differently)."""
+    """One line: the float32 and bfloat16 matmul rates, the device, the thread count and, on a
+    CPU, the vector instructions torch's kernels use (sittings on AVX2 and AVX-512 machines rank
+    elementwise work against matmuls differently; bfloat16 pays only where it is the faster)."""
     device = torch.device(device)
-    rate = matmul_flops_per_second(device, size, repeats=20 if device.type == "cuda" else 5)
+    repeats = 20 if device.type == "cuda" else 5
+    rate = matmul_flops_per_second(device, size, repeats)
+    bf16 = matmul_flops_per_second(device, size, repeats, torch.bfloat16)
     kernels = f", {torch.backends.cpu.get_cpu_capability()}" if device.type == "cpu" else ""
-    return f"machine: {rate / 1e9:.1f} GFLOP/s dense float32 matmul ({size}x{size}, {device}, " \
-           f"{torch.get_num_threads()} threads{kernels})"
+    return f"machine: {rate / 1e9:.1f} GFLOP/s dense float32 matmul, {bf16 / 1e9:.1f} bfloat16 ({size}x{size}, " \
+           f"{device}, {torch.get_num_threads()} threads{kernels})"

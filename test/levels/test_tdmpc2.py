@@ -16,7 +16,7 @@ from torchrl_layered.envs.make import goal_slices
 from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels import TDMPC2Level
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
-from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
+from torchrl_layered.tdmpc2 import get_default_tdmpc2_config, resolve_tdmpc2_config
 
 
 def small_config(**kw):
@@ -339,3 +339,43 @@ def test_learning_steps_freeze_the_world_model_and_the_level_goes_on_acting_and_
     # updates in the first batch only (from the second on, its stored env steps cover 60)
     assert updates[0] > 0 and updates == [updates[0]] * 3 and len(level.replay_buffer) == 120
     assert all(torch.equal(a, b) for a, b in zip(frozen, level.world_model.parameters()))
+
+
+# --------------------------------------------------------------- planning precision
+def test_a_bfloat16_plan_estimates_as_float32_does_within_its_precision():
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 2)
+    levels, hierarchies = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        levels[dtype] = TDMPC2Level(small_config(planning_dtype=dtype, log_std_min=-30.0, log_std_max=-30.0),
+                                    warm_up_steps=0)
+        hierarchies[dtype] = Hierarchy([levels[dtype]], env=env)
+    with torch.no_grad():  # untrained reward and Q heads are zero: give every head an output
+        for p in levels["float32"].world_model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    levels["bfloat16"].world_model.load_state_dict(levels["float32"].world_model.state_dict())
+    z = torch.softmax(torch.randn(2, 16), -1)
+    actions = torch.rand(2, 8, 4, 1) * 2 - 1
+    values = {}
+    for dtype, level in levels.items():
+        torch.manual_seed(1)  # the Q pair
+        values[dtype] = level.estimate_value(z, None, actions)
+        assert values[dtype].dtype == torch.float32 and values[dtype].shape == (2, 8)
+    assert next(levels["bfloat16"].world_model.parameters()).dtype == torch.float32  # autocast, not a cast model
+    assert not torch.equal(values["bfloat16"], values["float32"])
+    # about 3 significant digits per op, compounded through the layers and the two-hot's symexp
+    torch.testing.assert_close(values["bfloat16"], values["float32"], rtol=0.0,
+                               atol=0.1 * float(values["float32"].abs().max()))
+    hierarchy = hierarchies["bfloat16"]  # and it plans
+    action = hierarchy(TransformedEnv(env, hierarchy.make_transform()).reset())["action"]
+    assert action.shape == (2, 1) and bool(action.isfinite().all())
+
+
+@pytest.mark.parametrize("entry, message", [
+    (dict(planning_dtype="half"), "planning_dtype must be one of"),
+    (dict(planning_dtype=torch.bfloat16), "planning_dtype must be one of"),
+    (dict(compile="yes"), "compile must be a bool"),
+])
+def test_the_speed_settings_refuse_what_they_do_not_know(entry, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        resolve_tdmpc2_config(small_config(**entry))

@@ -189,6 +189,11 @@ class SPlaTESLevel(SkillLevel):
         ends within the horizon skips the steps after its end and its Q, one that runs past
         it skips ``V_avg``.
         """
+        with self.planning_precision(z.device):
+            return self._skill_return(z, goals, step, actions, phases).float()
+
+    def _skill_return(self, z, goals, step, actions, phases) -> torch.Tensor:
+        """`estimate_skill_value`'s computation, in the caller's precision."""
         b, n, h, _ = actions.shape
         wm = self.world_model
         order, counts = phases if phases is not None else skill_phases(step, self.control_interval, h)
@@ -207,9 +212,9 @@ class SPlaTESLevel(SkillLevel):
                 total, weight, z = total + weight * reward, weight * survive, wm.next(zt, a)
             else:
                 w = weight.index_select(0, rows)
-                total = total.index_add(0, rows, w * reward)
-                weight = weight.index_copy(0, rows, w * survive)
-                z = z.index_copy(0, rows, wm.next(zt, a))
+                total = total.index_add(0, rows, (w * reward).to(total.dtype))
+                weight = weight.index_copy(0, rows, (w * survive).to(weight.dtype))
+                z = z.index_copy(0, rows, wm.next(zt, a).to(z.dtype))  # autocast may give bfloat16
         running = counts[h]  # instances whose skill still runs at the horizon come first in ``order``
         values = []
         if running:

@@ -12,6 +12,8 @@ from torchrl_layered.samplers import fragmented_slice_sampler
 from torchrl_layered.keys import NEXT_DURATION, OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.validation import as_slice
+from torchrl_layered.modules.compiled import compiled_attribute
+from torchrl_layered.modules.precision import planning_autocast, planning_autocast_dtype
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.objectives.discount import planning_discount
 from torchrl_layered.objectives.tdmpc2 import (
@@ -112,9 +114,6 @@ class TDMPC2Level(Level):
         model_obs_dim, goal_dim, self.input_dim = self._model_dims(obs_dim, input_dim)
         action_dim = action_spec.shape[-1]
         self.world_model = self.make_world_model(model_obs_dim, action_dim, goal_dim)
-        if cfg["compile"]:
-            for part in self.world_model.children():
-                part.compile()
         self.loss = self.make_loss()
         self.target_updater = SoftUpdate(self.loss, tau=cfg["tau"])
         self.optimizer = make_tdmpc2_optimizer(self.loss)
@@ -222,17 +221,37 @@ class TDMPC2Level(Level):
 
     @torch.no_grad()
     def estimate_value(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor:
-        """Discounted, termination-aware return of ``actions [B, N, H, A]`` from latents ``z [B, L]``, ``[B, N]``."""
+        """Discounted, termination-aware return of ``actions [B, N, H, A]`` from latents ``z [B, L]``, ``[B, N]``.
+
+        With ``compile`` in the config the rollout runs compiled (`CompiledOnUse`: at the first
+        plan, eager with a warning where compiling fails); the discount goes in as a tensor, so
+        a changing mean option duration does not recompile it. With ``planning_dtype``
+        "bfloat16" it runs under autocast (`modules.precision`); the estimate is float32.
+        """
+        gamma = torch.tensor(self.planning_gamma, dtype=z.dtype, device=z.device)
+        rollout = self._discounted_return
+        if self.cfg["compile"]:
+            rollout = compiled_attribute(self, "_compiled_return", rollout, "TDMPC2Level planning estimate")
+        with self.planning_precision(z.device):
+            return rollout(z, zg, actions, gamma).float()
+
+    def planning_precision(self, device: torch.device):
+        """The context planning estimates run in: autocast to the config's ``planning_dtype``
+        (`modules.precision`), a no-op for float32."""
+        return planning_autocast(planning_autocast_dtype(self.cfg["planning_dtype"], type(self).__name__), device)
+
+    def _discounted_return(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor,
+                           gamma: torch.Tensor) -> torch.Tensor:
         b, n, h, _ = actions.shape
         wm = self.world_model
         z = z[:, None].expand(b, n, z.shape[-1])
         zg = None if zg is None else zg[:, None].expand(b, n, zg.shape[-1])
-        total = torch.zeros(b, n, 1, device=z.device)
+        total = torch.zeros(b, n, 1, device=z.device, dtype=z.dtype)
         weight = torch.ones_like(total)
         for t in range(h):
             a = actions[:, :, t]
             total = total + weight * wm.two_hot.decode(wm.reward_logits(z, a, zg))
-            weight = weight * self.planning_gamma * (1 - torch.sigmoid(wm.termination_logit(z, a)))
+            weight = weight * gamma * (1 - torch.sigmoid(wm.termination_logit(z, a)))
             z = wm.next(z, a)
         a, _ = wm.pi(z, zg)
         q = wm.avg_q(z, a, zg)

@@ -121,7 +121,13 @@ class QEnsemble(nn.Module):
         return self.out(h, members).reshape(q, *lead, -1)
 
     def random_pair(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """Two distinct members drawn at random, as the official estimates pick their Qs."""
+        """Two distinct members drawn at random, as the official estimates pick their Qs.
+
+        Compiled, an ensemble of two takes both in order: its uses (mean, minimum) do not
+        depend on the order, and inductor fails on ``randperm(2)[:2]`` (a pattern of its own).
+        """
+        if self.num_q == 2 and torch.compiler.is_compiling():
+            return torch.arange(2, device=device)
         return torch.randperm(self.num_q, device=device)[:2]
 
 

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from torchrl_layered.objectives.discount import check_discount_per
+from torchrl_layered.modules.precision import planning_autocast_dtype
 
 #: Widths and depths per model size (millions of parameters), as in Hansen et al. (2024).
 MODEL_SIZES: dict[int, dict[str, int]] = {
@@ -58,7 +59,8 @@ _DEFAULTS: dict[str, Any] = {
     "max_std": 2.0,
     "temperature": 2.0,  # divides the scores, as MPPIPlanner's (official TD-MPC2's 0.5 multiplies them)
     # speed
-    "compile": False,
+    "compile": False,  # compile the planning estimate (`TDMPC2Level.estimate_value`) with torch.compile
+    "planning_dtype": "float32",  # "bfloat16": plan under autocast (`modules.precision`), for AMX CPUs and GPUs
 }
 
 
@@ -122,6 +124,9 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
         raise ValueError(f"latent_dim ({cfg['latent_dim']}) must be a multiple of simnorm_dim ({cfg['simnorm_dim']})")
     if cfg["horizon"] < 1:
         raise ValueError(f"horizon must be >= 1; got {cfg['horizon']}")
+    if not isinstance(cfg["compile"], bool):
+        raise TypeError(f"compile must be a bool; got {cfg['compile']!r}")
+    planning_autocast_dtype(cfg["planning_dtype"], "TD-MPC2 config")
     return cfg
 
 

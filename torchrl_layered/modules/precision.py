@@ -1,0 +1,29 @@
+"""Planning precision: imagined rollouts under ``torch.autocast`` in a reduced float type.
+
+A plan only ranks candidate action sequences, so its rollouts tolerate bfloat16 matmuls, which
+run several times faster where the hardware has bfloat16 matrix units (GPUs with tensor cores;
+Intel CPUs with AMX, Sapphire Rapids and later). The estimates come back as float32 and the
+parameters stay float32. On CPUs without such units bfloat16 is slower, so float32 is the default.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+#: Accepted names, and the autocast type each one means (None: no autocast).
+PLANNING_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def planning_autocast_dtype(name: str, owner: str) -> torch.dtype | None:
+    """The autocast type of a ``planning_dtype`` setting; a ValueError naming ``owner`` otherwise."""
+    if not isinstance(name, str) or name not in PLANNING_DTYPES:
+        raise ValueError(f"{owner}: planning_dtype must be one of {sorted(PLANNING_DTYPES)}; got {name!r}")
+    return PLANNING_DTYPES[name]
+
+
+def planning_autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
