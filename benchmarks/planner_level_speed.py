@@ -43,6 +43,7 @@ def build(args) -> tuple[Hierarchy, PlannerLevel, object]:
         num_iterations=args.iterations,
         planner_kwargs=dict(elite_ratio=args.elite_ratio, momentum=0.5, initial_sigma=action_range),
         particles=args.particles, warm_up_steps=0, buffer_size=24_000, num_updates=2, compile=args.compile,
+        planning_dtype=args.planning_dtype,
     )
     return Hierarchy([level], env=env), level, env
 
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     parser.add_argument("--rollout-chunk", type=int, default=1024, help="0: no chunking")
     parser.add_argument("--compile", action="store_true", help="PlannerLevel(compile=True)")
+    parser.add_argument("--planning-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="PlannerLevel(planning_dtype=...)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--collect-steps", type=int, default=0, help="batched env steps per collector batch")
@@ -112,7 +115,7 @@ def main() -> None:
     print(f"{args.num_envs} x {args.env}, {args.planner.upper()} {args.samples} samples x {args.iterations} iterations, "
           f"horizon {args.horizon}, {args.members} members x {args.particles} particles, hidden {args.hidden}, "
           f"predictor {params} parameters, rollout chunk {args.rollout_chunk or 'none'}"
-          f"{', compiled' if args.compile else ''}")
+          f"{', compiled' if args.compile else ''}, planning in {args.planning_dtype}")
     for name, exploration in [("sampled (training)", ExplorationType.RANDOM),
                               ("deterministic (evaluation)", ExplorationType.DETERMINISTIC)]:
         times = time_plan_calls(hierarchy, env, args.warmup, args.repeats, exploration)

@@ -55,3 +55,30 @@ def test_deterministic_particles_are_computed_once_and_copied():
 def test_a_bad_rollout_chunk_is_refused(chunk):
     with pytest.raises(ValueError, match="rollout_chunk"):
         make(chunk)
+
+
+@pytest.mark.parametrize("deterministic", [True, False], ids=["deterministic", "sampled"])
+def test_bfloat16_rollouts_return_float32_near_the_float32_returns(deterministic):
+    full, half = make(7), make(7, planning_dtype="bfloat16")
+    with torch.no_grad():  # heads of some size, so that the returns are not near zero
+        for p in full.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    half.load_state_dict(full.state_dict())
+    s, c = full.encode(torch.randn(4, 3))
+    actions = torch.rand(4, 10, 5, 2) * 2 - 1
+    returns = {}
+    for name, predictor in (("float32", full), ("bfloat16", half)):
+        with torch.no_grad():
+            returns[name] = predictor.returns(s, c, actions, particles=2, gamma=0.9, deterministic=deterministic,
+                                              generator=torch.Generator().manual_seed(3))
+    assert returns["bfloat16"].dtype == torch.float32 and returns["bfloat16"].shape == (4, 10, 6)
+    assert next(half.parameters()).dtype == torch.float32
+    assert not torch.equal(returns["bfloat16"], returns["float32"])
+    scale = float(returns["float32"].abs().max())
+    torch.testing.assert_close(returns["bfloat16"], returns["float32"], rtol=0.0, atol=0.1 * scale)
+
+
+@pytest.mark.parametrize("dtype", ["half", "fp16", None, torch.bfloat16])
+def test_an_unknown_planning_dtype_is_refused(dtype):
+    with pytest.raises(ValueError, match="planning_dtype must be one of"):
+        make(7, planning_dtype=dtype)

@@ -45,6 +45,7 @@ def planner_hierarchy(
     lr: float = 1e-3,
     buffer_size: int = 100_000,
     compile: bool = False,
+    planning_dtype: str = "float32",
 ) -> Hierarchy:
     """One `PlannerLevel`: a sampling planner over a learned ensemble world model (model-based RL).
 
@@ -73,6 +74,7 @@ def planner_hierarchy(
         lr=lr,
         buffer_size=buffer_size,
         compile=compile,
+        planning_dtype=planning_dtype,
     )
     return Hierarchy([level], env=env)
 

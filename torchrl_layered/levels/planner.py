@@ -12,6 +12,7 @@ from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import gradient_steps
 from torchrl_layered.modules.compiled import compiled_attribute
+from torchrl_layered.modules.precision import planning_autocast_dtype
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, planning_discount
 from torchrl_layered.objectives.optim import adam
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
@@ -61,6 +62,8 @@ class PlannerLevel(Level):
             plan and the first update, eager where compiling fails). Small models, whose plan
             calls and updates are mostly per-op overhead, gain most (results in
             ``benchmarks/results/cem_compile.md``); compiling costs tens of seconds at start.
+        planning_dtype: the precision of the predictor's rollouts (``Predictor.planning_dtype``):
+            ``"bfloat16"`` plans under autocast, for CPUs with AMX and for GPUs.
     """
 
     supported_action_specs = (Bounded,)
@@ -97,6 +100,7 @@ class PlannerLevel(Level):
         lr: float = 1e-3,
         tau: float = 0.005,
         compile: bool = False,
+        planning_dtype: str = "float32",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -131,6 +135,8 @@ class PlannerLevel(Level):
         if not isinstance(compile, bool):
             raise TypeError(f"PlannerLevel: compile must be a bool; got {compile!r}")
         self.compile_enabled = compile
+        planning_autocast_dtype(planning_dtype, "PlannerLevel")
+        self.planning_dtype = planning_dtype
 
     # ---------------------------------------------------------------- build
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec, parent: Level | None = None) -> None:
@@ -150,6 +156,8 @@ class PlannerLevel(Level):
         self.planner = self.planner_cls(action_spec, **args)
         if self.compile_enabled:
             self.predictor.compile_rollout = True
+        if self.planning_dtype != "float32":
+            self.predictor.planning_dtype = self.planning_dtype
         self._update_in_out_keys()
         if self.learn_predictor:
             if not isinstance(self.predictor, RewardPredictor):

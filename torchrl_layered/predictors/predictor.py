@@ -15,6 +15,7 @@ from torchrl.modules import MLP
 
 from torchrl_layered.predictors.encoders import Encoder
 from torchrl_layered.modules.compiled import compiled_attribute
+from torchrl_layered.modules.precision import planning_autocast, planning_autocast_dtype
 from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
 from torchrl_layered.modules.in_place import run_sequential
 
@@ -64,16 +65,21 @@ class Predictor(nn.Module):
             rollout cannot be compiled (no C++ compiler, an unsupported op) it warns once
             and rolls out eagerly (`CompiledOnUse`). Sampled rollouts given an explicit
             ``generator`` run eagerly (a compiled graph draws from the global generator).
+        planning_dtype: ``"float32"``, or ``"bfloat16"`` to roll out under ``torch.autocast``
+            (`modules.precision`): several times faster matmuls on AMX CPUs and GPUs, slower
+            elsewhere. Parameters and returns stay float32.
     """
 
     def __init__(self, encoder: Encoder, model: nn.Module, reward: Callable, value: Callable | None = None,
                  input_dim: int = 0, rollout_chunk: int | None = 1024,
                  goal_reward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 compile_rollout: bool = False):
+                 compile_rollout: bool = False, planning_dtype: str = "float32"):
         super().__init__()
         if not isinstance(compile_rollout, bool):
             raise TypeError(f"{type(self).__name__}: compile_rollout must be a bool; got {compile_rollout!r}")
         self.compile_rollout = compile_rollout
+        planning_autocast_dtype(planning_dtype, type(self).__name__)
+        self.planning_dtype = planning_dtype
         if rollout_chunk is not None and (isinstance(rollout_chunk, bool) or not isinstance(rollout_chunk, int)
                                           or rollout_chunk < 1):
             raise ValueError(f"{type(self).__name__}: rollout_chunk must be an int >= 1 or None; got {rollout_chunk!r}")
@@ -153,10 +159,12 @@ class Predictor(nn.Module):
         settings = dict(gamma=gamma, deterministic=deterministic, use_value=use_value,
                         use_termination=use_termination, generator=None if deterministic else generator)
         rollout = self._rollout if settings["generator"] is not None else self._rollout_fn()
-        total = torch.cat([
-            rollout(s[:, i : i + chunk], c[:, i : i + chunk], hc[:, i : i + chunk], a_seq[:, i : i + chunk], **settings)
-            for i in range(0, k, chunk)
-        ], 1)
+        with planning_autocast(planning_autocast_dtype(self.planning_dtype, type(self).__name__), state.device):
+            total = torch.cat([
+                rollout(s[:, i : i + chunk], c[:, i : i + chunk], hc[:, i : i + chunk], a_seq[:, i : i + chunk],
+                        **settings).float()
+                for i in range(0, k, chunk)
+            ], 1)
         return total.reshape(e, b, n, particles).permute(1, 2, 0, 3).reshape(b, n, e * particles)
 
     def _rollout_fn(self) -> Callable[..., torch.Tensor]:
@@ -223,6 +231,7 @@ class RewardPredictor(Predictor):
             model cannot pick up a spurious dependence. The reward and value always see it.
         rollout_chunk: rollouts imagined at once per member (see `Predictor`).
         compile_rollout: compile the rollout with ``torch.compile`` (see `Predictor`).
+        planning_dtype: the rollout's precision (see `Predictor`).
         goal_reward: the env's reward per step as a torch function of (state, context), e.g.
             ``env.goal_reward`` of a goal-based env from `make_env` (achieved goal, desired goal).
             Where given, planning scores an option with it at the state the model predicts the
@@ -246,6 +255,7 @@ class RewardPredictor(Predictor):
         rollout_chunk: int | None = 1024,
         goal_reward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         compile_rollout: bool = False,
+        planning_dtype: str = "float32",
     ):
         model = ProbabilisticEnsemble(
             encoder.latent_state_dim, action_dim, encoder.context_dim if dynamics_context else 0,
@@ -254,7 +264,8 @@ class RewardPredictor(Predictor):
         d, c = encoder.latent_state_dim, encoder.context_dim + input_dim
         reward = _Head(d + c + action_dim, head_sizes)
         value = _Head(d + c, head_sizes, zero_last=True) if use_value else None
-        super().__init__(encoder, model, reward, value, input_dim, rollout_chunk, goal_reward, compile_rollout)
+        super().__init__(encoder, model, reward, value, input_dim, rollout_chunk, goal_reward, compile_rollout,
+                         planning_dtype)
 
 
 def target_copy(module: nn.Module) -> nn.Module:

@@ -1,4 +1,4 @@
-"""`PlannerLevel(compile=True)`: compiled plans and updates, with the losses and gradients of eager ones."""
+"""`PlannerLevel`'s speed settings: compiled plans and updates with the losses and gradients of eager ones; bfloat16 plans."""
 from __future__ import annotations
 
 import pickle
@@ -6,6 +6,7 @@ import warnings
 
 import pytest
 import torch
+from torchrl.envs import TransformedEnv
 
 from torchrl_layered import Hierarchy
 from torchrl_layered.collectors import make_collector
@@ -65,12 +66,31 @@ def test_a_compile_that_is_not_a_bool_is_refused(flag):
 
 
 @pytest.mark.parametrize("name, kwargs, env_name", [
-    ("planner", dict(compile=True), "Pendulum-v1"),
-    ("planner_splates", dict(planner_level=dict(compile=True)), "Maze2D-Medium-v0"),
+    ("planner", dict(compile=True, planning_dtype="bfloat16"), "Pendulum-v1"),
+    ("planner_splates", dict(planner_level=dict(compile=True, planning_dtype="bfloat16")), "Maze2D-Medium-v0"),
 ])
-def test_the_app_hierarchies_pass_compile_to_their_planner_level(name, kwargs, env_name):
+def test_the_app_hierarchies_pass_the_speed_settings_to_their_planner_level(name, kwargs, env_name):
     hierarchy = make_hierarchy(name, make_env(env_name, 2), **kwargs)
     top = hierarchy.levels[0]
     assert isinstance(top, PlannerLevel) and top.compile_enabled and top.predictor.compile_rollout
+    assert top.predictor.planning_dtype == "bfloat16"
     default = make_hierarchy(name, make_env(env_name, 2)).levels[0]
     assert not default.compile_enabled and not default.predictor.compile_rollout
+    assert default.predictor.planning_dtype == "float32"
+
+
+def test_a_bfloat16_planner_level_plans_and_refuses_an_unknown_dtype():
+    with pytest.raises(ValueError, match="PlannerLevel: planning_dtype must be one of"):
+        PlannerLevel(planning_dtype="fp8")
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 2)
+    level = PlannerLevel(planner="cem", horizon=3, num_samples=16, num_iterations=2, warm_up_steps=0,
+                         planning_dtype="bfloat16")
+    hierarchy = Hierarchy([level], env=env)
+    calls = []
+    rollout = level.predictor._rollout
+    level.predictor._rollout = lambda *a, **kw: calls.append(
+        (torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"))) or rollout(*a, **kw)
+    action = hierarchy(TransformedEnv(env, hierarchy.make_transform()).reset())["action"]
+    assert calls and set(calls) == {(True, torch.bfloat16)} and not torch.is_autocast_enabled("cpu")
+    assert action.shape == (2, 1) and bool(action.isfinite().all())
