@@ -1,6 +1,7 @@
 """Test helpers: a scripted batched env, a deterministic level and a pure-Python reference."""
 from __future__ import annotations
 
+import pytest
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, Unbounded
@@ -276,3 +277,15 @@ def without_process_group() -> None:
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def fast_bfloat16() -> bool:
+    """Whether this machine has bfloat16 matrix units (a GPU, or a CPU with AMX): where
+    ``planning_dtype="bfloat16"`` is meant to run. Elsewhere it runs slower than float32, so its
+    learning checks are left to the machines it is for."""
+    return torch.cuda.is_available() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+
+
+#: The ``planning_dtype`` values a learning check runs with here.
+PLANNING_DTYPES = ["float32", pytest.param("bfloat16", marks=pytest.mark.skipif(
+    not fast_bfloat16(), reason="no bfloat16 matrix units (AMX CPU or GPU)"))]

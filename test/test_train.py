@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import without_process_group
+from helpers import PLANNING_DTYPES, without_process_group
 import torchrl_layered.train as app
 from torchrl_layered.hierarchy import Hierarchy
 from torchrl_layered.trainers import CheckpointError, ConfigError, compose_config, parse_config, read_checkpoint, train
@@ -335,10 +335,11 @@ def test_the_command_line_refuses_a_bad_value_in_one_line_without_a_traceback(tm
 
 
 @pytest.mark.learning
-def test_the_default_run_learns_to_hold_the_pendulum_up(tmp_path):
-    result = train(compose_config(["progress_bar=false"]), tmp_path)
+@pytest.mark.parametrize("planning_dtype", PLANNING_DTYPES)
+def test_the_default_run_learns_to_hold_the_pendulum_up(tmp_path, planning_dtype):
+    result = train(compose_config(["progress_bar=false", f"hierarchy.kwargs.planning_dtype={planning_dtype}"]), tmp_path)
     _, state = read_checkpoint(tmp_path)
     first_eval = state["progress"]["eval_returns"][0]
-    print(f"default run: eval returns {state['progress']['eval_returns']}, final train return {result['train_return']:.1f}")
+    print(f"default run, planning in {planning_dtype}: eval returns {state['progress']['eval_returns']}, final train return {result['train_return']:.1f}")
     # random actions score about -1200, the untrained planner about -1600
     assert result["eval_return"] > -400 and result["train_return"] > -400, (first_eval, result)

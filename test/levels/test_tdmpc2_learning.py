@@ -6,6 +6,7 @@ import torch
 from torchrl.collectors import Collector
 from torchrl.envs import RewardSum
 
+from helpers import PLANNING_DTYPES
 from torchrl_layered import Hierarchy
 from torchrl_layered.envs import make_env
 from torchrl_layered.levels import TDMPC2Level
@@ -20,16 +21,8 @@ def cpu_config():
     return cfg
 
 
-#: bfloat16 planning is meant for hardware with bfloat16 matrix units; elsewhere it runs slower
-#: than float32, so its learning run is left to the machines it is for.
-FAST_BFLOAT16 = torch.cuda.is_available() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-
-
 @pytest.mark.learning
-@pytest.mark.parametrize("planning_dtype", [
-    "float32",
-    pytest.param("bfloat16", marks=pytest.mark.skipif(not FAST_BFLOAT16, reason="no bfloat16 matrix units (AMX, GPU)")),
-])
+@pytest.mark.parametrize("planning_dtype", PLANNING_DTYPES)
 def test_tdmpc2_solves_pendulum_within_15k_env_steps(planning_dtype):
     torch.manual_seed(0)
     env = make_env("Pendulum-v1", 4)
