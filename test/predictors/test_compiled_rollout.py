@@ -28,7 +28,10 @@ def test_compiled_rollouts_score_as_eager_ones_and_the_predictor_still_pickles()
         got = compiled.returns(s, c, actions, particles=2, gamma=0.9, deterministic=True)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
         sampled = compiled.returns(s, c, actions, particles=2, gamma=0.9)
+        seeded = [compiled.returns(s, c, actions, particles=2, gamma=0.9, generator=torch.Generator().manual_seed(4))
+                  for _ in range(2)]
     assert not compiled._compiled_rollout.failed, "the rollout compiled here; it must not have fallen back"
+    torch.testing.assert_close(seeded[0], seeded[1])  # the noise is drawn from the generator, outside the graph
     assert sampled.shape == (3, 8, 2 * 2) and torch.isfinite(sampled).all()
     assert (sampled.reshape(3, 8, 2, 2).std(-1) > 0).all(), "sampled particles of one member must differ"
     for clone in (pickle.loads(pickle.dumps(compiled)), copy.deepcopy(compiled)):

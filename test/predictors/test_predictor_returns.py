@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from torchrl_layered.predictors import IdentityEncoder, RewardPredictor
+from torchrl_layered.predictors import IdentityEncoder, KnownModel, Predictor, RewardPredictor
 
 
 def make(chunk, **kwargs):
@@ -26,10 +26,8 @@ def test_chunked_rollouts_equal_one_piece(chunk):
     torch.testing.assert_close(got, expected)
 
 
-def test_chunked_sampled_rollouts_are_reproducible_and_spread_over_particles(monkeypatch):
-    # given a generator, sampled rollouts run eagerly even where compiling is asked for
-    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: pytest.fail("a generator's rollout must not compile"))
-    predictor = make(5, compile_rollout=True)
+def test_chunked_sampled_rollouts_are_reproducible_and_spread_over_particles():
+    predictor = make(5)
     s, c = predictor.encode(torch.randn(2, 3))
     actions = torch.rand(2, 6, 4, 2) * 2 - 1
     with torch.no_grad():
@@ -38,6 +36,45 @@ def test_chunked_sampled_rollouts_are_reproducible_and_spread_over_particles(mon
     torch.testing.assert_close(first, again)
     per_member = first.reshape(2, 6, 3, 3)
     assert (per_member.std(-1) > 0).all(), "sampled particles of one member must differ"
+
+
+def test_a_compiled_rollout_gets_its_sampling_noise_drawn_outside_from_the_generator(monkeypatch):
+    noises = []
+
+    def recording_compile(fn, **kwargs):  # stands in for torch.compile: records what the graph receives
+        def run(*args, **kw):
+            noises.append(args[4])
+            return fn(*args, **kw)
+        return run
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    predictor = make(5, compile_rollout=True)
+    s, c = predictor.encode(torch.randn(2, 3))
+    actions = torch.rand(2, 6, 4, 2) * 2 - 1  # 36 rollouts per member: chunks of 5
+    with torch.no_grad():
+        first = predictor.returns(s, c, actions, particles=3, generator=torch.Generator().manual_seed(1))
+        assert len(noises) == 8 and all(n is not None and n.shape == (4, 3, 5 if i < 7 else 1, 3)
+                                        for i, n in enumerate(noises)), [tuple(n.shape) for n in noises]
+        again = predictor.returns(s, c, actions, particles=3, generator=torch.Generator().manual_seed(1))
+        other = predictor.returns(s, c, actions, particles=3, generator=torch.Generator().manual_seed(2))
+        noises.clear()
+        predictor.returns(s, c, actions, particles=3, deterministic=True)
+    torch.testing.assert_close(first, again)
+    assert not torch.equal(first, other)
+    assert (first.reshape(2, 6, 3, 3).std(-1) > 0).all(), "sampled particles of one member must differ"
+    assert noises and all(n is None for n in noises), "deterministic rollouts draw nothing"
+
+
+def test_a_model_without_drawn_noise_rolls_out_eagerly_given_a_generator(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **kwargs: pytest.fail("a generator's rollout must not compile"))
+    model = KnownModel(lambda state, action, context: state + 0.1 * action.sum(-1, keepdim=True))
+    predictor = Predictor(IdentityEncoder(3), model, lambda state, context, action: -state.pow(2).sum(-1),
+                          compile_rollout=True)
+    assert not predictor.model_takes_noise
+    s, c = predictor.encode(torch.randn(2, 3))
+    with torch.no_grad():
+        got = predictor.returns(s, c, torch.rand(2, 4, 3, 2), generator=torch.Generator().manual_seed(0))
+    assert got.shape == (2, 4, 1) and bool(got.isfinite().all())
 
 
 def test_deterministic_particles_are_computed_once_and_copied():

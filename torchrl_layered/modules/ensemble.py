@@ -169,12 +169,21 @@ class ProbabilisticEnsemble(nn.Module):
         *,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ):
-        """One imagined step for particles ``[E, N, *]`` of the elite members: ``(s', p_term)``."""
+        """One imagined step for particles ``[E, N, *]`` of the elite members: ``(s', p_term)``.
+
+        A sampled step adds ``std * noise``: ``noise`` standard normal draws of the next state's
+        shape where given (drawn by the caller, e.g. outside a compiled rollout), else drawn here.
+        """
         mean, std, term = self(state, action, context, members=self._prediction_members())
         if deterministic:
             return mean, term
-        if generator is None:  # randn_like also traces with symbolic shapes (a compiled rollout, `Predictor`)
+        if noise is not None:
+            if noise.shape != mean.shape:
+                raise ValueError(f"ProbabilisticEnsemble.step: noise must have the next state's shape "
+                                 f"{tuple(mean.shape)}; got {tuple(noise.shape)}")
+        elif generator is None:  # randn_like also traces with symbolic shapes (a compiled rollout, `Predictor`)
             noise = torch.randn_like(mean)
         else:
             noise = torch.randn(mean.shape, device=mean.device, dtype=mean.dtype, generator=generator)

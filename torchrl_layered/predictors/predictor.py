@@ -7,6 +7,7 @@ skill levels below a planner use its encoder and `log_prob` as their skill-dynam
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Callable
 
 import torch
@@ -63,8 +64,10 @@ class Predictor(nn.Module):
             128] member) ran a median 1.15x (1.0-1.5x) faster on a 2-core CPU, after ~15 s
             of compilation; large models are matmul-bound and gain nothing. Where the
             rollout cannot be compiled (no C++ compiler, an unsupported op) it warns once
-            and rolls out eagerly (`CompiledOnUse`). Sampled rollouts given an explicit
-            ``generator`` run eagerly (a compiled graph draws from the global generator).
+            and rolls out eagerly (`CompiledOnUse`). Sampled rollouts draw their noise before
+            the compiled graph (from ``generator`` where given) and hand it to the model's
+            ``step(..., noise=)``; for a model whose ``step`` takes no ``noise``, sampled
+            rollouts given a ``generator`` run eagerly.
         planning_dtype: ``"float32"``, or ``"bfloat16"`` to roll out under ``torch.autocast``
             (`modules.precision`): several times faster matmuls on AMX CPUs and GPUs, slower
             elsewhere. Parameters and returns stay float32.
@@ -85,6 +88,8 @@ class Predictor(nn.Module):
             raise ValueError(f"{type(self).__name__}: rollout_chunk must be an int >= 1 or None; got {rollout_chunk!r}")
         self.encoder = encoder
         self.model = model
+        #: whether ``model.step`` takes drawn ``noise`` (`ProbabilisticEnsemble` does)
+        self.model_takes_noise = "noise" in inspect.signature(model.step).parameters
         self.reward = reward
         self.value = value
         self.input_dim = input_dim
@@ -156,15 +161,24 @@ class Predictor(nn.Module):
         hc = per_particle(self.head_context(context, level_input))
         a_seq = actions[:, :, None].expand(b, n, particles, h, actions.shape[-1]).reshape(1, k, h, -1)
         chunk = k if self.rollout_chunk is None else self.rollout_chunk
-        settings = dict(gamma=gamma, deterministic=deterministic, use_value=use_value,
-                        use_termination=use_termination, generator=None if deterministic else generator)
-        rollout = self._rollout if settings["generator"] is not None else self._rollout_fn()
+        settings = dict(gamma=gamma, deterministic=deterministic, use_value=use_value, use_termination=use_termination)
+        generator = None if deterministic else generator
+        # a compiled rollout draws its sampling noise eagerly, outside the graph: a compiled
+        # graph's own normal draws cost a third of a small model's plan call on a CPU
+        predraw = not deterministic and self.compile_rollout and self.model_takes_noise
+        rollout = self._rollout_fn() if predraw or generator is None else self._rollout
         with planning_autocast(planning_autocast_dtype(self.planning_dtype, type(self).__name__), state.device):
-            total = torch.cat([
-                rollout(s[:, i : i + chunk], c[:, i : i + chunk], hc[:, i : i + chunk], a_seq[:, i : i + chunk],
-                        **settings).float()
-                for i in range(0, k, chunk)
-            ], 1)
+            parts = []
+            for i in range(0, k, chunk):
+                rows = min(chunk, k - i)
+                noise = None
+                if predraw:
+                    noise = torch.randn(h, e, rows, self.latent_state_dim, device=state.device, dtype=state.dtype,
+                                        generator=generator)
+                parts.append(rollout(s[:, i : i + chunk], c[:, i : i + chunk], hc[:, i : i + chunk],
+                                     a_seq[:, i : i + chunk], noise, generator=None if predraw else generator,
+                                     **settings).float())
+            total = torch.cat(parts, 1)
         return total.reshape(e, b, n, particles).permute(1, 2, 0, 3).reshape(b, n, e * particles)
 
     def _rollout_fn(self) -> Callable[..., torch.Tensor]:
@@ -174,8 +188,9 @@ class Predictor(nn.Module):
         return compiled_attribute(self, "_compiled_rollout", self._rollout, f"{type(self).__name__} rollout",
                                   dynamic=None)
 
-    def _rollout(self, s, c, hc, a_seq, *, gamma, deterministic, use_value, use_termination, generator):
-        """Discounted returns ``[E, k]`` of ``k`` rollouts ``a_seq [1, k, H, A]`` from ``s [1, k, d]``."""
+    def _rollout(self, s, c, hc, a_seq, noise, *, gamma, deterministic, use_value, use_termination, generator):
+        """Discounted returns ``[E, k]`` of ``k`` rollouts ``a_seq [1, k, H, A]`` from ``s [1, k, d]``;
+        ``noise [H, E, k, d]``: the standard normal draws of the sampled steps, or None (drawn by the model)."""
         e, k, h = self.model.num_elites, s.shape[1], a_seq.shape[2]
         s, c, hc = s.expand(e, k, -1), c.expand(e, k, -1), hc.expand(e, k, -1)
         total = torch.zeros(e, k, device=a_seq.device, dtype=s.dtype)
@@ -184,7 +199,8 @@ class Predictor(nn.Module):
             a = a_seq[:, :, t].expand(e, k, -1)
             if self.goal_reward is None:
                 total = total + alive * (gamma**t) * self.reward(s, hc, a).reshape(e, k)
-            s, term = self.model.step(s, a, c, deterministic=deterministic, generator=generator)
+            drawn = {} if noise is None else {"noise": noise[t]}
+            s, term = self.model.step(s, a, c, deterministic=deterministic, generator=generator, **drawn)
             if self.goal_reward is not None:  # the env's reward where the option is predicted to end
                 total = total + alive * (gamma**t) * self.goal_reward(s, c).reshape(e, k).to(total.dtype)
             if use_termination:
