@@ -61,9 +61,9 @@ class Predictor(nn.Module):
             (dynamics, reward and value heads together), compiled at the first plan. On small
             models, where a plan call is many small ops, this fuses the elementwise work and
             drops the per-op overhead: a CEM call of the planner level benchmark (one [128,
-            128] member) ran a median 1.15x (1.0-1.5x) faster on a 2-core CPU (1.4x with the
-            noise drawn as below), after ~15 s of compilation; large models are matmul-bound
-            and gain nothing. Where the
+            128] member) ran a median 1.15x (1.0-1.5x) faster on a 2-core AVX2 CPU, and
+            1.1-1.2x on an AVX-512 one with the noise drawn as below, after ~15 s of
+            compilation; large models are matmul-bound and gain nothing. Where the
             rollout cannot be compiled (no C++ compiler, an unsupported op) it warns once
             and rolls out eagerly (`CompiledOnUse`). Sampled rollouts draw their noise before
             the compiled graph (from ``generator`` where given) and hand it to the model's
