@@ -12,7 +12,7 @@ import contextlib
 import torch
 
 #: Accepted names, and the autocast type each one means (None: no autocast).
-PLANNING_DTYPES = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PLANNING_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
 def planning_autocast_dtype(name: str, owner: str) -> torch.dtype | None:
