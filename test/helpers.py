@@ -279,6 +279,13 @@ def without_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
+def failing_compile(fn, **kwargs):
+    """Stands in for ``torch.compile`` where no compiler works: the compiled function raises at its call."""
+    def run(*args, **kw):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+    return run
+
+
 def fast_bfloat16() -> bool:
     """Whether this machine has bfloat16 matrix units (a GPU, or a CPU with AMX): where
     ``planning_dtype="bfloat16"`` is meant to run. Elsewhere it runs slower than float32, so its

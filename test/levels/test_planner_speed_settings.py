@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from functools import partial
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from torchrl_layered.envs import make_env
 from torchrl_layered.hierarchies import make_hierarchy
 from torchrl_layered.levels import PlannerLevel
 from torchrl_layered.modules.compiled import CompiledOnUse
+from torchrl_layered.predictors import default_predictor_factory
 
 
 def level_and_batch(compile: bool):
@@ -94,3 +96,8 @@ def test_a_bfloat16_planner_level_plans_and_refuses_an_unknown_dtype():
     action = hierarchy(TransformedEnv(env, hierarchy.make_transform()).reset())["action"]
     assert calls and set(calls) == {(True, torch.bfloat16)} and not torch.is_autocast_enabled("cpu")
     assert action.shape == (2, 1) and bool(action.isfinite().all())
+    # the level's default leaves a predictor built for bfloat16 as it is
+    factory = partial(default_predictor_factory, num_members=1, hidden_sizes=(8,), planning_dtype="bfloat16")
+    own = PlannerLevel(predictor_factory=factory, warm_up_steps=0)
+    Hierarchy([own], env=env)
+    assert own.predictor.planning_dtype == "bfloat16"

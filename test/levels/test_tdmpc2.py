@@ -9,6 +9,7 @@ from tensordict import TensorDict
 from torchrl.data import Bounded, Unbounded
 from torchrl.envs import TransformedEnv
 
+from helpers import failing_compile
 from torchrl_layered import Hierarchy, RandomLevel
 from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
@@ -379,3 +380,21 @@ def test_a_bfloat16_plan_estimates_as_float32_does_within_its_precision():
 def test_the_speed_settings_refuse_what_they_do_not_know(entry, message):
     with pytest.raises((ValueError, TypeError), match=message):
         resolve_tdmpc2_config(small_config(**entry))
+
+
+def test_a_planning_estimate_that_cannot_compile_warns_once_and_estimates_eagerly(monkeypatch):
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 2)
+    eager = TDMPC2Level(small_config(log_std_min=-30.0, log_std_max=-30.0), warm_up_steps=0)
+    compiled = TDMPC2Level(small_config(log_std_min=-30.0, log_std_max=-30.0, compile=True), warm_up_steps=0)
+    for level in (eager, compiled):
+        Hierarchy([level], env=env)
+    compiled.world_model.load_state_dict(eager.world_model.state_dict())
+    z, actions = torch.softmax(torch.randn(2, 16), -1), torch.rand(2, 8, 3, 1) * 2 - 1
+    torch.manual_seed(1)
+    with pytest.warns(RuntimeWarning, match="TDMPC2Level planning estimate: torch.compile failed .*no C\\+\\+ compiler"):
+        got = compiled.estimate_value(z, None, actions)
+    torch.manual_seed(1)
+    torch.testing.assert_close(got, eager.estimate_value(z, None, actions))
+    assert compiled.__dict__["_compiled_return"].failed

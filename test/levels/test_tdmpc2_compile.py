@@ -49,3 +49,22 @@ def test_a_compiled_tdmpc2_plan_estimates_as_the_eager_one_and_plans(planning_dt
     assert action.shape == (2, 1) and bool(action.isfinite().all())
     clone = pickle.loads(pickle.dumps(compiled))  # collector workers receive levels by pickle
     assert clone.__dict__["_compiled_return"]._compiled is None
+
+
+@pytest.mark.compile
+def test_a_new_discount_does_not_recompile_the_planning_estimate(monkeypatch):
+    torch.manual_seed(0)
+    level, _ = small_level(compile=True)
+    with torch.no_grad():  # untrained reward and Q heads are zero: give every head an output
+        for p in level.world_model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    z, actions = torch.softmax(torch.randn(2, 16), -1), torch.rand(2, 32, 3, 1) * 2 - 1
+    torch.manual_seed(1)
+    first = level.estimate_value(z, None, actions)
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    # a level below a parent plans with gamma ** mean_duration, which moves as its options do
+    monkeypatch.setattr(TDMPC2Level, "planning_gamma", property(lambda self: 0.5))
+    torch.manual_seed(1)
+    second = level.estimate_value(z, None, actions)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    assert not torch.equal(first, second) and not level.__dict__["_compiled_return"].failed

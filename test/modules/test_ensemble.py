@@ -83,3 +83,17 @@ def test_planning_without_gradients_predicts_what_training_does(activation):
     reference = model(state[:2], action[:2], context[:2], members=members)
     for a, b in zip(reference, subset):
         torch.testing.assert_close(a.detach(), b)
+
+
+def test_a_sampled_step_adds_the_noise_it_is_given_and_refuses_noise_of_another_shape():
+    torch.manual_seed(0)
+    model = ProbabilisticEnsemble(3, 2, num_members=2, hidden_sizes=(8,))
+    state, action = torch.randn(2, 5, 3), torch.rand(2, 5, 2) * 2 - 1
+    noise = torch.randn(2, 5, 3)
+    with torch.no_grad():
+        mean, std, term = model(state, action)
+        sampled, sampled_term = model.step(state, action, noise=noise)
+        torch.testing.assert_close(sampled, mean + std * noise)
+        torch.testing.assert_close(sampled_term, term)
+        with pytest.raises(ValueError, match=r"noise must have the next state's shape \(2, 5, 3\); got \(5, 3\)"):
+            model.step(state, action, noise=noise[0])

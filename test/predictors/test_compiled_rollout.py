@@ -6,6 +6,7 @@ import warnings
 import pytest
 import torch
 
+from helpers import failing_compile
 from torchrl_layered.predictors import IdentityEncoder, RewardPredictor
 
 
@@ -42,11 +43,6 @@ def test_compiled_rollouts_score_as_eager_ones_and_the_predictor_still_pickles()
 
 
 def test_a_rollout_that_cannot_compile_warns_once_and_runs_eagerly(monkeypatch):
-    def failing_compile(fn, **kwargs):
-        def run(*args, **kw):
-            raise RuntimeError("no C++ compiler found\nmore detail")
-        return run
-
     monkeypatch.setattr(torch, "compile", failing_compile)
     eager, compiled = make(), make(compile_rollout=True)
     s, c = eager.encode(torch.randn(2, 3))

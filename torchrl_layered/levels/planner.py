@@ -63,7 +63,8 @@ class PlannerLevel(Level):
             calls and updates are mostly per-op overhead, gain most (results in
             ``benchmarks/results/cem_compile.md``); compiling costs tens of seconds at start.
         planning_dtype: the precision of the predictor's rollouts (``Predictor.planning_dtype``):
-            ``"bfloat16"`` plans under autocast, for CPUs with AMX and for GPUs.
+            ``"bfloat16"`` plans under autocast, for CPUs with AMX and for GPUs; ``"float32"``
+            (the default) leaves a given predictor's own setting.
     """
 
     supported_action_specs = (Bounded,)
