@@ -200,6 +200,7 @@ class SPlaTESLevel(SkillLevel):
         z = z[:, None].expand(b, n, z.shape[-1])
         total = torch.zeros(b, n, 1, device=z.device, dtype=z.dtype)
         weight = torch.ones_like(total)
+        gamma = self.planning_gamma
         for t in range(h):
             if counts[t] == 0:
                 break
@@ -207,7 +208,7 @@ class SPlaTESLevel(SkillLevel):
             zt, a = _rows(z, rows), _rows(actions[:, :, t], rows)
             zg = _rows(goals[:, None, t].expand(b, n, goals.shape[-1]), rows)
             reward = wm.two_hot.decode(wm.reward_logits(zt, a, zg))
-            survive = self.planning_gamma * (1 - torch.sigmoid(wm.termination_logit(zt, a)))
+            survive = gamma * (1 - torch.sigmoid(wm.termination_logit(zt, a)))
             if rows is None:
                 total, weight, z = total + weight * reward, weight * survive, wm.next(zt, a)
             else:

@@ -207,8 +207,9 @@ class TDMPC2Level(Level):
                 action, _ = self.world_model.pi(z, zg, deterministic=deterministic)
                 return self._from_unit(action)
             generator = torch.Generator(device=obs.device).manual_seed(0) if deterministic else None
+            gamma = torch.tensor(self.planning_gamma, dtype=z.dtype, device=z.device)  # once per plan
             result = self.planner(
-                lambda actions: self.estimate_value(z, zg, actions),
+                lambda actions: self.estimate_value(z, zg, actions, gamma),
                 state=tensordict.get(("state", "planner")),
                 extra_samples=self.policy_trajectories(z, zg),
                 generator=generator,
@@ -220,15 +221,18 @@ class TDMPC2Level(Level):
         return self._from_unit(action)
 
     @torch.no_grad()
-    def estimate_value(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor) -> torch.Tensor:
+    def estimate_value(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor,
+                       gamma: torch.Tensor | None = None) -> torch.Tensor:
         """Discounted, termination-aware return of ``actions [B, N, H, A]`` from latents ``z [B, L]``, ``[B, N]``.
 
         With ``compile`` in the config the rollout runs compiled (`CompiledOnUse`: at the first
         plan, eager with a warning where compiling fails); the discount goes in as a tensor, so
-        a changing mean option duration does not recompile it. With ``planning_dtype``
-        "bfloat16" it runs under autocast (`modules.precision`); the estimate is float32.
+        a changing mean option duration does not recompile it (``gamma``: the discount per
+        planned step, ``planning_gamma`` if None). With ``planning_dtype`` "bfloat16" it runs
+        under autocast (`modules.precision`); the estimate is float32.
         """
-        gamma = torch.tensor(self.planning_gamma, dtype=z.dtype, device=z.device)
+        if gamma is None:
+            gamma = torch.tensor(self.planning_gamma, dtype=z.dtype, device=z.device)
         rollout = self._discounted_return
         if self.cfg["compile"]:
             rollout = compiled_attribute(self, "_compiled_return", rollout, "TDMPC2Level planning estimate")
