@@ -16,11 +16,13 @@ import torch
 from tensordict import TensorDictBase
 from tianshou.algorithm.algorithm_base import Algorithm, Policy
 from tianshou.data import Batch, ReplayBuffer, to_numpy, to_torch_as
+from tianshou.utils.lagged_network import LaggedNetworkCollection
 from tianshou.utils.torch_utils import policy_within_training_step, torch_train_mode
 from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec
 
 from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
+from torchrl_layered.levels.tianshou_polyak import ForeachPolyak
 from torchrl_layered.levels.tianshou_config import build, check_config, spec_placeholders, to_plain_config
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, option_discount
 
@@ -171,6 +173,9 @@ class TianshouLevel(Level):
         # the algorithm's _preprocess_batch calls self.compute_nstep_return: this instance gets SMDP targets
         self.algorithm.compute_nstep_return = self._smdp_return
         self.algorithm.register_load_state_dict_pre_hook(_load_tianshou_optimizers)
+        lagged = getattr(self.algorithm, "_lagged_networks", None)
+        if isinstance(lagged, LaggedNetworkCollection):  # soft target updates in one fused op
+            ForeachPolyak(lagged)
         # no default batch size: `learn` draws several updates' batches at once
         self.replay_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(self.buffer_size))
 
