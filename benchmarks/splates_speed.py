@@ -8,6 +8,7 @@ that fills the buffers; ``--skill-mpc`` makes the skills act with MPPI instead o
 policy prior.
 
     python benchmarks/splates_speed.py [--steps 200] [--skill-mpc] [--threads 1] [--planning-dtype bfloat16]
+        [--update-dtype bfloat16]
 
 ``--reference-settings`` runs the reference library's example instead (its `bench_splates.py`):
 2 instances, the skills on the default-size TD-MPC2 config planning with MPPI at every env
@@ -43,6 +44,8 @@ def main() -> None:
     parser.add_argument("--reference-settings", action="store_true", help="the reference example's workload")
     parser.add_argument("--planning-dtype", default="float32", choices=["float32", "bfloat16"],
                         help="the skills' planning precision (the TD-MPC2 config's planning_dtype)")
+    parser.add_argument("--update-dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="the precision of the skills' update forward (the TD-MPC2 config's update_dtype)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -53,11 +56,12 @@ def main() -> None:
         # skills that learn for ever, as the reference's
         settings = dict(warm_up_steps=NEVER, skill_warm_up_steps=400, skill_update_interval=4, hold=False,
                         skill_learning_steps=None,
-                        tdmpc2={**get_default_tdmpc2_config(), "planning_dtype": args.planning_dtype},
+                        tdmpc2={**get_default_tdmpc2_config(), "planning_dtype": args.planning_dtype,
+                                "update_dtype": args.update_dtype},
                         skill_level=dict(raw_conditioning=True))
     else:
         settings = dict(warm_up_steps=0, skill_warm_up_steps=0, planner_level=dict(alternate_with_noise=False),
-                        tdmpc2=dict(planning_dtype=args.planning_dtype))
+                        tdmpc2=dict(planning_dtype=args.planning_dtype, update_dtype=args.update_dtype))
     hierarchy = planner_over_splates(
         env, use_policy=not args.skill_mpc, num_samples=256, num_iterations=6, horizon=15, **settings,
     ).to(args.device)
@@ -90,6 +94,7 @@ def main() -> None:
     timed = batches * frames
     result = dict(
         num_envs=args.num_envs, device=args.device, threads=args.threads, planning_dtype=args.planning_dtype,
+        update_dtype=args.update_dtype,
         skills_act_with="MPPI" if args.skill_mpc else "policy prior",
         env_steps=timed, env_steps_per_s=round(timed / (act + learn), 2),
         acting_s_per_env_step=round(act / timed, 5), learning_s_per_env_step=round(learn / timed, 5),

@@ -5,6 +5,7 @@ Settings of the issue: 4 x Pendulum-v1, 1 update per env step, batch 256, horizo
 warm-up that fills the buffer.
 
     python benchmarks/tdmpc2_speed.py [--model-size 5] [--steps 40] [--compile] [--planning-dtype bfloat16]
+        [--update-dtype bfloat16]
 """
 from __future__ import annotations
 
@@ -29,13 +30,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--planning-dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--update-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = get_default_tdmpc2_config()
     cfg.update(model_size=args.model_size, batch_size=256, horizon=3, num_samples=512, num_iterations=6,
-               compile=args.compile, planning_dtype=args.planning_dtype)
+               compile=args.compile, planning_dtype=args.planning_dtype, update_dtype=args.update_dtype)
     env = make_env("Pendulum-v1", args.num_envs, device=args.device)
     level = TDMPC2Level(cfg, warm_up_steps=0, update_interval=1, num_updates=1)
     hierarchy = Hierarchy([level], env=env).to(args.device)
@@ -69,7 +71,8 @@ def main() -> None:
     print(machine_line(args.device))
     print(f"world model {sum(p.numel() for p in level.world_model.parameters())} parameters")
     print(f"{args.num_envs} x Pendulum-v1, model_size {args.model_size}, batch 256, horizon 3, MPPI 512 x 6, "
-          f"1 update / env step, device {args.device}, {args.threads} threads, compile={args.compile}, planning_dtype={args.planning_dtype}")
+          f"1 update / env step, device {args.device}, {args.threads} threads, compile={args.compile}, "
+          f"planning_dtype={args.planning_dtype}, update_dtype={args.update_dtype}")
     print(f"env steps/s (learning on): {frames / total:8.2f}")
     print(f"acting   : {1e3 * acting / args.steps:8.1f} ms per batched step ({acting / total:.0%})")
     print(f"updating : {1e3 * updating / args.steps:8.1f} ms per batched step ({updating / total:.0%}), "

@@ -293,6 +293,8 @@ def fast_bfloat16() -> bool:
     return torch.cuda.is_available() or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
 
 
+#: Marks a learning check in bfloat16: run where bfloat16 is meant to run (`fast_bfloat16`).
+BFLOAT16_UNITS = pytest.mark.skipif(not fast_bfloat16(), reason="no bfloat16 matrix units (AMX CPU or GPU)")
+
 #: The ``planning_dtype`` values a learning check runs with here.
-PLANNING_DTYPES = ["float32", pytest.param("bfloat16", marks=pytest.mark.skipif(
-    not fast_bfloat16(), reason="no bfloat16 matrix units (AMX CPU or GPU)"))]
+PLANNING_DTYPES = ["float32", pytest.param("bfloat16", marks=BFLOAT16_UNITS)]

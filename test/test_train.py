@@ -192,6 +192,8 @@ BAD = [
     (["hierarchy=tdmpc2", "hierarchy.kwargs.config={lr:-1}"], "hierarchy.kwargs.config.lr must be a number > 0; got -1"),
     (["hierarchy=tdmpc2", "+hierarchy.kwargs.config.planning_dtype=fp8"],
      "planning_dtype must be one of ['bfloat16', 'float32']; got 'fp8'"),
+    (["hierarchy=tdmpc2", "+hierarchy.kwargs.config.update_dtype=fp8"],
+     "update_dtype must be one of ['bfloat16', 'float32']; got 'fp8'"),
     (["hierarchy.kwargs.planning_dtype=half"],
      "PlannerLevel: planning_dtype must be one of ['bfloat16', 'float32']; got 'half'"),
     (["collector.backend=slurm"], "collector.backend must be one of local, multiprocess, ray, distributed; got 'slurm'"),

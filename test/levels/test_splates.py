@@ -77,20 +77,26 @@ def test_transitions_carry_the_skill_start_and_step_with_desynchronised_instance
     assert bool((top["next", "duration"].squeeze(-1) <= 4).all())
 
 
-def test_three_levels_with_a_middle_skill_level_learn_without_errors_on_desynchronised_instances():
+@pytest.mark.parametrize("update_dtype", ["float32", "bfloat16"])
+def test_three_levels_with_a_middle_skill_level_learn_without_errors_on_desynchronised_instances(update_dtype):
     torch.manual_seed(0)
     env = ScriptedEnv([[(7, False), (5, True)], [(11, False)], [(4, True), (9, False)]])
-    middle = SPlaTESLevel(2, tiny_config(), control_interval=3, warm_up_steps=10, n_skill_samples=5,
-                          symmetry_breaking_steps=100)
+    middle = SPlaTESLevel(2, tiny_config(update_dtype=update_dtype), control_interval=3, warm_up_steps=10,
+                          n_skill_samples=5, symmetry_breaking_steps=100)
     low = RandomLevel(input_spec=Bounded(-1.0, 1.0, shape=(2,)), control_interval=2)
     hierarchy = Hierarchy([small_planner(), middle, low], env=env)
     collector = make_collector(env, hierarchy, frames_per_batch=60, total_frames=240)
+    seen = []  # the dtype of the dynamics' first layer wherever gradients are on: the skill level's updates
+    middle.world_model.dynamics[0][0].register_forward_hook(
+        lambda module, args, out: seen.append(out.dtype) if torch.is_grad_enabled() else None)
     for batch in collector:
         transitions = hierarchy.extend(batch)
         metrics = hierarchy.learn()
     collector.shutdown()
     assert middle.num_gradient_updates > 0 and hierarchy.levels[0].num_gradient_updates > 0
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert set(seen) == {getattr(torch, update_dtype)}
+    assert all(p.dtype == torch.float32 for p in middle.world_model.parameters())
     mid = transitions[1]
     # the middle level's skill spans 3 of its own steps of (at most) 2 env steps each
     assert bool((mid["next", "duration"] <= 2).all())

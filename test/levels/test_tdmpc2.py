@@ -16,6 +16,7 @@ from torchrl_layered.envs import make_env
 from torchrl_layered.envs.make import goal_slices
 from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels import TDMPC2Level
+from torchrl_layered.modules.precision import planning_autocast, planning_autocast_dtype
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config, resolve_tdmpc2_config
 
@@ -316,6 +317,37 @@ def test_a_non_finite_update_is_skipped_and_counted():
     assert (level.loss.target_qvalue_network_params == targets).all()
 
 
+def test_a_bfloat16_update_runs_the_loss_forward_under_autocast_and_keeps_float32_weights_and_gradients():
+    env, level, hierarchy = learned_level()
+    batch = level.sample()
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        torch.manual_seed(1)  # the same dropout masks and Q pairs
+        with planning_autocast(planning_autocast_dtype(dtype, "test"), "cpu"):
+            losses[dtype] = level.loss(batch)
+    for key, value in losses["float32"].items():
+        assert losses["bfloat16"][key].dtype == torch.float32
+        # about 3 significant digits per op, compounded through the layers
+        torch.testing.assert_close(losses["bfloat16"][key], value, rtol=0.05, atol=0.02 * float(value.detach().abs()) + 1e-3)
+    assert any(not torch.equal(losses["bfloat16"][k], v) for k, v in losses["float32"].items())
+
+    level.cfg["update_dtype"] = "bfloat16"
+    level.sample = lambda: batch
+    seen = []
+    first = level.world_model.dynamics[0][0]
+    handle = first.register_forward_hook(lambda module, args, out: seen.append((torch.is_grad_enabled(), out.dtype)))
+    before = [p.detach().clone() for p in level.loss.parameters()]
+    metrics = level._gradient_steps(2)
+    handle.remove()
+    assert metrics["skipped_steps"] == 0.0 and all(map(math.isfinite, metrics.values()))
+    assert (True, torch.bfloat16) in seen  # the update's forward ran in bfloat16
+    assert all(p.dtype == torch.float32 for p in level.loss.parameters())
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in level.loss.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, level.loss.parameters()))
+    action = hierarchy(TransformedEnv(env, hierarchy.make_transform()).reset())["action"]  # planning: float32
+    assert action.dtype == torch.float32 and bool(action.isfinite().all())
+
+
 def test_the_configs_mppi_settings_mean_what_mppiplanners_do():
     level = TDMPC2Level(small_config(temperature=0.25, num_iterations=2))
     level.initialize(Unbounded((3,)), Bounded(-2.0, 2.0, (1,)))
@@ -376,6 +408,7 @@ def test_a_bfloat16_plan_estimates_as_float32_does_within_its_precision():
     (dict(planning_dtype="half"), "planning_dtype must be one of"),
     (dict(planning_dtype=torch.bfloat16), "planning_dtype must be one of"),
     (dict(compile="yes"), "compile must be a bool"),
+    (dict(update_dtype="float16"), "update_dtype must be one of"),
 ])
 def test_the_speed_settings_refuse_what_they_do_not_know(entry, message):
     with pytest.raises((ValueError, TypeError), match=message):

@@ -6,7 +6,7 @@ import torch
 from torchrl.collectors import Collector
 from torchrl.envs import RewardSum
 
-from helpers import PLANNING_DTYPES
+from helpers import BFLOAT16_UNITS
 from torchrl_layered import Hierarchy
 from torchrl_layered.envs import make_env
 from torchrl_layered.levels import TDMPC2Level
@@ -22,12 +22,17 @@ def cpu_config():
 
 
 @pytest.mark.learning
-@pytest.mark.parametrize("planning_dtype", PLANNING_DTYPES)
-def test_tdmpc2_solves_pendulum_within_15k_env_steps(planning_dtype):
+@pytest.mark.parametrize("planning_dtype, update_dtype", [
+    ("float32", "float32"),
+    pytest.param("bfloat16", "float32", marks=BFLOAT16_UNITS),
+    pytest.param("bfloat16", "bfloat16", marks=BFLOAT16_UNITS),
+])
+def test_tdmpc2_solves_pendulum_within_15k_env_steps(planning_dtype, update_dtype):
     torch.manual_seed(0)
     env = make_env("Pendulum-v1", 4)
     env.set_seed(0)
-    level = TDMPC2Level({**cpu_config(), "planning_dtype": planning_dtype}, warm_up_steps=1000, update_interval=2)
+    level = TDMPC2Level({**cpu_config(), "planning_dtype": planning_dtype, "update_dtype": update_dtype},
+                        warm_up_steps=1000, update_interval=2)
     hierarchy = Hierarchy([level], env=env)
     env = env.append_transform(hierarchy.make_transform()).append_transform(RewardSum())
     collector = Collector(env, hierarchy, frames_per_batch=400, total_frames=15_000)
@@ -39,5 +44,5 @@ def test_tdmpc2_solves_pendulum_within_15k_env_steps(planning_dtype):
         returns += batch["next", "episode_reward"][done].reshape(-1).tolist()
     collector.shutdown()
     last10 = sum(returns[-10:]) / 10
-    print(f"TD-MPC2 Pendulum, planning in {planning_dtype}: {len(returns)} episodes, mean return of the last 10: {last10:.1f}")
+    print(f"TD-MPC2 Pendulum, planning in {planning_dtype}, updates in {update_dtype}: {len(returns)} episodes, mean return of the last 10: {last10:.1f}")
     assert len(returns) >= 60 and last10 > -400, f"mean return of the last 10 episodes: {last10:.0f}"

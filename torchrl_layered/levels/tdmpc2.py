@@ -371,8 +371,11 @@ class TDMPC2Level(Level):
         """
         totals: dict[str, torch.Tensor] = {}
         applied = 0
+        update_dtype = planning_autocast_dtype(self.cfg["update_dtype"], type(self).__name__, "update_dtype")
         for _ in range(num):
-            losses = self.loss(self.sample())
+            batch = self.sample()
+            with planning_autocast(update_dtype, self.device):  # the forward only: gradients stay float32
+                losses = self.loss(batch)
             norms = tdmpc2_update(losses, self.optimizer, self.policy_optimizer, self.cfg["grad_clip_norm"])
             if norms is None:
                 continue

@@ -61,6 +61,7 @@ _DEFAULTS: dict[str, Any] = {
     # speed
     "compile": False,  # compile the planning estimate (`TDMPC2Level.estimate_value`) with torch.compile
     "planning_dtype": "float32",  # "bfloat16": plan under autocast (`modules.precision`), for AMX CPUs and GPUs
+    "update_dtype": "float32",  # "bfloat16": the update's loss forward under autocast (`modules.precision`)
 }
 
 
@@ -127,6 +128,7 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
     if not isinstance(cfg["compile"], bool):
         raise TypeError(f"compile must be a bool; got {cfg['compile']!r}")
     planning_autocast_dtype(cfg["planning_dtype"], "TD-MPC2 config")
+    planning_autocast_dtype(cfg["update_dtype"], "TD-MPC2 config", "update_dtype")
     return cfg
 
 
