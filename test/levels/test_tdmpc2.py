@@ -16,7 +16,7 @@ from torchrl_layered.envs import make_env
 from torchrl_layered.envs.make import goal_slices
 from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels import TDMPC2Level
-from torchrl_layered.modules.precision import planning_autocast, planning_autocast_dtype
+from torchrl_layered.modules.precision import autocast_dtype, autocast_to
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config, resolve_tdmpc2_config
 
@@ -323,7 +323,7 @@ def test_a_bfloat16_update_runs_the_loss_forward_under_autocast_and_keeps_float3
     losses = {}
     for dtype in ("float32", "bfloat16"):
         torch.manual_seed(1)  # the same dropout masks and Q pairs
-        with planning_autocast(planning_autocast_dtype(dtype, "test"), "cpu"):
+        with autocast_to(autocast_dtype(dtype, "test"), "cpu"):
             losses[dtype] = level.loss(batch)
     for key, value in losses["float32"].items():
         assert losses["bfloat16"][key].dtype == torch.float32

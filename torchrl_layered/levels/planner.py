@@ -12,7 +12,7 @@ from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.learning import gradient_steps
 from torchrl_layered.modules.compiled import compiled_attribute
-from torchrl_layered.modules.precision import planning_autocast_dtype
+from torchrl_layered.modules.precision import autocast_dtype
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, planning_discount
 from torchrl_layered.objectives.optim import adam
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
@@ -136,7 +136,7 @@ class PlannerLevel(Level):
         if not isinstance(compile, bool):
             raise TypeError(f"PlannerLevel: compile must be a bool; got {compile!r}")
         self.compile_enabled = compile
-        planning_autocast_dtype(planning_dtype, "PlannerLevel")
+        autocast_dtype(planning_dtype, "PlannerLevel")
         self.planning_dtype = planning_dtype
 
     # ---------------------------------------------------------------- build

@@ -13,7 +13,7 @@ from torchrl_layered.keys import NEXT_DURATION, OPTION_INDEX, TRAJ_IDS
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.validation import as_slice
 from torchrl_layered.modules.compiled import compiled_attribute
-from torchrl_layered.modules.precision import planning_autocast, planning_autocast_dtype
+from torchrl_layered.modules.precision import autocast_dtype, autocast_to
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.objectives.discount import planning_discount
 from torchrl_layered.objectives.tdmpc2 import (
@@ -242,7 +242,7 @@ class TDMPC2Level(Level):
     def planning_precision(self, device: torch.device):
         """The context planning estimates run in: autocast to the config's ``planning_dtype``
         (`modules.precision`), a no-op for float32."""
-        return planning_autocast(planning_autocast_dtype(self.cfg["planning_dtype"], type(self).__name__), device)
+        return autocast_to(autocast_dtype(self.cfg["planning_dtype"], type(self).__name__), device)
 
     def _discounted_return(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor,
                            gamma: torch.Tensor) -> torch.Tensor:
@@ -371,10 +371,10 @@ class TDMPC2Level(Level):
         """
         totals: dict[str, torch.Tensor] = {}
         applied = 0
-        update_dtype = planning_autocast_dtype(self.cfg["update_dtype"], type(self).__name__, "update_dtype")
+        update_dtype = autocast_dtype(self.cfg["update_dtype"], type(self).__name__, "update_dtype")
         for _ in range(num):
             batch = self.sample()
-            with planning_autocast(update_dtype, self.device):  # the forward only: gradients stay float32
+            with autocast_to(update_dtype, self.device):  # the forward only: gradients stay float32
                 losses = self.loss(batch)
             norms = tdmpc2_update(losses, self.optimizer, self.policy_optimizer, self.cfg["grad_clip_norm"])
             if norms is None:

@@ -15,17 +15,17 @@ import contextlib
 import torch
 
 #: Accepted names, and the autocast type each one means (None: no autocast).
-PLANNING_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
+AUTOCAST_DTYPES = {"float32": None, "bfloat16": torch.bfloat16}
 
 
-def planning_autocast_dtype(name: str, owner: str, setting: str = "planning_dtype") -> torch.dtype | None:
+def autocast_dtype(name: str, owner: str, setting: str = "planning_dtype") -> torch.dtype | None:
     """The autocast type of a ``planning_dtype`` (or other ``setting``) value; a ValueError naming ``owner`` otherwise."""
-    if not isinstance(name, str) or name not in PLANNING_DTYPES:
-        raise ValueError(f"{owner}: {setting} must be one of {sorted(PLANNING_DTYPES)}; got {name!r}")
-    return PLANNING_DTYPES[name]
+    if not isinstance(name, str) or name not in AUTOCAST_DTYPES:
+        raise ValueError(f"{owner}: {setting} must be one of {sorted(AUTOCAST_DTYPES)}; got {name!r}")
+    return AUTOCAST_DTYPES[name]
 
 
-def planning_autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+def autocast_to(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to ``dtype`` on ``device``'s type, or a no-op context for None."""
     if dtype is None:
         return contextlib.nullcontext()

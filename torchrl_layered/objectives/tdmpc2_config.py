@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from torchrl_layered.objectives.discount import check_discount_per
-from torchrl_layered.modules.precision import planning_autocast_dtype
+from torchrl_layered.modules.precision import autocast_dtype
 
 #: Widths and depths per model size (millions of parameters), as in Hansen et al. (2024).
 MODEL_SIZES: dict[int, dict[str, int]] = {
@@ -127,8 +127,8 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
         raise ValueError(f"horizon must be >= 1; got {cfg['horizon']}")
     if not isinstance(cfg["compile"], bool):
         raise TypeError(f"compile must be a bool; got {cfg['compile']!r}")
-    planning_autocast_dtype(cfg["planning_dtype"], "TD-MPC2 config")
-    planning_autocast_dtype(cfg["update_dtype"], "TD-MPC2 config", "update_dtype")
+    autocast_dtype(cfg["planning_dtype"], "TD-MPC2 config")
+    autocast_dtype(cfg["update_dtype"], "TD-MPC2 config", "update_dtype")
     return cfg
 
 

@@ -16,7 +16,7 @@ from torchrl.modules import MLP
 
 from torchrl_layered.predictors.encoders import Encoder
 from torchrl_layered.modules.compiled import compiled_attribute
-from torchrl_layered.modules.precision import planning_autocast, planning_autocast_dtype
+from torchrl_layered.modules.precision import autocast_dtype, autocast_to
 from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
 from torchrl_layered.modules.in_place import run_sequential
 
@@ -82,7 +82,7 @@ class Predictor(nn.Module):
         if not isinstance(compile_rollout, bool):
             raise TypeError(f"{type(self).__name__}: compile_rollout must be a bool; got {compile_rollout!r}")
         self.compile_rollout = compile_rollout
-        planning_autocast_dtype(planning_dtype, type(self).__name__)
+        autocast_dtype(planning_dtype, type(self).__name__)
         self.planning_dtype = planning_dtype
         if rollout_chunk is not None and (isinstance(rollout_chunk, bool) or not isinstance(rollout_chunk, int)
                                           or rollout_chunk < 1):
@@ -168,7 +168,7 @@ class Predictor(nn.Module):
         # graph's own normal draws cost a third of a small model's plan call on a CPU
         predraw = not deterministic and self.compile_rollout and self.model_takes_noise
         rollout = self._rollout_fn() if predraw or generator is None else self._rollout
-        with planning_autocast(planning_autocast_dtype(self.planning_dtype, type(self).__name__), state.device):
+        with autocast_to(autocast_dtype(self.planning_dtype, type(self).__name__), state.device):
             parts = []
             for i in range(0, k, chunk):
                 rows = min(chunk, k - i)
