@@ -101,3 +101,15 @@ def test_a_bfloat16_planner_level_plans_and_refuses_an_unknown_dtype():
     own = PlannerLevel(predictor_factory=factory, warm_up_steps=0)
     Hierarchy([own], env=env)
     assert own.predictor.planning_dtype == "bfloat16"
+
+
+@pytest.mark.parametrize("name, kwargs, env_name, level_index", [
+    ("tdmpc2", dict(config=dict(planning_dtype="bfloat16", update_dtype="bfloat16")), "Pendulum-v1", 0),
+    ("planner_splates", dict(tdmpc2=dict(planning_dtype="bfloat16", update_dtype="bfloat16")), "Maze2D-Medium-v0", 1),
+    ("planner_dads", dict(tdmpc2=dict(planning_dtype="bfloat16", update_dtype="bfloat16")), "Maze2D-Medium-v0", 1),
+])
+def test_the_app_hierarchies_pass_the_precision_settings_to_their_td_mpc2_levels(name, kwargs, env_name, level_index):
+    level = make_hierarchy(name, make_env(env_name, 2), **kwargs).levels[level_index]
+    assert (level.cfg["planning_dtype"], level.cfg["update_dtype"]) == ("bfloat16", "bfloat16")
+    default = make_hierarchy(name, make_env(env_name, 2)).levels[level_index]
+    assert (default.cfg["planning_dtype"], default.cfg["update_dtype"]) == ("float32", "float32")
