@@ -5,7 +5,7 @@ import copy
 import pickle
 
 import torch
-from tianshou.utils.lagged_network import polyak_parameter_update
+from tianshou.utils.lagged_network import LaggedNetworkCollection, polyak_parameter_update
 from torchrl.data import Bounded, Unbounded
 
 from torchrl_layered.levels import TianshouLevel, default_sac_config
@@ -66,3 +66,17 @@ def test_the_fused_update_follows_a_loaded_state_and_a_pickled_copy():
     copied_pairs = copied.algorithm._lagged_networks._lagged_network_pairs
     update = copied.algorithm._lagged_networks.polyak_parameter_update
     assert update.targets[0] is next(copied_pairs[0].target.parameters())
+
+
+def test_a_collection_without_networks_updates_nothing_and_one_added_later_is_updated():
+    collection = LaggedNetworkCollection()
+    update = ForeachPolyak(collection)
+    collection.polyak_parameter_update(0.5)  # nothing to update, no error
+    source = torch.nn.Linear(2, 2)
+    target = collection.add_lagged_network(source)
+    with torch.no_grad():
+        source.weight.add_(1.0)
+    before = target.module.weight.detach().clone()
+    collection.polyak_parameter_update(0.5)
+    assert len(update.targets) == 2
+    torch.testing.assert_close(target.module.weight, 0.5 * before + 0.5 * source.weight)

@@ -29,6 +29,8 @@ class ForeachPolyak:
     def __call__(self, tau: float) -> None:
         if self._read != len(self.pairs):  # a network added since the last update
             self._read_parameters()
+        if not self.targets:  # no target networks (yet): nothing to update
+            return
         with torch.no_grad():
             torch._foreach_lerp_(self.targets, self.sources, tau)
 
