@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import pickle
 
+import pytest
 import torch
 from tianshou.utils.lagged_network import LaggedNetworkCollection, polyak_parameter_update
 from torchrl.data import Bounded, Unbounded
@@ -80,3 +81,26 @@ def test_a_collection_without_networks_updates_nothing_and_one_added_later_is_up
     collection.polyak_parameter_update(0.5)
     assert len(update.targets) == 2
     torch.testing.assert_close(target.module.weight, 0.5 * before + 0.5 * source.weight)
+
+
+def test_a_parameter_replaced_by_an_assigning_load_is_the_one_updated():
+    level, other = sac_level(), sac_level()
+    moved_sources(other, seed=3)
+    level.algorithm._update_lagged_network_weights()  # the lists are read
+    level.load_state_dict(other.state_dict(), assign=True)  # new parameter objects, not copies into the old
+    pairs = level.algorithm._lagged_networks._lagged_network_pairs
+    targets = [p for pair in pairs for p in pair.target.parameters()]
+    sources = [p for pair in pairs for p in pair.source.parameters()]
+    expected = [0.9 * t.detach() + 0.1 * s.detach() for t, s in zip(targets, sources)]  # tau 0.1
+    level.algorithm._update_lagged_network_weights()
+    for target, value in zip(targets, expected, strict=True):
+        torch.testing.assert_close(target.detach(), value)
+
+
+def test_a_target_that_does_not_match_its_source_is_refused():
+    collection = LaggedNetworkCollection()
+    ForeachPolyak(collection)
+    collection.add_lagged_network(torch.nn.Linear(2, 2))
+    collection._lagged_network_pairs[0].source = torch.nn.Linear(2, 3)
+    with pytest.raises(ValueError, match="other parameters than its source"):
+        collection.polyak_parameter_update(0.5)

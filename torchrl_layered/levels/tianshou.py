@@ -22,8 +22,8 @@ from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, Ten
 
 from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
-from torchrl_layered.levels.tianshou_polyak import ForeachPolyak
 from torchrl_layered.levels.tianshou_config import build, check_config, spec_placeholders, to_plain_config
+from torchrl_layered.levels.tianshou_polyak import ForeachPolyak
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, option_discount
 
 

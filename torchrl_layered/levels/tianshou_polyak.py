@@ -12,22 +12,31 @@ import torch
 from tianshou.utils.lagged_network import LaggedNetworkCollection
 
 
+def _parameters(module: torch.nn.Module) -> list[tuple[torch.nn.Module, str, torch.Tensor]]:
+    """``(owner, name, tensor)`` of every parameter of ``module``, in ``parameters()`` order."""
+    return [(owner, name, p) for _, owner in module.named_modules()
+            for name, p in owner._parameters.items() if p is not None]
+
+
 class ForeachPolyak:
     """Replaces ``collection.polyak_parameter_update`` (on that instance) with one ``torch._foreach_lerp_``.
 
-    The parameter lists are read when the collection's networks change: loading a state
-    dict or ``.to(device)`` updates those tensors in place, so the lists stay valid.
+    The parameter lists are read again when a network is added or a parameter object is
+    replaced (``load_state_dict(..., assign=True)``, a swapped layer); in-place loads and
+    ``.to(device)`` keep the same objects. That check is a dict lookup per parameter, not a
+    walk over the modules.
     """
 
     def __init__(self, collection: LaggedNetworkCollection):
         self.pairs = collection._lagged_network_pairs
         self._read = 0
+        self._owners: list[tuple[torch.nn.Module, str, torch.Tensor]] = []
         self.targets: list[torch.Tensor] = []
         self.sources: list[torch.Tensor] = []
         collection.polyak_parameter_update = self
 
     def __call__(self, tau: float) -> None:
-        if self._read != len(self.pairs):  # a network added since the last update
+        if self._read != len(self.pairs) or any(owner._parameters.get(name) is not p for owner, name, p in self._owners):
             self._read_parameters()
         if not self.targets:  # no target networks (yet): nothing to update
             return
@@ -35,11 +44,12 @@ class ForeachPolyak:
             torch._foreach_lerp_(self.targets, self.sources, tau)
 
     def _read_parameters(self) -> None:
-        self.targets, self.sources = [], []
+        self._owners, self.targets, self.sources = [], [], []
         for pair in self.pairs:
-            target, source = list(pair.target.parameters()), list(pair.source.parameters())
-            if len(target) != len(source):
+            target, source = _parameters(pair.target), _parameters(pair.source)
+            if [p.shape for *_, p in target] != [p.shape for *_, p in source]:
                 raise ValueError("a tianshou target network has other parameters than its source network")
-            self.targets += target
-            self.sources += source
+            self._owners += target + source
+            self.targets += [p for *_, p in target]
+            self.sources += [p for *_, p in source]
         self._read = len(self.pairs)
