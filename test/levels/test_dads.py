@@ -43,21 +43,28 @@ def test_skill_spec_and_random_hand_back():
         DADSLevel(2, tiny_config(), termination_probability=1.5)
 
 
-def test_dads_below_a_planner_learns_with_the_reward_recomputed_from_the_parent_model():
+@pytest.mark.parametrize("update_dtype", ["float32", "bfloat16"])
+def test_dads_below_a_planner_learns_with_the_reward_recomputed_from_the_parent_model(update_dtype):
     torch.manual_seed(0)
     env = make_env("Maze2D-Open-v0", 2, max_episode_steps=25)
     factory = get_default_predictor_factory(env, num_members=1, hidden_sizes=(16,), head_sizes=(16,))
     top = PlannerLevel(predictor_factory=factory, planner="cem", horizon=3, num_samples=16, num_iterations=2,
                        num_elites=4, warm_up_steps=20, batch_size=16)
-    skill = DADSLevel(2, tiny_config(), control_interval=2, warm_up_steps=20, n_skill_samples=8, symmetry_breaking_steps=60)
+    skill = DADSLevel(2, tiny_config(update_dtype=update_dtype), control_interval=2, warm_up_steps=20,
+                      n_skill_samples=8, symmetry_breaking_steps=60)
     hierarchy = Hierarchy([top, skill], env=env)
     collector = make_collector(env, hierarchy, frames_per_batch=50, total_frames=150)
+    seen = []  # the dtype of the skill dynamics' first layer wherever gradients are on: the skill level's updates
+    skill.world_model.dynamics[0][0].register_forward_hook(
+        lambda module, args, out: seen.append(out.dtype) if torch.is_grad_enabled() else None)
     for batch in collector:
         hierarchy.extend(batch)
         metrics = hierarchy.learn()
     collector.shutdown()
     assert skill.num_gradient_updates > 0 and top.num_gradient_updates > 0
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+    assert set(seen) == {getattr(torch, update_dtype)}
+    assert all(p.dtype == torch.float32 for p in skill.world_model.parameters())
     assert skill.loss.predictor is top.predictor
     assert not any("predictor" in k for k in skill.state_dict())
     # the stored reward is the env's; the loss recomputes the skill reward from the parent's current model
