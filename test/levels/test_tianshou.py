@@ -434,3 +434,40 @@ def test_a_tianshou_level_stops_learning_at_learning_steps_and_goes_on_acting():
     # updates while fewer than 40 env steps are stored, none once they are; storing goes on
     assert updates[0] > 0 and updates[1:] == [updates[1]] * 3 and level.learning_done
     assert len(level.replay_buffer) == 80
+
+
+def test_updates_with_the_lightened_forwards_equal_tianshous_own(monkeypatch):
+    """`lighten_forwards` changes what the networks cost, not what an update computes."""
+    import tianshou.utils.net.common as common
+    import tianshou.utils.net.continuous as continuous
+    from tianshou.utils.lagged_network import EvalModeModuleWrapper
+    from tianshou.utils.torch_utils import torch_device
+
+    action_spec = Bounded(-2.0, 2.0, (1,))
+    levels = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        levels.append(initialized(default_sac_config(hidden_sizes=[16]), Unbounded((4,)), action_spec))
+    ours, theirs = levels
+    data = fake_transitions(64, 4, action_spec)
+    data["raw_action"] = ours.raw_action(data["action"])
+    buffer = ours.to_tianshou_buffer(data)
+
+    def updates(level):
+        torch.manual_seed(1)
+        with policy_within_training_step(level.policy), torch_train_mode(level.algorithm):
+            for first in range(0, 64, 16):
+                level._update(buffer, np.arange(first, first + 16), options=False)
+
+    updates(ours)
+    for module in (common, continuous):
+        monkeypatch.setattr(module, "torch_device", torch_device)
+    for sub in theirs.algorithm.modules():
+        if isinstance(sub, EvalModeModuleWrapper):
+            sub.__class__ = EvalModeModuleWrapper
+    updates(theirs)
+    mine, reference = ours.algorithm.state_dict(), theirs.algorithm.state_dict()
+    tensors = [key for key, value in mine.items() if isinstance(value, torch.Tensor)]
+    assert tensors
+    for key in tensors:
+        torch.testing.assert_close(mine[key], reference[key], rtol=0, atol=0, msg=key)

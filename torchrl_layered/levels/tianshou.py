@@ -23,6 +23,7 @@ from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, Ten
 from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.tianshou_config import build, check_config, spec_placeholders, to_plain_config
+from torchrl_layered.levels.tianshou_forward import lighten_forwards
 from torchrl_layered.levels.tianshou_polyak import ForeachPolyak
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, option_discount
 
@@ -176,6 +177,7 @@ class TianshouLevel(Level):
         lagged = getattr(self.algorithm, "_lagged_networks", None)
         if isinstance(lagged, LaggedNetworkCollection):  # soft target updates in one fused op
             ForeachPolyak(lagged)
+        lighten_forwards(self.algorithm)
         # no default batch size: `learn` draws several updates' batches at once
         self.replay_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(self.buffer_size))
 
