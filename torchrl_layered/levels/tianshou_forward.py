@@ -46,7 +46,11 @@ class EvalTarget(EvalModeModuleWrapper):
 
 
 def lighten_forwards(algorithm: torch.nn.Module) -> None:
-    """Installs `first_parameter_device` in tianshou's network modules and `EvalTarget` on ``algorithm``'s targets."""
+    """Installs `first_parameter_device` in tianshou's network modules and `EvalTarget` on ``algorithm``'s targets.
+
+    The first is process-wide (module attributes of tianshou), harmless because it returns what
+    ``torch_device`` returns for any module; the second changes only ``algorithm``'s wrappers.
+    """
     for name in _NET_MODULES:
         module = sys.modules.get(name)
         if module is not None and hasattr(module, "torch_device"):

@@ -1,4 +1,4 @@
-"""`adam`: the levels' optimiser, `FusedAdam`: `torch.optim.Adam` on its fused kernels, called lean.
+"""`adam` builds the levels' optimiser, `FusedAdam`: `torch.optim.Adam` on its fused kernels, with a lean step.
 
 The default Adam on CPU loops over the parameters in Python (torch picks foreach or fused
 kernels by default only on CUDA). The small networks of a level have many small tensors, so
@@ -50,7 +50,7 @@ class FusedAdam(torch.optim.Adam):
                 params, grads, exp_avgs, exp_avg_sqs, steps = group_lists
                 beta1, beta2 = group["betas"]
                 torch._foreach_add_(steps, 1)
-                kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
+                kernel = torch._fused_adamw_ if group.get("decoupled_weight_decay") else torch._fused_adam_
                 kernel(params, grads, exp_avgs, exp_avg_sqs, [], steps, amsgrad=False, lr=group["lr"],
                        beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
                        maximize=group["maximize"], grad_scale=None, found_inf=None)
@@ -78,7 +78,7 @@ def _needs_torch_step(optimizer: FusedAdam) -> bool:
 
 def _fused_lists(state: dict, group: dict) -> tuple[list, list, list, list, list] | None:
     """The params, grads, moments and step counts of ``group`` for the fused kernel; None where torch's step is needed."""
-    if group["amsgrad"] or group["capturable"] or group["differentiable"] or not group["fused"] \
+    if group["amsgrad"] or group.get("capturable") or group.get("differentiable") or not group.get("fused") \
             or isinstance(group["lr"], torch.Tensor):
         return None
     params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
