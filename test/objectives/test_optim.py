@@ -10,24 +10,6 @@ import torch
 from torchrl_layered.objectives.optim import FusedAdam, adam
 
 
-def test_fused_adam_takes_the_steps_of_the_plain_loop():
-    torch.manual_seed(0)
-    params = [torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)]
-    twins = [p.detach().clone().requires_grad_() for p in params]
-    fused = adam([{"params": params[:1], "lr": 3e-3}, {"params": params[1:]}], lr=1e-3, eps=1e-5)
-    plain = torch.optim.Adam([{"params": twins[:1], "lr": 3e-3}, {"params": twins[1:]}], lr=1e-3, eps=1e-5,
-                             foreach=False)
-    assert fused.param_groups[0]["fused"] is True  # CPU has fused Adam kernels
-    for _ in range(5):
-        grads = [torch.randn_like(p) for p in params]
-        for p, t, g in zip(params, twins, grads):
-            p.grad, t.grad = g.clone(), g.clone()
-        fused.step()
-        plain.step()
-    for p, t in zip(params, twins):
-        assert torch.allclose(p, t, atol=1e-6)
-
-
 def test_a_device_without_fused_kernels_falls_back(monkeypatch):
     def no_fused(params, **kwargs):
         raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
@@ -74,7 +56,7 @@ def test_fused_adam_steps_match_torchs_loop_and_keep_its_state(options):
         lambda ps: adam([{"params": ps[:1], "lr": 3e-3}, {"params": ps[1:]}], **options),
         lambda ps: torch.optim.Adam([{"params": ps[:1], "lr": 3e-3}, {"params": ps[1:]}], foreach=False, **options),
         params, grad_mask=lambda i, j: j < 2 or i % 2 == 0)
-    assert isinstance(fast, FusedAdam)
+    assert isinstance(fast, FusedAdam) and fast.param_groups[0]["fused"] is True  # CPU has fused Adam kernels
     for p, t in zip(params, twins):
         assert torch.allclose(p, t, atol=1e-6)
     for p, t in zip(params, twins):
@@ -143,3 +125,23 @@ def test_fused_adam_takes_torchs_step_for_mixed_dtypes():
                                              lambda ps: torch.optim.Adam(ps, lr=1e-2, foreach=False), params)
     for p, t in zip(params, twins):
         assert p.dtype == t.dtype and torch.allclose(p, t, atol=1e-6)
+
+
+def test_only_the_steps_that_need_it_take_torchs_own(monkeypatch):
+    """The lean path is the one a plain step takes: torch's step only builds the state and serves hooks."""
+    import torchrl_layered.objectives.optim as optim
+
+    full = []
+    real = optim._FULL_STEP
+    monkeypatch.setattr(optim, "_FULL_STEP", lambda *a: full.append(1) or real(*a))
+    p = torch.randn(3, requires_grad=True)
+    optimizer = adam([p], lr=1e-3)
+    for _ in range(3):
+        p.grad = torch.ones(3)
+        optimizer.step()
+    assert len(full) == 1  # the first step, which builds the state
+    handle = optimizer.register_step_pre_hook(lambda *a: None)
+    optimizer.step()
+    handle.remove()
+    optimizer.step()
+    assert len(full) == 2 and float(optimizer.state[p]["step"]) == 5.0
