@@ -248,6 +248,29 @@ def test_a_users_config_naming_the_fused_factory_by_its_public_path_builds_it():
     assert optimizer.defaults["lr"] == 3e-4
 
 
+
+def test_a_level_skips_tianshous_return_kernel_warm_up_and_leaves_it_to_other_policies(monkeypatch):
+    from tianshou.algorithm.algorithm_base import Policy
+    from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
+    from tianshou.utils.net.common import Net
+
+    calls = []
+    monkeypatch.setattr(Policy, "_compile", staticmethod(lambda: calls.append(1)))
+    counting = Policy.__dict__["_compile"]
+    for config, action_spec in [(default_dqn_config(hidden_sizes=[8]), Categorical(3)),
+                                (default_sac_config(hidden_sizes=[8]), Bounded(-2.0, 2.0, (1,)))]:
+        initialized(config, Unbounded((4,)), action_spec)
+    assert calls == []  # neither level warmed up tianshou's GAE / n-step kernels
+    assert Policy.__dict__["_compile"] is counting  # and tianshou's own warm-up is back
+    DiscreteQLearningPolicy(model=Net(state_shape=4, action_shape=3), action_space=gym.spaces.Discrete(3))
+    assert calls == [1]  # a policy built outside a level warms up as tianshou does
+    config = default_dqn_config(hidden_sizes=[8])
+    config["algorithm"]["gamma"] = 5.0  # refused by the algorithm, built after the policy
+    with pytest.raises(ValueError, match="could not build 'tianshou.algorithm.DQN'"):
+        initialized(config, Unbounded((4,)), Categorical(3))
+    assert Policy.__dict__["_compile"] is counting  # restored after a failed build too
+
+
 # ------------------------------------------------------------------------- hierarchy
 def test_sac_on_top_of_a_random_level_learns_from_options_of_five_steps():
     torch.manual_seed(0)

@@ -59,9 +59,11 @@ the level's device afterwards. Example (SAC; see `default_sac_config` for the fu
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
@@ -71,6 +73,7 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from tianshou.algorithm.algorithm_base import Policy
 from torchrl.data import Bounded, Categorical, TensorSpec
 
 from torchrl_layered.levels.tianshou_v05 import from_v05_config, is_v05_config, replacement_hint
@@ -345,10 +348,36 @@ def _instantiate(entry: dict, name: str) -> Any:
         raise ValueError(f"tianshou_config.{name}: could not build {entry.get('_target_')!r}: {err}") from err
 
 
+_WARM_UP_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def no_return_warm_up():
+    """Tianshou's ``Policy.__init__`` compiles its numba GAE and n-step return kernels, ~1.8 s
+    in each new process. A level computes its targets with `SMDPReturn` and takes no on-policy
+    algorithm, so neither kernel runs; inside this context that eager compile is skipped (numba
+    compiles a kernel on its first call, should anything call one later)."""
+    original = Policy.__dict__.get("_compile")
+    if original is None:  # a tianshou without the warm-up
+        yield
+        return
+    with _WARM_UP_LOCK:
+        Policy._compile = staticmethod(_no_warm_up)
+        try:
+            yield
+        finally:
+            Policy._compile = original
+
+
+def _no_warm_up() -> None:
+    """`Policy._compile` while a level builds its algorithm (`no_return_warm_up`)."""
+
+
 def build(config: dict, plan: BuildPlan, values: dict) -> tuple[Any, dict[str, Any]]:
     """Builds the components, the policy and the algorithm of a checked config.
 
     Returns ``(algorithm, built)`` where ``built`` maps each placeholder name to its object.
+    Tianshou's eager compile of return kernels the level never calls is skipped (`no_return_warm_up`).
     """
     for path, value in _walk(config, "tianshou_config"):
         if value in SPEC_PLACEHOLDERS and value not in values:
@@ -356,15 +385,16 @@ def build(config: dict, plan: BuildPlan, values: dict) -> tuple[Any, dict[str, A
             raise ValueError(f"{path}: {value} needs a {kind} action spec; use __action_dim__ / __action_shape__")
     config = substitute(config, values)
     built: dict[str, Any] = {}
-    for name in plan.components:
-        if name == "critic":
-            for i in range(plan.n_critics):
-                built[f"__critic_{i}__"] = _instantiate(substitute(config["critic"], built), f"critic (#{i})")
-        else:
-            built[f"__{name}__"] = _instantiate(substitute(config[name], built), name)
-    if "policy" in config:
-        built["__policy__"] = _instantiate(substitute(config["policy"], built), "policy")
-    algorithm = _instantiate(substitute(config["algorithm"], built), "algorithm")
+    with no_return_warm_up():
+        for name in plan.components:
+            if name == "critic":
+                for i in range(plan.n_critics):
+                    built[f"__critic_{i}__"] = _instantiate(substitute(config["critic"], built), f"critic (#{i})")
+            else:
+                built[f"__{name}__"] = _instantiate(substitute(config[name], built), name)
+        if "policy" in config:
+            built["__policy__"] = _instantiate(substitute(config["policy"], built), "policy")
+        algorithm = _instantiate(substitute(config["algorithm"], built), "algorithm")
     return algorithm, built
 
 
