@@ -1,10 +1,13 @@
 """The fast Mish and SimNorm equal torch's Mish and a grouped softmax, in value and gradient."""
+import pytest
 import torch
 import torch.nn.functional as F
 
+from torchrl_layered.modules import activations
 from torchrl_layered.modules.activations import Mish, SimNorm, mish
 
-EDGES = torch.tensor([-1e4, -60.0, -20.0, -1e-3, 0.0, 1e-3, 19.9, 20.0, 20.1, 60.0, 1e4])
+EDGES = torch.tensor([-1e30, -1e4, -60.0, -20.0, -1e-3, 0.0, 1e-3, 19.9, 20.0, 20.1, 43.0, 45.0, 60.0, 88.0,
+                      89.0, 1e4, 1e30, 1e38])
 
 
 def test_mish_equals_torchs_mish_with_and_without_gradients():
@@ -13,6 +16,24 @@ def test_mish_equals_torchs_mish_with_and_without_gradients():
         torch.testing.assert_close(mish(x.clone()), F.mish(x), atol=2e-6, rtol=1e-5)
     leaf = x.clone().requires_grad_(True)
     torch.testing.assert_close(Mish()(leaf), F.mish(x), atol=2e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("via_exp2", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_mish_is_torchs_on_both_exp_paths_and_in_bfloat16_where_exp_overflows(monkeypatch, via_exp2, dtype):
+    monkeypatch.setattr(activations, "_EXP_VIA_EXP2", via_exp2)  # AVX2 CPUs take exp2, AVX-512 exp
+    x = torch.cat([torch.randn(4000) * 30, EDGES]).to(dtype)
+    expected = F.mish(x.double())
+    with torch.no_grad():
+        got = mish(x.clone())
+    assert torch.isfinite(got).all()  # e^x and its square overflow to inf far below the largest input
+    # bfloat16 rounds each pass to 8 bits: a few of its steps off near mish's dip
+    tolerance = {"atol": 2e-6, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 2e-2}
+    torch.testing.assert_close(got.double(), expected, **tolerance)
+    leaf = x.float().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(mish(leaf).sum(), leaf)
+    (reference,) = torch.autograd.grad(F.mish(leaf).sum(), leaf)
+    torch.testing.assert_close(grad, reference, atol=1e-5, rtol=1e-4)
 
 
 def test_mish_gradient_matches_autograd_of_the_definition():

@@ -108,7 +108,7 @@ class QEnsemble(nn.Module):
         weight, bias = self.norm_weight[i], self.norm_bias[i]
         if members is not None:
             weight, bias = weight[members], bias[members]
-        return F.layer_norm(x, x.shape[-1:]) * weight + bias
+        return torch.addcmul(bias, F.layer_norm(x, x.shape[-1:]), weight)  # the affine in one pass
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
         """``[*, in]`` -> ``[num_q, *, num_bins]`` logits, or ``[len(members), *, num_bins]`` of
