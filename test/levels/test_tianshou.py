@@ -271,6 +271,21 @@ def test_a_level_skips_tianshous_return_kernel_warm_up_and_leaves_it_to_other_po
     assert Policy.__dict__["_compile"] is counting  # restored after a failed build too
 
 
+
+def test_the_warm_up_skip_nests_in_one_thread(monkeypatch):
+    from tianshou.algorithm.algorithm_base import Policy
+    from torchrl_layered.levels.tianshou_config import no_return_warm_up
+
+    calls = []
+    monkeypatch.setattr(Policy, "_compile", staticmethod(lambda: calls.append(1)))
+    counting = Policy.__dict__["_compile"]
+    with no_return_warm_up():
+        with no_return_warm_up():  # a component that builds a level of its own: no deadlock
+            Policy._compile()
+        Policy._compile()  # still skipped in the outer context
+    assert calls == [] and Policy.__dict__["_compile"] is counting
+
+
 # ------------------------------------------------------------------------- hierarchy
 def test_sac_on_top_of_a_random_level_learns_from_options_of_five_steps():
     torch.manual_seed(0)

@@ -348,7 +348,7 @@ def _instantiate(entry: dict, name: str) -> Any:
         raise ValueError(f"tianshou_config.{name}: could not build {entry.get('_target_')!r}: {err}") from err
 
 
-_WARM_UP_LOCK = threading.Lock()
+_WARM_UP_LOCK = threading.RLock()  # re-entrant: a component may build a level of its own
 
 
 @contextlib.contextmanager
