@@ -248,7 +248,6 @@ def test_a_users_config_naming_the_fused_factory_by_its_public_path_builds_it():
     assert optimizer.defaults["lr"] == 3e-4
 
 
-
 def test_a_level_skips_tianshous_return_kernel_warm_up_and_leaves_it_to_other_policies(monkeypatch):
     from tianshou.algorithm.algorithm_base import Policy
     from tianshou.algorithm.modelfree.dqn import DiscreteQLearningPolicy
@@ -271,7 +270,6 @@ def test_a_level_skips_tianshous_return_kernel_warm_up_and_leaves_it_to_other_po
     assert Policy.__dict__["_compile"] is counting  # restored after a failed build too
 
 
-
 def test_the_warm_up_skip_nests_in_one_thread(monkeypatch):
     from tianshou.algorithm.algorithm_base import Policy
     from torchrl_layered.levels.tianshou_config import no_return_warm_up
@@ -284,6 +282,35 @@ def test_the_warm_up_skip_nests_in_one_thread(monkeypatch):
             Policy._compile()
         Policy._compile()  # still skipped in the outer context
     assert calls == [] and Policy.__dict__["_compile"] is counting
+
+
+def test_the_warm_up_skip_in_two_threads_leaves_tianshous_warm_up_in_place(monkeypatch):
+    import threading
+
+    from tianshou.algorithm.algorithm_base import Policy
+    from torchrl_layered.levels.tianshou_config import no_return_warm_up
+
+    monkeypatch.setattr(Policy, "_compile", staticmethod(lambda: None))
+    tianshous = Policy.__dict__["_compile"]
+    inside, release = threading.Event(), threading.Event()
+
+    def hold():
+        with no_return_warm_up():
+            inside.set()
+            release.wait(5)
+
+    def build():
+        with no_return_warm_up():
+            pass
+
+    holder, builder = threading.Thread(target=hold), threading.Thread(target=build)
+    holder.start()
+    assert inside.wait(5)
+    builder.start()  # a second build while the first is inside: it waits, then swaps from tianshou's own
+    release.set()
+    holder.join(5)
+    builder.join(5)
+    assert Policy.__dict__["_compile"] is tianshous  # not the skip, which the second build could have saved
 
 
 # ------------------------------------------------------------------------- hierarchy

@@ -36,6 +36,14 @@ def test_mish_is_torchs_on_both_exp_paths_and_in_bfloat16_where_exp_overflows(mo
     torch.testing.assert_close(grad, reference, atol=1e-5, rtol=1e-4)
 
 
+def test_only_a_cpu_without_avx512_takes_exp2(monkeypatch):
+    monkeypatch.setattr(activations, "_EXP_VIA_EXP2", True)
+    assert activations._via_exp2(torch.ones(1))
+    assert not activations._via_exp2(torch.ones(1, device="meta"))  # any other device takes exp
+    monkeypatch.setattr(activations, "_EXP_VIA_EXP2", False)
+    assert not activations._via_exp2(torch.ones(1))
+
+
 def test_mish_gradient_matches_autograd_of_the_definition():
     x = torch.cat([torch.randn(200, dtype=torch.float64) * 6, EDGES.double()]).requires_grad_(True)
     assert torch.autograd.gradcheck(mish, (x[:60].detach().clone().requires_grad_(True),))

@@ -357,11 +357,11 @@ def no_return_warm_up():
     in each new process. A level computes its targets with `SMDPReturn` and takes no on-policy
     algorithm, so neither kernel runs; inside this context that eager compile is skipped (numba
     compiles a kernel on its first call, should anything call one later)."""
-    original = Policy.__dict__.get("_compile")
-    if original is None:  # a tianshou without the warm-up
-        yield
-        return
-    with _WARM_UP_LOCK:
+    with _WARM_UP_LOCK:  # read and swap under the lock: another thread's swap is never taken for tianshou's
+        original = Policy.__dict__.get("_compile")
+        if original is None:  # a tianshou without the warm-up
+            yield
+            return
         Policy._compile = staticmethod(_no_warm_up)
         try:
             yield
