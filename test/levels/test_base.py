@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplayBuffer, Unbounded
+from tensordict import TensorDict
+from torchrl.data import (
+    Bounded, Composite, LazyTensorStorage, SamplerWithoutReplacement, TensorDictReplayBuffer, Unbounded,
+)
 from torchrl.envs import GymEnv
 
 from torchrl_layered import Hierarchy, Level, RandomLevel
@@ -232,3 +235,36 @@ def test_the_learning_plumbing_refuses_what_it_cannot_use():
     assert level.updates_due() == 0 and level.named_optimizers() == {}
     with pytest.raises(ValueError, match=r"RandomLevel needs an int update_interval >= 1; got 0"):
         level.set_update_schedule(warm_up_steps=0, update_interval=0, num_updates=1)
+
+
+def filled_buffer(sampler=None, batch_size=4, n=50) -> TensorDictReplayBuffer:
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(100), batch_size=batch_size,
+                                    **({"sampler": sampler} if sampler is not None else {}))
+    buffer.extend(TensorDict({"item": torch.arange(n)}, [n]))
+    return buffer
+
+
+def test_a_round_of_batches_is_drawn_at_once_from_a_uniform_buffer_with_the_same_law_as_sample():
+    level = RandomLevel()
+    level.replay_buffer = filled_buffer()
+    level.replay_buffer.sample = lambda *args, **kwargs: pytest.fail("drawn batch by batch")
+    torch.manual_seed(0)
+    batches = list(level.sample_batches(2000))
+    assert len(batches) == 2000 and all(b.batch_size == torch.Size([4]) for b in batches)
+    items = torch.cat([b["item"] for b in batches])
+    assert int(items.min()) == 0 and int(items.max()) == 49  # every stored item, nothing else
+    counts = torch.bincount(items, minlength=50).float()
+    assert float(counts.std() / counts.mean()) < 0.15  # uniform: 160 draws per item, sd ~ 0.08 of the mean
+    torch.manual_seed(0)
+    again = torch.cat([b["item"] for b in level.sample_batches(2000)])
+    assert torch.equal(items, again)  # the global seed (or the storage's generator) fixes the draw
+
+
+def test_any_other_buffer_is_asked_batch_by_batch():
+    level = RandomLevel()
+    level.replay_buffer = filled_buffer(SamplerWithoutReplacement(), batch_size=10)
+    items = torch.cat([b["item"] for b in level.sample_batches(5)])
+    assert sorted(items.tolist()) == list(range(50))  # one epoch without replacement: each item once
+    level.replay_buffer = filled_buffer()
+    level.replay_buffer.append_transform(lambda td: td.set("item", td["item"] + 1000))
+    assert all(bool((b["item"] >= 1000).all()) for b in level.sample_batches(3))  # the transform is applied

@@ -12,13 +12,13 @@ import difflib
 import functools
 import inspect
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
-from torchrl.data import Categorical, Composite, ReplayBuffer, TensorSpec
+from torchrl.data import Categorical, Composite, RandomSampler, ReplayBuffer, TensorSpec
 from torchrl.envs.utils import ExplorationType, exploration_type
 
 from torchrl_layered.keys import ACTING, INSTANCE, NEXT_DURATION, STEPS, TRANSITION_STATE, stacked_key
@@ -345,6 +345,23 @@ class Level(TensorDictModuleBase):
     def sample_buffer(self) -> TensorDictBase:
         """A batch from the level's replay buffer, on the level's device (also after a later ``.to()``)."""
         return self._buffer().sample().to(self.device)
+
+    def sample_batches(self, num: int) -> Iterator[TensorDictBase]:
+        """``num`` batches from the level's replay buffer (each as `sample_buffer`), for a round of updates.
+
+        With TorchRL's uniform ``RandomSampler`` (draws with replacement, the batches are i.i.d.)
+        on a flat storage and no buffer transform, the ``num`` batches are drawn through the
+        sampler at once and read in one storage access: ~0.01 ms a batch against ~0.1 ms for a
+        ``sample()`` call. Any other buffer is sampled batch by batch as the updates go, so a
+        sampler that learns from them (priorities) sees each one.
+        """
+        buffer = self._buffer()
+        size = buffer.batch_size
+        if num > 1 and size and type(buffer.sampler) is RandomSampler and not len(buffer.transform) \
+                and buffer.storage.ndim == 1:
+            index, _ = buffer.sampler.sample(buffer.storage, num * size)
+            return iter(buffer.storage[index].to(self.device).reshape(num, size).unbind(0))
+        return (self.sample_buffer() for _ in range(num))
 
     def _buffer(self) -> ReplayBuffer:
         if self.replay_buffer is None:

@@ -1,7 +1,7 @@
 """What learning levels share: their update schedule and their gradient-step loop."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from tensordict import TensorDictBase
@@ -39,13 +39,12 @@ def gradient_steps(
     loss: LossModule,
     optimizer: torch.optim.Optimizer,
     target_updater: SoftUpdate | None,
-    sample: Callable[[], TensorDictBase],
-    num: int,
+    batches: Iterable[TensorDictBase],
     max_grad_norm: float,
     *,
     forward: Callable[[TensorDictBase], TensorDictBase] | None = None,
 ) -> dict[str, float]:
-    """``num`` steps on the sum of the ``loss_*`` entries; returns every entry averaged over the applied steps.
+    """A step on the sum of the ``loss_*`` entries per batch; returns every entry averaged over the applied steps.
 
     A step whose loss or gradient norm is not finite is skipped, never applied (neither the
     optimiser nor the target moves), and counted in ``skipped_steps``; ``grad_norm`` is the
@@ -54,13 +53,15 @@ def gradient_steps(
     ``forward`` computes the losses in place of ``loss`` itself (e.g. a compiled ``loss.forward``).
     """
     totals: dict[str, torch.Tensor] = {}
-    applied = 0
-    for _ in range(num):
-        losses = (forward or loss)(sample())
+    params = list(loss.parameters())  # once per round: a LossModule walks its modules to list them
+    applied = num = 0
+    for batch in batches:
+        num += 1
+        losses = (forward or loss)(batch)
         total = sum(v for k, v in losses.items() if k.startswith("loss_"))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(loss.parameters(), max_grad_norm)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
         if not bool(torch.isfinite(total) & torch.isfinite(grad_norm)):
             optimizer.zero_grad(set_to_none=True)
             continue

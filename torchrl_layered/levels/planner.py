@@ -6,7 +6,6 @@ from functools import partial
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec, Unbounded
-from torchrl.objectives import SoftUpdate
 
 from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
@@ -16,6 +15,7 @@ from torchrl_layered.modules.precision import autocast_dtype
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, planning_discount
 from torchrl_layered.objectives.optim import adam
 from torchrl_layered.objectives.predictor import RewardPredictorLoss
+from torchrl_layered.objectives.soft_update import ForeachSoftUpdate
 from torchrl_layered.predictors.factory import PredictorFactory, build_predictor, default_predictor_factory
 from torchrl_layered.predictors.predictor import Predictor, RewardPredictor
 from torchrl_layered.planners import SamplingPlanner
@@ -167,7 +167,7 @@ class PlannerLevel(Level):
                     "(pass learn_predictor=False for a known model)"
                 )
             self.loss = RewardPredictorLoss(self.predictor, gamma=self.gamma, discount_per=self.discount_per)
-            self.target_updater = SoftUpdate(self.loss, tau=self.tau)
+            self.target_updater = ForeachSoftUpdate(self.loss, tau=self.tau)
             self.optimizer = adam(self.loss.parameters(), lr=self.lr)
             self.replay_buffer = TensorDictReplayBuffer(
                 storage=LazyTensorStorage(self.buffer_size, device="auto"), batch_size=self.batch_size
@@ -249,7 +249,7 @@ class PlannerLevel(Level):
         forward = None
         if self.compile_enabled:
             forward = compiled_attribute(self, "_compiled_loss", self.loss.forward, "PlannerLevel loss")
-        return gradient_steps(self.loss, self.optimizer, self.target_updater, self.sample_buffer, num, 20.0,
+        return gradient_steps(self.loss, self.optimizer, self.target_updater, self.sample_batches(num), 20.0,
                               forward=forward)
 
     def named_optimizers(self) -> dict[str, torch.optim.Optimizer]:

@@ -6,7 +6,6 @@ from typing import Any, Callable
 import torch
 from tensordict import TensorDictBase
 from torchrl.data import Bounded, Composite, LazyTensorStorage, TensorDictReplayBuffer, TensorSpec
-from torchrl.objectives import SoftUpdate
 
 from torchrl_layered.samplers import fragmented_slice_sampler
 from torchrl_layered.keys import NEXT_DURATION, OPTION_INDEX, TRAJ_IDS
@@ -16,6 +15,7 @@ from torchrl_layered.modules.compiled import compiled_attribute
 from torchrl_layered.modules.precision import autocast_dtype, autocast_to
 from torchrl_layered.modules.tdmpc2 import TDMPC2WorldModel
 from torchrl_layered.objectives.discount import planning_discount
+from torchrl_layered.objectives.soft_update import ForeachSoftUpdate
 from torchrl_layered.objectives.tdmpc2 import (
     TDMPC2Loss,
     make_tdmpc2_optimizer,
@@ -115,7 +115,7 @@ class TDMPC2Level(Level):
         action_dim = action_spec.shape[-1]
         self.world_model = self.make_world_model(model_obs_dim, action_dim, goal_dim)
         self.loss = self.make_loss()
-        self.target_updater = SoftUpdate(self.loss, tau=cfg["tau"])
+        self.target_updater = ForeachSoftUpdate(self.loss, tau=cfg["tau"])
         self.optimizer = make_tdmpc2_optimizer(self.loss)
         self.policy_optimizer = make_tdmpc2_policy_optimizer(self.loss)
         unit = Bounded(-1.0, 1.0, shape=(action_dim,), device=action_spec.device)
