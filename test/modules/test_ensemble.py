@@ -85,6 +85,33 @@ def test_planning_without_gradients_predicts_what_training_does(activation):
         torch.testing.assert_close(a.detach(), b)
 
 
+def test_a_cpu_forward_without_gradients_runs_member_by_member_only_where_it_pays(monkeypatch):
+    """Several members, no gradient, full precision: member by member (equal to the batched path, as above);
+    one member, a recorded gradient or autocast: the batched path."""
+    torch.manual_seed(0)
+    calls = []
+    original = ProbabilisticEnsemble._forward_member_by_member
+    monkeypatch.setattr(ProbabilisticEnsemble, "_forward_member_by_member",
+                        lambda self, x, members: calls.append(x.shape[0]) or original(self, x, members))
+    model = ProbabilisticEnsemble(3, 2, num_members=5, hidden_sizes=(16, 16))
+    state, action = torch.randn(1, 40, 3).expand(5, 40, 3), torch.randn(5, 40, 2)
+    with torch.no_grad():
+        mean, std, term = model(state, action)
+        assert calls == [5]
+        subset = model(state[:3], action[:3], members=torch.tensor([4, 1, 3]))
+        assert calls == [5, 3]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(state, action)
+        single = ProbabilisticEnsemble(3, 2, num_members=1, hidden_sizes=(16, 16))(state[:1], action[:1])
+    assert calls == [5, 3] and low[0].shape == mean.shape and single[0].shape == (1, 40, 3)
+    batched = model(state, action)
+    assert calls == [5, 3]
+    for a, b in zip(batched, (mean, std, term)):
+        torch.testing.assert_close(a.detach(), b)
+    for a, b in zip(model(state[:3], action[:3], members=torch.tensor([4, 1, 3])), subset):
+        torch.testing.assert_close(a.detach(), b)
+
+
 def test_a_sampled_step_adds_the_noise_it_is_given_and_refuses_noise_of_another_shape():
     torch.manual_seed(0)
     model = ProbabilisticEnsemble(3, 2, num_members=2, hidden_sizes=(8,))
