@@ -258,6 +258,11 @@ def test_a_round_of_batches_is_drawn_at_once_from_a_uniform_buffer_with_the_same
     torch.manual_seed(0)
     again = torch.cat([b["item"] for b in level.sample_batches(2000)])
     assert torch.equal(items, again)  # the global seed (or the storage's generator) fixes the draw
+    reads = []
+    storage_get = level.replay_buffer.storage.get
+    level.replay_buffer.storage.get = lambda index: reads.append(index.numel()) or storage_get(index)
+    assert len(list(level.sample_batches(150, group=64))) == 150
+    assert reads == [64 * 4, 64 * 4, 22 * 4]  # a bounded group of batches per storage read
 
 
 def test_any_other_buffer_is_asked_batch_by_batch():
