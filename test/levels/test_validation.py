@@ -166,9 +166,8 @@ class _Quadratic(LossModule):
 def test_a_gradient_step_with_a_non_finite_loss_is_skipped_and_counted(bad):
     loss = _Quadratic()
     optimizer = torch.optim.Adam(loss.parameters(), lr=0.1)
-    targets = iter([torch.zeros(3), torch.tensor([0.0, bad, 0.0]), torch.zeros(3)])
-    sample = lambda: TensorDict({"target": next(targets)}, [])  # noqa: E731
-    metrics = gradient_steps(loss, optimizer, None, sample, 3, max_grad_norm=10.0)
+    batches = [TensorDict({"target": t}, []) for t in (torch.zeros(3), torch.tensor([0.0, bad, 0.0]), torch.zeros(3))]
+    metrics = gradient_steps(loss, optimizer, None, batches, max_grad_norm=10.0)
     assert metrics["skipped_steps"] == 1.0
     assert torch.isfinite(loss.w).all() and (loss.w < 1.0).all()  # the two good steps moved it
     state = optimizer.state[loss.w]
@@ -179,8 +178,8 @@ def test_a_gradient_step_with_a_non_finite_loss_is_skipped_and_counted(bad):
 def test_every_step_skipped_reports_no_loss_but_the_count():
     loss = _Quadratic()
     optimizer = torch.optim.Adam(loss.parameters(), lr=0.1)
-    sample = lambda: TensorDict({"target": torch.full((3,), float("nan"))}, [])  # noqa: E731
-    metrics = gradient_steps(loss, optimizer, None, sample, 2, max_grad_norm=10.0)
+    batches = [TensorDict({"target": torch.full((3,), float("nan"))}, []) for _ in range(2)]
+    metrics = gradient_steps(loss, optimizer, None, batches, max_grad_norm=10.0)
     assert metrics == {"skipped_steps": 2.0}
     assert torch.equal(loss.w, torch.ones(3)) and not optimizer.state
 
