@@ -251,6 +251,8 @@ def test_a_round_of_batches_is_drawn_at_once_from_a_uniform_buffer_with_the_same
     torch.manual_seed(0)
     batches = list(level.sample_batches(2000))
     assert len(batches) == 2000 and all(b.batch_size == torch.Size([4]) for b in batches)
+    assert set(batches[0].keys()) == set(filled_buffer().sample().keys())  # the entries `sample` gives
+    assert all(torch.equal(b["index"], b["item"]) for b in batches[:20])  # "index": the row's place in the storage
     items = torch.cat([b["item"] for b in batches])
     assert int(items.min()) == 0 and int(items.max()) == 49  # every stored item, nothing else
     counts = torch.bincount(items, minlength=50).float()

@@ -18,7 +18,7 @@ import torch
 from tensordict import TensorDictBase
 from tensordict.nn import TensorDictModuleBase
 from tensordict.utils import NestedKey
-from torchrl.data import Categorical, Composite, RandomSampler, ReplayBuffer, TensorSpec
+from torchrl.data import Categorical, Composite, RandomSampler, ReplayBuffer, TensorDictReplayBuffer, TensorSpec
 from torchrl.envs.utils import ExplorationType, exploration_type
 
 from torchrl_layered.keys import ACTING, INSTANCE, NEXT_DURATION, STEPS, TRANSITION_STATE, stacked_key
@@ -365,7 +365,10 @@ class Level(TensorDictModuleBase):
         for start in range(0, num, group):
             count = min(group, num - start)
             index, _ = buffer.sampler.sample(buffer.storage, count * size)
-            yield from buffer.storage[index].to(self.device).reshape(count, size).unbind(0)
+            data = buffer.storage[index]
+            if isinstance(buffer, TensorDictReplayBuffer):  # its ``sample`` records where each row came from
+                data.set("index", index)
+            yield from data.to(self.device).reshape(count, size).unbind(0)
 
     def _buffer(self) -> ReplayBuffer:
         if self.replay_buffer is None:
