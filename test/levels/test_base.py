@@ -275,3 +275,11 @@ def test_any_other_buffer_is_asked_batch_by_batch():
     level.replay_buffer = filled_buffer()
     level.replay_buffer.append_transform(lambda td: td.set("item", td["item"] + 1000))
     assert all(bool((b["item"] >= 1000).all()) for b in level.sample_batches(3))  # the transform is applied
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, True])
+def test_a_round_of_batches_refuses_a_group_that_is_not_a_positive_int(bad):
+    level = RandomLevel()
+    level.replay_buffer = filled_buffer()
+    with pytest.raises(ValueError, match=r"RandomLevel.sample_batches needs an int group >= 1"):
+        next(level.sample_batches(3, group=bad))

@@ -356,6 +356,8 @@ class Level(TensorDictModuleBase):
         other buffer is sampled batch by batch as the updates go, so a sampler that learns from
         them (priorities) sees each one.
         """
+        if isinstance(group, bool) or not isinstance(group, int) or group < 1:
+            raise ValueError(f"{type(self).__name__}.sample_batches needs an int group >= 1; got {group!r}")
         buffer = self._buffer()
         size = buffer.batch_size
         if not (size and type(buffer.sampler) is RandomSampler and not len(buffer.transform)
