@@ -2,11 +2,13 @@
 `RandomPolicy` on the same envs: the hierarchy's overhead as a ratio, measured in one run
 (alternating rounds, median ratio), and as the time it adds to each batched env step.
 
-The added time is the same whatever the number of instances (the option bookkeeping works on
+The added time grows little with the number of instances (the option bookkeeping works on
 ``[num_envs, num_levels]`` tensors, a few dozen small ops and carried entries a step), so the
 ratio falls as the env's own step grows: run it with ``--num-envs 32`` or ``128`` to see it.
 
     python benchmarks/hierarchy_overhead.py [--num-envs 8] [--frames 40000] [--rounds 3]
+
+``--frames`` defaults to 5000 batched steps and ``--frames-per-batch`` to 100.
 """
 from __future__ import annotations
 
@@ -40,10 +42,12 @@ def steps_per_second(env, policy, frames: int, frames_per_batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-envs", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=40_000)
-    parser.add_argument("--frames-per-batch", type=int, default=800)
+    parser.add_argument("--frames", type=int, default=None, help="env steps per run (default: 5000 batched steps)")
+    parser.add_argument("--frames-per-batch", type=int, default=None, help="default: 100 batched steps")
     parser.add_argument("--rounds", type=int, default=3, help="alternating plain / hierarchy runs")
     args = parser.parse_args()
+    frames = args.frames or 5000 * args.num_envs
+    frames_per_batch = args.frames_per_batch or 100 * args.num_envs
     torch.set_num_threads(1)
 
     base = make_env("Pendulum-v1", args.num_envs)
@@ -58,11 +62,11 @@ def main() -> None:
     )
     layered_env = TransformedEnv(env, hierarchy.make_transform())
     print(machine_line())
-    print(f"{args.num_envs} x Pendulum-v1, {args.frames} frames per run")
+    print(f"{args.num_envs} x Pendulum-v1, {frames} frames per run")
     ratios, added = [], []
     for _ in range(args.rounds):  # alternating, so that a change in the machine's speed hits both
-        plain = steps_per_second(base, RandomPolicy(base.full_action_spec), args.frames, args.frames_per_batch)
-        layered = steps_per_second(layered_env, hierarchy, args.frames, args.frames_per_batch)
+        plain = steps_per_second(base, RandomPolicy(base.full_action_spec), frames, frames_per_batch)
+        layered = steps_per_second(layered_env, hierarchy, frames, frames_per_batch)
         ratios.append(plain / layered)
         # per batched step of all instances
         added.append(1e6 * args.num_envs * (1 / layered - 1 / plain))
