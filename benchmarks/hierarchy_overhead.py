@@ -46,8 +46,11 @@ def main() -> None:
     parser.add_argument("--frames-per-batch", type=int, default=None, help="default: 100 batched steps")
     parser.add_argument("--rounds", type=int, default=3, help="alternating plain / hierarchy runs")
     args = parser.parse_args()
-    frames = args.frames or 5000 * args.num_envs
-    frames_per_batch = args.frames_per_batch or 100 * args.num_envs
+    frames = 5000 * args.num_envs if args.frames is None else args.frames
+    frames_per_batch = 100 * args.num_envs if args.frames_per_batch is None else args.frames_per_batch
+    if min(args.num_envs, args.rounds, frames_per_batch) < 1 or frames < 2 * frames_per_batch:
+        parser.error("--num-envs, --rounds and --frames-per-batch must be >= 1, and --frames at least two batches "
+                     "(the first is a warm-up, not timed)")
     torch.set_num_threads(1)
 
     base = make_env("Pendulum-v1", args.num_envs)

@@ -278,8 +278,22 @@ def test_any_other_buffer_is_asked_batch_by_batch():
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.0, True])
-def test_a_round_of_batches_refuses_a_group_that_is_not_a_positive_int(bad):
+def test_a_round_of_batches_refuses_a_group_that_is_not_a_positive_int_at_the_call(bad):
     level = RandomLevel()
     level.replay_buffer = filled_buffer()
     with pytest.raises(ValueError, match=r"RandomLevel.sample_batches needs an int group >= 1"):
-        next(level.sample_batches(3, group=bad))
+        level.sample_batches(3, group=bad)  # refused at the call, before any batch is asked for
+
+
+@pytest.mark.parametrize("bad", [-1, 3.0, False, None])
+def test_a_round_of_batches_refuses_a_count_that_is_not_a_non_negative_int(bad):
+    level = RandomLevel()
+    level.replay_buffer = filled_buffer()
+    with pytest.raises(ValueError, match=r"RandomLevel.sample_batches needs an int num >= 0"):
+        level.sample_batches(bad)
+    assert list(level.sample_batches(0)) == []  # an empty round draws nothing
+
+
+def test_a_round_of_batches_without_a_buffer_is_refused_at_the_call():
+    with pytest.raises(RuntimeError, match="has no replay buffer"):
+        RandomLevel().sample_batches(3)

@@ -356,9 +356,13 @@ class Level(TensorDictModuleBase):
         other buffer is sampled batch by batch as the updates go, so a sampler that learns from
         them (priorities) sees each one.
         """
-        if isinstance(group, bool) or not isinstance(group, int) or group < 1:
-            raise ValueError(f"{type(self).__name__}.sample_batches needs an int group >= 1; got {group!r}")
-        buffer = self._buffer()
+        for name, value, least in (("num", num, 0), ("group", group, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{type(self).__name__}.sample_batches needs an int {name} >= {least}; got {value!r}")
+        # checked here, at the call; the batches come from a generator, drawn as they are asked for
+        return self._batches(self._buffer(), num, group)
+
+    def _batches(self, buffer: ReplayBuffer, num: int, group: int) -> Iterator[TensorDictBase]:
         size = buffer.batch_size
         if not (size and type(buffer.sampler) is RandomSampler and not len(buffer.transform)
                 and buffer.storage.ndim == 1):
