@@ -18,12 +18,26 @@ def synchronize(device: torch.device) -> None:
 
 
 def matmul_flops_per_second(device: torch.device | str = "cpu", size: int = 1024, repeats: int = 5,
-                            dtype: torch.dtype = torch.float32) -> float:
-    """FLOP/s of a ``size x size`` matmul in ``dtype`` on the current thread count, best of three rounds."""
+                            dtype: torch.dtype = torch.float32, budget_s: float = 2.0) -> float:
+    """FLOP/s of a ``size x size`` matmul in ``dtype`` on the current thread count, best of three rounds.
+
+    A dtype the CPU has no fast kernels for (bfloat16 without AVX-512 BF16 or AMX runs at ~1
+    GFLOP/s) would take minutes at full size: the matrices shrink until one call's time lets the
+    rounds fit in about ``budget_s``.
+    """
     device = torch.device(device)
+    probe = torch.randn(256, 256, device=device, dtype=dtype)
+    probe @ probe
+    synchronize(device)
+    start = time.perf_counter()
+    probe @ probe
+    synchronize(device)
+    per_flop = (time.perf_counter() - start) / (2 * 256**3)
+    while size > 256 and per_flop * 2 * size**3 * (3 * repeats + 2) > budget_s:
+        size //= 2
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(3):
+    for _ in range(2):
         a @ b
     synchronize(device)
     best = float("inf")
@@ -45,5 +59,5 @@ def machine_line(device: torch.device | str = "cpu", size: int = 1024) -> str:
     rate = matmul_flops_per_second(device, size, repeats)
     bf16 = matmul_flops_per_second(device, size, repeats, torch.bfloat16)
     kernels = f", {torch.backends.cpu.get_cpu_capability()}" if device.type == "cpu" else ""
-    return f"machine: {rate / 1e9:.1f} GFLOP/s dense float32 matmul, {bf16 / 1e9:.1f} bfloat16 ({size}x{size}, " \
+    return f"machine: {rate / 1e9:.1f} GFLOP/s dense float32 matmul, {bf16 / 1e9:.1f} bfloat16 (up to {size}x{size}, " \
            f"{device}, {torch.get_num_threads()} threads{kernels})"
