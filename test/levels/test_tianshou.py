@@ -10,6 +10,8 @@ import torch
 from omegaconf import OmegaConf
 from tensordict import TensorDict
 from torchrl.data import Bounded, Categorical, Unbounded
+from tianshou.algorithm import DQN
+from tianshou.utils.net.common import Net
 from tianshou.utils.torch_utils import policy_within_training_step, torch_train_mode
 from torchrl.envs import TransformedEnv
 
@@ -227,6 +229,75 @@ def test_a_round_of_updates_equals_tianshou_updates_one_by_one(make_config, acti
         torch.testing.assert_close(mine[key], reference[key], msg=key)
     start = initialized(make_config(), Unbounded((4,)), action_spec).algorithm.state_dict()
     assert any(not torch.allclose(mine[key], start[key]) for key in tensors if key in start)
+
+
+def _dqn_variant(**algorithm):
+    config = default_dqn_config(hidden_sizes=[16], target_update_freq=3)
+    config["algorithm"].update(algorithm)
+    return config
+
+
+DIRECT_CASES = {
+    "dqn-double-huber": (lambda: default_dqn_config(hidden_sizes=[16], target_update_freq=3), Categorical(3), None),
+    "dqn-nature-squared": (lambda: _dqn_variant(is_double=False, huber_loss_delta=None), Categorical(3), None),
+    "dqn-no-target-with-input": (lambda: _dqn_variant(target_update_freq=0), Categorical(3), Categorical(2)),
+    "sac-fixed-alpha": (lambda: default_sac_config(hidden_sizes=[16], alpha=0.2), Bounded(-2.0, 2.0, (1,)), None),
+    "sac-auto-alpha-with-input": (lambda: default_sac_config(hidden_sizes=[16]), Bounded(-2.0, 2.0, (2,)),
+                                  Bounded(-1.0, 1.0, (2,))),
+}
+
+
+@pytest.mark.parametrize("case", list(DIRECT_CASES))
+@pytest.mark.parametrize("discount_per", ["env_step", "option"])
+def test_direct_updates_equal_tianshou_updates(case, discount_per):
+    """`tianshou_direct`'s DQN and SAC updates reach tianshou's parameters, optimiser states and
+    losses bit for bit, over several rounds of semi-MDP transitions (options, terminal rows)."""
+    make_config, action_spec, input_spec = DIRECT_CASES[case]
+    runs = {}
+    for direct in (True, False):
+        torch.manual_seed(0)
+        level = initialized(make_config(), Unbounded((4,)), action_spec, input_spec, direct_updates=direct,
+                            batch_size=16, update_interval=1, num_updates=3, discount_per=discount_per)
+        assert (level._direct_update is not None) == direct
+        data = fake_transitions(64, 4, action_spec, input_spec)
+        torch.manual_seed(1)
+        metrics = []
+        for first in range(0, 64, 16):  # four rounds of 48 updates, the buffer growing between them
+            level.observe(data[first:first + 16])
+            metrics.append(level.learn())
+        runs[direct] = level, metrics
+    (ours, our_metrics), (theirs, their_metrics) = runs[True], runs[False]
+    assert our_metrics == [pytest.approx(m, rel=1e-12) for m in their_metrics] and our_metrics[0]
+    mine, reference = ours.state_dict(), theirs.state_dict()
+    tensors = [key for key, value in mine.items() if isinstance(value, torch.Tensor)]
+    assert any("algorithm" in key for key in tensors)
+    for key in tensors:
+        assert torch.equal(mine[key], reference[key]), key
+    for a, b in zip(ours.algorithm._optimizers, theirs.algorithm._optimizers, strict=True):
+        for sa, sb in zip(a._optim.state.values(), b._optim.state.values(), strict=True):
+            assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    start = initialized(make_config(), Unbounded((4,)), action_spec, input_spec).state_dict()
+    assert any(not torch.equal(mine[key], start[key]) for key in tensors if key in start)
+
+
+class SubclassedDQN(DQN):
+    """A user's DQN variant: its update may differ from DQN's."""
+
+
+class UsersNet(Net):
+    """A user's network class: its forward may read tianshou's ``info``."""
+
+
+def test_direct_updates_leave_other_algorithms_and_networks_to_tianshou():
+    """A subclass of the algorithm or a network of a class of the user's keeps tianshou's own update path."""
+    assert initialized(default_dqn_config(hidden_sizes=[16]), Unbounded((4,)), Categorical(3))._direct_update
+    assert initialized(default_sac_config(hidden_sizes=[16]))._direct_update
+    config = default_dqn_config(hidden_sizes=[16])
+    config["algorithm"]["_target_"] = f"{__name__}.SubclassedDQN"
+    assert initialized(config, Unbounded((4,)), Categorical(3))._direct_update is None
+    config = default_sac_config(hidden_sizes=[16])
+    config["actor"]["preprocess_net"]["_target_"] = f"{__name__}.UsersNet"
+    assert initialized(config)._direct_update is None
 
 
 def test_the_default_configs_build_fused_adam():
