@@ -280,6 +280,39 @@ def test_direct_updates_equal_tianshou_updates(case, discount_per):
     assert any(not torch.equal(mine[key], start[key]) for key in tensors if key in start)
 
 
+@pytest.mark.parametrize("make_config, action_spec, input_spec", [
+    (lambda: default_dqn_config(hidden_sizes=[16], eps_start=0.5, eps_end=0.5), Categorical(3), Categorical(2)),
+    (lambda: default_sac_config(hidden_sizes=[16]), Bounded(-2.0, 2.0, (2,)), Bounded(-1.0, 1.0, (2,))),
+], ids=["dqn-epsilon", "sac"])
+def test_direct_acting_equals_tianshou_acting(make_config, action_spec, input_spec):
+    """Exploring (sampled actions, epsilon-greedy) and deterministic, the direct
+    path picks tianshou's actions bit for bit from the same random state."""
+    levels = []
+    for direct in (True, False):
+        torch.manual_seed(0)
+        level = initialized(make_config(), Unbounded((4,)), action_spec, input_spec, direct_updates=direct)
+        assert (level._direct_act is not None) == direct
+        level.env_steps = 10_000  # past the warm-up
+        levels.append(level)
+    td = TensorDict({"observation": torch.randn(64, 4)}, [64])
+    if input_spec is not None:
+        td["level_input"] = input_spec.rand((64,))
+    actions = []
+    for level in levels:
+        torch.manual_seed(1)
+        np.random.seed(1)
+        level.train()
+        explored = [level.get_action(td) for _ in range(3)]
+        level.eval()
+        actions.append((explored, level.get_action(td)))
+    (ours, our_mode), (theirs, their_mode) = actions
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(our_mode, their_mode)
+    assert not torch.equal(ours[0], ours[1])  # exploring draws afresh
+    assert not torch.equal(ours[0], our_mode)
+
+
 class SubclassedDQN(DQN):
     """A user's DQN variant: its update may differ from DQN's."""
 
@@ -297,7 +330,16 @@ def test_direct_updates_leave_other_algorithms_and_networks_to_tianshou():
     assert initialized(config, Unbounded((4,)), Categorical(3))._direct_update is None
     config = default_sac_config(hidden_sizes=[16])
     config["actor"]["preprocess_net"]["_target_"] = f"{__name__}.UsersNet"
-    assert initialized(config)._direct_update is None
+    assert initialized(config)._direct_update is None and initialized(config)._direct_act is None
+
+
+def test_direct_acting_needs_networks_that_compute_alike_in_both_modes():
+    """Tianshou acts in eval mode: a network with dropout or batch norm keeps that switch."""
+    from torchrl_layered.levels.tianshou_direct import _mode_free
+
+    assert _mode_free(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.LayerNorm(2)))
+    for layer in (torch.nn.Dropout(0.1), torch.nn.BatchNorm1d(2), torch.nn.LSTM(2, 2)):
+        assert not _mode_free(torch.nn.Sequential(torch.nn.Linear(2, 2), layer))
 
 
 def test_the_default_configs_build_fused_adam():

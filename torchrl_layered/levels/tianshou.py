@@ -23,7 +23,7 @@ from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, Ten
 from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.tianshou_config import build, check_config, spec_placeholders, to_plain_config
-from torchrl_layered.levels.tianshou_direct import Columns, direct_update
+from torchrl_layered.levels.tianshou_direct import Columns, direct_act, direct_update
 from torchrl_layered.levels.tianshou_forward import lighten_forwards
 from torchrl_layered.levels.tianshou_polyak import ForeachPolyak
 from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, option_discount
@@ -118,10 +118,10 @@ class TianshouLevel(Level):
             steps (it goes on acting with what it learned); None: never stop.
         discount_per: ``"env_step"``: an option bootstraps with ``gamma ** duration`` (the
             algorithm's ``gamma`` is per env step), or ``"option"``: ``gamma`` per option.
-        direct_updates: run tianshou's DQN and SAC updates on tensors, without tianshou's
-            ``Batch`` routing (`torchrl_layered.levels.tianshou_direct`; the same parameters, bit
-            for bit, at about half the time an update); False, or any other algorithm: tianshou's
-            own update path.
+        direct_updates: run tianshou's DQN and SAC updates and acting on tensors, without
+            tianshou's ``Batch`` routing (`torchrl_layered.levels.tianshou_direct`; the same
+            parameters and actions, bit for bit, in less time); False, or any other algorithm:
+            tianshou's own path.
         input_spec: the spec of the option it accepts from a parent (``None``: top only).
         control_interval: own steps before it hands control back (``None``: episode end).
 
@@ -186,6 +186,7 @@ class TianshouLevel(Level):
             ForeachPolyak(lagged)
         lighten_forwards(self.algorithm)
         self._direct_update = direct_update(self.algorithm, self.discount_per) if self.direct_updates else None
+        self._direct_act = direct_act(self.algorithm) if self.direct_updates else None
         # no default batch size: `learn` draws several updates' batches at once
         self.replay_buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(self.buffer_size))
 
@@ -215,11 +216,13 @@ class TianshouLevel(Level):
     @torch.no_grad()
     def _raw_action(self, obs: torch.Tensor, explore: bool) -> np.ndarray:
         policy = self.policy
+        epsilon = self.epsilon if explore else None
+        if epsilon is not None:
+            policy.set_eps_training(epsilon)
+        if self._direct_act is not None:
+            return self._direct_act(obs, explore)
         batch = Batch(obs=obs, info={})
         if explore:  # inside a training step: sampled actions, exploration noise / epsilon
-            epsilon = self.epsilon
-            if epsilon is not None:
-                policy.set_eps_training(epsilon)
             with policy_within_training_step(policy), torch_train_mode(policy, False):
                 return policy.add_exploration_noise(to_numpy(policy(batch).act), batch)
         # outside a training step and with deterministic_eval forced on: the mode / argmax
