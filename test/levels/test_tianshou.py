@@ -649,3 +649,13 @@ def test_updates_with_the_lightened_forwards_equal_tianshous_own(monkeypatch):
     assert tensors
     for key in tensors:
         torch.testing.assert_close(mine[key], reference[key], rtol=0, atol=0, msg=key)
+
+
+def test_a_pickled_level_updates_and_acts_with_its_own_copy_of_the_algorithm():
+    """A collector worker's copy: the direct paths follow the copy's networks, not the original's."""
+    import pickle
+
+    level = initialized(default_sac_config(hidden_sizes=[16]))
+    copied = pickle.loads(pickle.dumps(level))
+    assert copied._direct_update.args[0] is copied.algorithm
+    assert copied._direct_act.args[0] is copied.policy

@@ -16,6 +16,7 @@ mode. Any other algorithm, policy or network keeps tianshou's path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from types import SimpleNamespace
 from typing import Callable
 
@@ -99,7 +100,7 @@ def _disjoint(*modules: torch.nn.Module) -> bool:
     return len(ids) == len(set(ids))
 
 
-def _dqn_update(algorithm: DQN, data: Columns, gamma: float, discount_per: DiscountPer) -> dict[str, torch.Tensor]:
+def _dqn_update(algorithm: DQN, data: Columns, discount_per: DiscountPer) -> dict[str, torch.Tensor]:
     """tianshou's ``DQN`` update (double or Nature targets, Huber or squared loss) on ``data``."""
     policy, n = algorithm.policy, data.obs.shape[0]
     with torch.no_grad():  # _target_q
@@ -112,7 +113,7 @@ def _dqn_update(algorithm: DQN, data: Columns, gamma: float, discount_per: Disco
             target_q = target_next.gather(1, online_next.argmax(dim=1, keepdim=True)).squeeze(1)
         else:
             target_q = target_next.max(dim=1)[0]
-    returns = smdp_returns(data.rew, data.duration, data.terminated, target_q, gamma, discount_per)
+    returns = smdp_returns(data.rew, data.duration, data.terminated, target_q, algorithm.gamma, discount_per)
     algorithm._periodically_update_lagged_network_weights()
     q_all, _ = policy.model(data.obs, state=None)
     q = q_all.gather(1, data.act.reshape(n, 1)).squeeze(1)
@@ -135,14 +136,14 @@ def _sac_action(policy: SACPolicy, obs: torch.Tensor) -> tuple[torch.Tensor, tor
     return squashed, correct_log_prob_gaussian_tanh(dist.log_prob(act).unsqueeze(-1), squashed)
 
 
-def _sac_update(algorithm: SAC, data: Columns, gamma: float, discount_per: DiscountPer) -> dict[str, torch.Tensor | float]:
+def _sac_update(algorithm: SAC, data: Columns, discount_per: DiscountPer) -> dict[str, torch.Tensor | float]:
     """tianshou's ``SAC`` update (two critics, fixed or tuned temperature) on ``data``."""
     policy = algorithm.policy
     with torch.no_grad():  # _target_q: the lagged critics at the policy's next action, less the entropy term
         act_next, log_prob_next = _sac_action(policy, data.obs_next)
         min_q = torch.min(algorithm.critic_old(data.obs_next, act_next), algorithm.critic2_old(data.obs_next, act_next))
         target_q = min_q - algorithm.alpha.value * log_prob_next
-    returns = smdp_returns(data.rew, data.duration, data.terminated, target_q, gamma, discount_per).flatten()
+    returns = smdp_returns(data.rew, data.duration, data.terminated, target_q, algorithm.gamma, discount_per).flatten()
     # the critics share nothing: their two steps run as one backward pass
     critic_losses = [((critic(data.obs, data.act).flatten() - returns).pow(2) * 1.0).mean()
                      for critic in (algorithm.critic, algorithm.critic2)]
@@ -176,14 +177,13 @@ def direct_update(algorithm: torch.nn.Module, discount_per: DiscountPer) -> Dire
     """
     if getattr(algorithm, "lr_schedulers", None):  # stepped per update by tianshou's path
         return None
-    gamma = algorithm.gamma
     if type(algorithm) is DQN and type(algorithm.policy) is DiscreteQLearningPolicy \
             and _standard_nets(algorithm.policy.model):
-        return lambda data: _dqn_update(algorithm, data, gamma, discount_per)
+        return partial(_dqn_update, algorithm, discount_per=discount_per)  # a partial pickles with its level
     if type(algorithm) is SAC and type(algorithm.policy) is SACPolicy \
             and _standard_nets(algorithm.policy.actor, algorithm.critic, algorithm.critic2) \
             and _disjoint(algorithm.policy, algorithm.critic, algorithm.critic2):
-        return lambda data: _sac_update(algorithm, data, gamma, discount_per)
+        return partial(_sac_update, algorithm, discount_per=discount_per)
     return None
 
 
@@ -218,7 +218,7 @@ def direct_act(algorithm: torch.nn.Module) -> DirectAct | None:
     policy = getattr(algorithm, "policy", None)
     if type(algorithm) is DQN and type(policy) is DiscreteQLearningPolicy \
             and _standard_nets(policy.model) and _mode_free(policy):
-        return lambda obs, explore: _dqn_act(policy, obs, explore)
+        return partial(_dqn_act, policy)
     if type(algorithm) is SAC and type(policy) is SACPolicy and _standard_nets(policy.actor) and _mode_free(policy):
-        return lambda obs, explore: _sac_act(policy, obs, explore)
+        return partial(_sac_act, policy)
     return None
