@@ -23,10 +23,10 @@ from torchrl.data import Bounded, Categorical, Composite, LazyTensorStorage, Ten
 from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.levels.base import Level
 from torchrl_layered.levels.tianshou_config import build, check_config, spec_placeholders, to_plain_config
-from torchrl_layered.levels.tianshou_direct import Columns, direct_act, direct_update
+from torchrl_layered.levels.tianshou_direct import Columns, direct_act, direct_update, smdp_returns
 from torchrl_layered.levels.tianshou_forward import lighten_forwards
 from torchrl_layered.levels.tianshou_polyak import ForeachPolyak
-from torchrl_layered.objectives.discount import DiscountPer, check_discount_per, option_discount
+from torchrl_layered.objectives.discount import DiscountPer, check_discount_per
 
 
 class SMDPReturn:
@@ -52,12 +52,11 @@ class SMDPReturn:
         self.calls += 1
         with torch.no_grad():
             target_q = target_q_fn(buffer, indices)
-        target_q = target_q.reshape(len(indices), -1)
-        reward = to_torch_as(np.asarray(batch.rew, dtype=np.float32), target_q).reshape(-1, 1)
-        duration = to_torch_as(np.asarray(batch.info.duration, dtype=np.float32), target_q).reshape(-1, 1)
-        not_terminated = to_torch_as(~np.asarray(batch.terminated, dtype=bool), target_q).reshape(-1, 1)
+        reward = to_torch_as(np.asarray(batch.rew, dtype=np.float32), target_q)
+        duration = to_torch_as(np.asarray(batch.info.duration, dtype=np.float32), target_q)
+        terminated = torch.as_tensor(np.asarray(batch.terminated, dtype=bool), device=target_q.device)
         # the semi-MDP TD target: the next value is discounted over the option's duration
-        batch.returns = reward + option_discount(gamma, duration, self.discount_per) * not_terminated * target_q
+        batch.returns = smdp_returns(reward, duration, terminated, target_q, gamma, self.discount_per)
         if hasattr(batch, "weight"):
             batch.weight = to_torch_as(batch.weight, target_q)
         return batch
