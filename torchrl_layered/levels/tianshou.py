@@ -4,8 +4,9 @@ The algorithm is built from a config (a dict or a Hydra/OmegaConf config of ``_t
 entries with placeholders filled from the level's specs; the layout is documented in
 `torchrl_layered.levels.tianshou_config`). The level acts with the algorithm's policy, keeps
 its semi-MDP transitions in a TorchRL replay buffer, and at each update hands a sampled batch
-to the algorithm's own ``update`` as a tianshou ``ReplayBuffer``. Targets are discounted per
-transition with ``gamma ** duration`` (`SMDPReturn`), so the level can sit above others.
+to the algorithm's own update steps as a tianshou ``ReplayBuffer`` (for tianshou's DQN and SAC,
+the same steps run on tensors: `tianshou_direct`). Targets are discounted per transition with
+``gamma ** duration`` (`SMDPReturn`), so the level can sit above others.
 """
 from __future__ import annotations
 
@@ -101,8 +102,8 @@ class TianshouLevel(Level):
     Every ``update_interval`` new transitions it runs ``num_updates`` updates, once the buffer
     holds ``batch_size`` transitions and ``warm_up_steps`` env steps have passed (actions are
     uniformly random until then). A round of updates draws all its batches at once, converts
-    them once (as `to_tianshou_buffer`) and calls ``algorithm.update`` on each inside one
-    training step; TD targets
+    them once (as `to_tianshou_buffer`) and runs the algorithm's update steps on each inside
+    one training step (DQN and SAC on tensors, `tianshou_direct`); TD targets
     use ``gamma ** duration`` (`SMDPReturn`). On-policy algorithms (PPO, A2C, ...) are refused.
 
     Args:
