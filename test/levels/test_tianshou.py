@@ -333,6 +333,12 @@ def test_direct_updates_leave_other_algorithms_and_networks_to_tianshou():
     assert initialized(config)._direct_update is None and initialized(config)._direct_act is None
 
 
+@pytest.mark.parametrize("value", ["false", 0, None])
+def test_direct_updates_must_be_a_bool(value):
+    with pytest.raises(TypeError, match="direct_updates"):
+        TianshouLevel(default_dqn_config(hidden_sizes=[16]), direct_updates=value)
+
+
 def test_direct_acting_needs_networks_that_compute_alike_in_both_modes():
     """Tianshou acts in eval mode: a network with dropout or batch norm keeps that switch."""
     from torchrl_layered.levels.tianshou_direct import _mode_free

@@ -79,6 +79,13 @@ def _load_tianshou_optimizers(module: Algorithm, state_dict: dict, prefix: str, 
 _ROWS_PER_DRAW = 16_384
 
 
+def _total(values: list) -> float:
+    """The sum of one loss over a round: floats (tianshou's path), or tensors (direct updates) read in one transfer."""
+    if values and isinstance(values[0], torch.Tensor):
+        return float(torch.stack(values).cpu().double().sum())
+    return float(sum(values))
+
+
 def _tianshou_buffer(arrays: dict[str, np.ndarray]) -> ReplayBuffer:
     """A tianshou ``ReplayBuffer`` holding the columns of `TianshouLevel._tianshou_arrays` in order."""
     data = {key: value for key, value in arrays.items() if key != "duration"}
@@ -147,7 +154,9 @@ class TianshouLevel(Level):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.direct_updates = bool(direct_updates)
+        if not isinstance(direct_updates, bool):
+            raise TypeError(f"TianshouLevel needs a bool direct_updates; got {direct_updates!r}")
+        self.direct_updates = direct_updates
         self.discount_per = check_discount_per(discount_per, "TianshouLevel")
         for name, value, low in [("buffer_size", buffer_size, 1), ("batch_size", batch_size, 1)]:
             if not isinstance(value, int) or value < low:
@@ -316,8 +325,7 @@ class TianshouLevel(Level):
                 for stats in self._round(drawn, count):
                     for key, value in stats.items():
                         values.setdefault(key, []).append(value)
-        # a direct update's losses are tensors: read once, after the round
-        metrics = {key: float(torch.as_tensor(value, dtype=torch.float64).sum()) / num for key, value in values.items()}
+        metrics = {key: _total(value) / num for key, value in values.items()}
         if self.epsilon is not None:
             metrics["epsilon"] = self.epsilon
         return metrics
