@@ -283,23 +283,10 @@ class TianshouLevel(Level):
     def _tianshou_arrays(self, transitions: TensorDictBase) -> dict[str, np.ndarray]:
         """The transitions' columns as numpy arrays, in tianshou's names (``duration``: the option's)."""
         n = transitions.shape[0]
-        level_input = transitions.get("level_input", None)
-
-        def column(key, dtype):  # one scalar per transition
-            return transitions.get(key).reshape(n).detach().cpu().numpy().astype(dtype)
-
-        action = transitions.get("raw_action")
-        discrete = isinstance(self.action_spec, Categorical)
-        return {
-            "obs": self.policy_input(transitions.get("observation"), level_input).detach().cpu().numpy(),
-            "act": action.reshape(n).cpu().numpy().astype(np.int64) if discrete else action.detach().cpu().numpy(),
-            "rew": column(("next", "reward"), np.float32),
-            "terminated": column(("next", "terminated"), bool),
-            "truncated": column(("next", "truncated"), bool),
-            "done": column(("next", "done"), bool),
-            "obs_next": self.policy_input(transitions.get(("next", "observation")), level_input).detach().cpu().numpy(),
-            "duration": column(NEXT_DURATION, np.float32),
-        }
+        columns = {name: value.detach().cpu().numpy() for name, value in vars(self._columns(transitions)).items()}
+        for key in ("truncated", "done"):
+            columns[key] = transitions.get(("next", key)).reshape(n).detach().cpu().numpy().astype(bool)
+        return columns
 
     def targets(self, transitions: TensorDictBase) -> torch.Tensor:
         """The TD targets ``[n, 1]`` the algorithm's critic would regress onto for these transitions."""
