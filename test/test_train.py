@@ -336,7 +336,7 @@ def test_the_command_line_refuses_a_bad_value_in_one_line_without_a_traceback(tm
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.learning
+@pytest.mark.learning(minutes=4)
 @pytest.mark.parametrize("planning_dtype", PLANNING_DTYPES)
 def test_the_default_run_learns_to_hold_the_pendulum_up(tmp_path, planning_dtype):
     result = train(compose_config(["progress_bar=false", f"hierarchy.kwargs.planning_dtype={planning_dtype}"]), tmp_path)

@@ -205,7 +205,7 @@ def skill_end_spread(level: SPlaTESLevel, maze: Maze2D, starts, skills, goal, st
     return float((end - end.mean(1, keepdim=True)).norm(dim=-1).pow(2).mean(1).sqrt().mean())
 
 
-@pytest.mark.learning
+@pytest.mark.learning(minutes=3)
 def test_skills_become_diverse_after_a_short_budget():
     """End positions of 8 skills from the same starts spread far more once SPlaTES has learned.
 
@@ -250,7 +250,7 @@ def test_skills_become_diverse_after_a_short_budget():
         f"trained spread {trained_spread:.3f} vs initial {initial_spread:.3f} / random {random_spread:.3f}")
 
 
-@pytest.mark.learning
+@pytest.mark.learning(minutes=22)
 def test_planner_over_splates_reaches_and_holds_goals_on_the_medium_maze_within_24k_env_steps(tmp_path):
     """`benchmarks/skills_maze.py` on a budget of 24,000 env steps (4 instances), the skills frozen
     after 16,000 stored steps so that the planner refits its model of them over the rest:

@@ -96,7 +96,7 @@ def train_and_evaluate(her: str = "episode", seed: int = 0, env_steps: int = 600
     return results
 
 
-@pytest.mark.learning
+@pytest.mark.learning(minutes=6)
 def test_goal_based_tdmpc2_with_her_reaches_goals_in_the_open_maze():
     torch.set_num_threads(1)
     (result,) = train_and_evaluate("episode", seed=0).values()

@@ -21,7 +21,7 @@ def cpu_config():
     return cfg
 
 
-@pytest.mark.learning
+@pytest.mark.learning(minutes=12)
 @pytest.mark.parametrize("planning_dtype, update_dtype", [
     ("float32", "float32"),
     pytest.param("bfloat16", "float32", marks=BFLOAT16_UNITS),

@@ -582,7 +582,7 @@ def evaluate(hierarchy: Hierarchy, name: str, max_steps: int, num_envs: int = 5,
     return float((reward * first_episode).sum(-1).mean())
 
 
-@pytest.mark.learning
+@pytest.mark.learning(minutes=2)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_dqn_learns_cartpole_in_15k_steps(seed):
     """The reference library's acceptance run for its model-free level, on three seeds: 3 instances,
@@ -593,7 +593,7 @@ def test_dqn_learns_cartpole_in_15k_steps(seed):
     assert score > 200, f"seed {seed}: mean evaluation return {score:.0f}"
 
 
-@pytest.mark.learning
+@pytest.mark.learning(minutes=2)
 def test_sac_learns_inverted_pendulum_in_15k_steps():
     # two updates of 128 per vector step (3 transitions)
     level = TianshouLevel(default_sac_config(), batch_size=128, update_interval=3, num_updates=2)
