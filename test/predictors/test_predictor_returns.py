@@ -48,20 +48,20 @@ def test_a_compiled_rollout_gets_its_sampling_noise_drawn_outside_from_the_gener
         return run
 
     monkeypatch.setattr(torch, "compile", recording_compile)
-    predictor = make(5, compile_rollout=True)
+    predictor = make(7, compile_rollout=True)
     s, c = predictor.encode(torch.randn(2, 3))
-    actions = torch.rand(2, 6, 4, 2) * 2 - 1  # 36 rollouts per member: chunks of 5
+    actions = torch.rand(2, 5, 4, 2) * 2 - 1  # 10 candidates x 3 particles per member: chunks of whole candidates
     with torch.no_grad():
         first = predictor.returns(s, c, actions, particles=3, generator=torch.Generator().manual_seed(1))
-        assert len(noises) == 8 and all(n is not None and n.shape == (4, 3, 5 if i < 7 else 1, 3)
-                                        for i, n in enumerate(noises)), [tuple(n.shape) for n in noises]
+        assert len(noises) == 5 and all(n is not None and n.shape == (4, 3, 6, 3) for n in noises), \
+            [tuple(n.shape) for n in noises]
         again = predictor.returns(s, c, actions, particles=3, generator=torch.Generator().manual_seed(1))
         other = predictor.returns(s, c, actions, particles=3, generator=torch.Generator().manual_seed(2))
         noises.clear()
         predictor.returns(s, c, actions, particles=3, deterministic=True)
     torch.testing.assert_close(first, again)
     assert not torch.equal(first, other)
-    assert (first.reshape(2, 6, 3, 3).std(-1) > 0).all(), "sampled particles of one member must differ"
+    assert (first.reshape(2, 5, 3, 3).std(-1) > 0).all(), "sampled particles of one member must differ"
     assert noises and all(n is None for n in noises), "deterministic rollouts draw nothing"
 
 
@@ -119,3 +119,49 @@ def test_bfloat16_rollouts_return_float32_near_the_float32_returns(deterministic
 def test_an_unknown_planning_dtype_is_refused(dtype):
     with pytest.raises(ValueError, match="planning_dtype must be one of"):
         make(7, planning_dtype=dtype)
+
+
+class _NoParticlesModel(torch.nn.Module):
+    """An ensemble whose ``step`` does not take ``particles``: every particle is stepped on its own."""
+
+    def __init__(self, ensemble):
+        super().__init__()
+        self.ensemble = ensemble
+        self.num_elites = ensemble.num_elites
+
+    def step(self, state, action, context=None, *, deterministic=False, generator=None, noise=None):
+        return self.ensemble.step(state, action, context, deterministic=deterministic, generator=generator, noise=noise)
+
+
+@pytest.mark.parametrize("chunk", [6, None])
+@pytest.mark.parametrize("particles", [2, 3])
+def test_particles_sharing_their_first_step_give_the_returns_of_particles_stepped_one_by_one(chunk, particles):
+    """The first imagined step (and reward) computed once per candidate: the same sampled returns, with
+    the same draws, as rolling out every particle as a candidate of its own, and as a model that
+    steps every particle itself."""
+    predictor = make(chunk)
+    one_by_one = make(chunk)  # chunks of 6 rollouts: whole candidates for 2 and 3 particles
+    one_by_one.load_state_dict(predictor.state_dict())
+    own_steps = Predictor(predictor.encoder, _NoParticlesModel(predictor.model), predictor.reward, predictor.value,
+                          rollout_chunk=chunk)
+    assert predictor.model_takes_particles and not own_steps.model_takes_particles
+    s, c = predictor.encode(torch.randn(3, 3))
+    actions = torch.rand(3, 4, 5, 2) * 2 - 1
+    repeated = actions.repeat_interleave(particles, 1)  # every particle a candidate: the same row order
+    with torch.no_grad():
+        got = predictor.returns(s, c, actions, particles=particles, gamma=0.9, generator=torch.Generator().manual_seed(5))
+        alone = one_by_one.returns(s, c, repeated, particles=1, gamma=0.9, generator=torch.Generator().manual_seed(5))
+        stepped = own_steps.returns(s, c, actions, particles=particles, gamma=0.9,
+                                    generator=torch.Generator().manual_seed(5))
+    expected = alone.reshape(3, 4, particles, 3).transpose(2, 3).reshape(3, 4, 3 * particles)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(stepped, expected)
+    assert (got.reshape(3, 4, 3, particles).std(-1) > 0).all(), "particles of one member must still differ"
+
+
+def test_a_known_model_spreads_its_step_over_particles():
+    model = KnownModel(lambda state, action, context: state + action.sum(-1, keepdim=True))
+    state, action = torch.randn(1, 4, 3), torch.randn(1, 4, 2)
+    next_state, term = model.step(state, action, particles=3)
+    assert next_state.shape == (1, 12, 3) and term.shape == (1, 12)
+    torch.testing.assert_close(next_state.reshape(1, 4, 3, 3), (state + action.sum(-1, keepdim=True))[:, :, None].expand(1, 4, 3, 3))

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchrl_layered.modules.in_place import IN_PLACE_ACTIVATIONS, activate
+from torchrl_layered.modules.particles import spread_particles
 
 
 def check_outcomes(state: torch.Tensor, outcome: torch.Tensor, name: str) -> None:
@@ -208,13 +209,19 @@ class ProbabilisticEnsemble(nn.Module):
         deterministic: bool = False,
         generator: torch.Generator | None = None,
         noise: torch.Tensor | None = None,
+        particles: int = 1,
     ):
         """One imagined step for particles ``[E, N, *]`` of the elite members: ``(s', p_term)``.
 
         A sampled step adds ``std * noise``: ``noise`` standard normal draws of the next state's
         shape where given (drawn by the caller, e.g. outside a compiled rollout), else drawn here.
+        With ``particles > 1`` each input row stands for that many particles in the same state
+        (`spread_particles`): the prediction is computed once per row and each particle draws
+        its own noise, so the outputs are ``[E, N * particles, *]``.
         """
         mean, std, term = self(state, action, context, members=self._prediction_members())
+        if particles > 1:
+            mean, std, term = (spread_particles(x, particles) for x in (mean, std, term))
         if deterministic:
             return mean, term
         if noise is not None:

@@ -18,6 +18,7 @@ from torchrl_layered.predictors.encoders import Encoder
 from torchrl_layered.modules.compiled import compiled_attribute
 from torchrl_layered.modules.precision import autocast_dtype, autocast_to
 from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
+from torchrl_layered.modules.particles import spread_particles
 from torchrl_layered.modules.in_place import run_sequential
 
 
@@ -30,8 +31,9 @@ class KnownModel(nn.Module):
         super().__init__()
         self.step_fn = step_fn
 
-    def step(self, state, action, context=None, *, deterministic=False, generator=None):
-        next_state = self.step_fn(state, action, context)
+    def step(self, state, action, context=None, *, deterministic=False, generator=None, particles=1):
+        """``(s', p_term = 0)``; with ``particles > 1`` each row's outcome repeated for its particles."""
+        next_state = spread_particles(self.step_fn(state, action, context), particles)
         return next_state, torch.zeros(next_state.shape[:-1], device=next_state.device, dtype=next_state.dtype)
 
 
@@ -41,7 +43,9 @@ class Predictor(nn.Module):
     Args:
         encoder: splits observations into (state, context).
         model: a dynamics model with ``num_elites`` and ``step(state, action, context, deterministic)``
-            acting on ``[E, K, *]`` particles (e.g. `ProbabilisticEnsemble` or `KnownModel`).
+            acting on ``[E, K, *]`` particles (e.g. `ProbabilisticEnsemble` or `KnownModel`). A
+            ``step`` that takes ``particles`` (as those two do) predicts the first imagined step
+            once per candidate for all its particles, which all start in the same state.
         reward: ``reward(state, context, action) -> [*]`` per step (a module or a function).
         value: ``value(state, context) -> [*]``, the bootstrap at the horizon, or None.
         input_dim: size of the level input (the parent's option, as `Level.level_input_features`)
@@ -91,6 +95,8 @@ class Predictor(nn.Module):
         self.model = model
         #: whether ``model.step`` takes drawn ``noise`` (`ProbabilisticEnsemble` does)
         self.model_takes_noise = "noise" in inspect.signature(model.step).parameters
+        #: whether ``model.step`` spreads each row over ``particles`` (`ProbabilisticEnsemble.step`)
+        self.model_takes_particles = "particles" in inspect.signature(model.step).parameters
         self.reward = reward
         self.value = value
         self.input_dim = input_dim
@@ -144,7 +150,9 @@ class Predictor(nn.Module):
 
         Each of the ``particles`` per elite member stays with its member for the whole
         horizon (TS-style), so the spread over the last dim reflects model uncertainty.
-        Deterministic rollouts of one member are identical, so they are computed once.
+        Deterministic rollouts of one member are identical, so they are computed once; sampled
+        ones share their first step's prediction (they start from the same state with the
+        same action) and the first reward is computed once per candidate for all members.
         ``level_input [B, input_dim]`` conditions the reward and value (below a parent).
         """
         b, n, h = actions.shape[:3]
@@ -153,15 +161,16 @@ class Predictor(nn.Module):
             one = self.returns(state, context, actions, particles=1, gamma=gamma, deterministic=True,
                                use_value=use_value, use_termination=use_termination, level_input=level_input)
             return one[..., None].expand(b, n, e, particles).reshape(b, n, e * particles)
-        k = b * n * particles
+        m = b * n  # candidates, each rolled out by ``particles`` particles per member (candidate-major rows)
 
-        def per_particle(x: torch.Tensor) -> torch.Tensor:
-            return x[:, None, None].expand(b, n, particles, x.shape[-1]).reshape(1, k, -1)
+        def per_candidate(x: torch.Tensor) -> torch.Tensor:
+            return x[:, None].expand(b, n, x.shape[-1]).reshape(1, m, -1)
 
-        s, c = per_particle(state), per_particle(context)
-        hc = per_particle(self.head_context(context, level_input))
-        a_seq = actions[:, :, None].expand(b, n, particles, h, actions.shape[-1]).reshape(1, k, h, -1)
-        chunk = k if self.rollout_chunk is None else self.rollout_chunk
+        s, c = per_candidate(state), per_candidate(context)
+        hc = per_candidate(self.head_context(context, level_input))
+        a_seq = actions.reshape(1, m, h, -1)
+        # candidates per chunk: a chunk holds whole candidates, all their particles
+        chunk = m if self.rollout_chunk is None else max(1, self.rollout_chunk // particles)
         settings = dict(gamma=gamma, deterministic=deterministic, use_value=use_value, use_termination=use_termination)
         generator = None if deterministic else generator
         # a compiled rollout draws its sampling noise eagerly, outside the graph: a compiled
@@ -170,15 +179,15 @@ class Predictor(nn.Module):
         rollout = self._rollout_fn() if predraw or generator is None else self._rollout
         with autocast_to(autocast_dtype(self.planning_dtype, type(self).__name__), state.device):
             parts = []
-            for i in range(0, k, chunk):
-                rows = min(chunk, k - i)
+            for i in range(0, m, chunk):
+                rows = min(chunk, m - i) * particles
                 noise = None
                 if predraw:
                     noise = torch.randn(h, e, rows, self.latent_state_dim, device=state.device, dtype=state.dtype,
                                         generator=generator)
                 parts.append(rollout(s[:, i : i + chunk], c[:, i : i + chunk], hc[:, i : i + chunk],
                                      a_seq[:, i : i + chunk], noise, generator=None if predraw else generator,
-                                     **settings).float())
+                                     particles=particles, **settings).float())
             total = torch.cat(parts, 1)
         return total.reshape(e, b, n, particles).permute(1, 2, 0, 3).reshape(b, n, e * particles)
 
@@ -189,19 +198,41 @@ class Predictor(nn.Module):
         return compiled_attribute(self, "_compiled_rollout", self._rollout, f"{type(self).__name__} rollout",
                                   dynamic=None)
 
-    def _rollout(self, s, c, hc, a_seq, noise, *, gamma, deterministic, use_value, use_termination, generator):
-        """Discounted returns ``[E, k]`` of ``k`` rollouts ``a_seq [1, k, H, A]`` from ``s [1, k, d]``;
-        ``noise [H, E, k, d]``: the standard normal draws of the sampled steps, or None (drawn by the model)."""
-        e, k, h = self.model.num_elites, s.shape[1], a_seq.shape[2]
-        s, c, hc = s.expand(e, k, -1), c.expand(e, k, -1), hc.expand(e, k, -1)
+    def _rollout(self, s, c, hc, a_seq, noise, *, particles, gamma, deterministic, use_value, use_termination,
+                 generator):
+        """Discounted returns ``[E, k]`` of ``k = m * particles`` rollouts: ``particles`` per candidate
+        ``a_seq [1, m, H, A]`` from ``s [1, m, d]`` (candidate-major); ``noise [H, E, k, d]``: the
+        standard normal draws of the sampled steps, or None (drawn by the model).
+
+        The first step starts every particle of a candidate, in every member, from the same state
+        with the same action: its reward is computed once per candidate and, where the model
+        takes ``particles``, its prediction once per candidate and member.
+        """
+        e, m, h = self.model.num_elites, s.shape[1], a_seq.shape[2]
+        k = m * particles
+        a0 = a_seq[:, :, 0]
         total = torch.zeros(e, k, device=a_seq.device, dtype=s.dtype)
+        if self.goal_reward is None:
+            total = total + spread_particles(self.reward(s, hc, a0).reshape(1, m), particles)
+        drawn = {} if noise is None else {"noise": noise[0]}
+        c_all = spread_particles(c, particles).expand(e, k, -1)
+        if self.model_takes_particles:
+            s, term = self.model.step(s.expand(e, m, -1), a0.expand(e, m, -1), c.expand(e, m, -1),
+                                      deterministic=deterministic, generator=generator, particles=particles, **drawn)
+        else:
+            s, term = self.model.step(spread_particles(s, particles).expand(e, k, -1),
+                                      spread_particles(a0, particles).expand(e, k, -1), c_all,
+                                      deterministic=deterministic, generator=generator, **drawn)
+        c, hc = c_all, spread_particles(hc, particles).expand(e, k, -1)
+        a_seq = spread_particles(a_seq, particles)
         alive = torch.ones_like(total)
         for t in range(h):
-            a = a_seq[:, :, t].expand(e, k, -1)
-            if self.goal_reward is None:
-                total = total + alive * (gamma**t) * self.reward(s, hc, a).reshape(e, k)
-            drawn = {} if noise is None else {"noise": noise[t]}
-            s, term = self.model.step(s, a, c, deterministic=deterministic, generator=generator, **drawn)
+            if t > 0:
+                a = a_seq[:, :, t].expand(e, k, -1)
+                if self.goal_reward is None:
+                    total = total + alive * (gamma**t) * self.reward(s, hc, a).reshape(e, k)
+                drawn = {} if noise is None else {"noise": noise[t]}
+                s, term = self.model.step(s, a, c, deterministic=deterministic, generator=generator, **drawn)
             if self.goal_reward is not None:  # the env's reward where the option is predicted to end
                 total = total + alive * (gamma**t) * self.goal_reward(s, c).reshape(e, k).to(total.dtype)
             if use_termination:
