@@ -3,7 +3,8 @@
 The workload of the reference library's CEM benchmark: InvertedPendulum-v5 x 6, CEM (elite
 ratio 0.05, momentum 0.5, initial std the action range), a `RewardPredictor` (ensemble of
 ``--members`` with ``--hidden`` widths, reward and value heads [128, 128]), ``--particles`` per
-member, 2 updates per env step when learning. Defaults are the small planner row; the
+member, 2 updates per env step when learning. The reference's nets use ReLU where ours default
+to SiLU: ``--activation ReLU`` runs the same arithmetic as the reference. Defaults are the small planner row; the
 PETS-size row is
 
     python benchmarks/planner_level_speed.py --samples 512 --horizon 10 --members 5 --particles 4 \
@@ -37,7 +38,7 @@ def build(args) -> tuple[Hierarchy, PlannerLevel, object]:
     env = make_env(args.env, args.num_envs, device=args.device)
     action_range = float((env.action_spec.space.high - env.action_spec.space.low).max())
     factory = partial(default_predictor_factory, num_members=args.members, hidden_sizes=tuple(args.hidden),
-                      rollout_chunk=args.rollout_chunk or None)
+                      rollout_chunk=args.rollout_chunk or None, activation=args.activation)
     level = PlannerLevel(
         predictor_factory=factory, planner=args.planner, horizon=args.horizon, num_samples=args.samples,
         num_iterations=args.iterations,
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=1)
     parser.add_argument("--particles", type=int, default=1)
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
+    parser.add_argument("--activation", default="SiLU", choices=["SiLU", "ReLU"],
+                        help="of the ensemble and heads (the reference library's nets use ReLU)")
     parser.add_argument("--rollout-chunk", type=int, default=1024, help="0: no chunking")
     parser.add_argument("--compile", action="store_true", help="PlannerLevel(compile=True)")
     parser.add_argument("--planning-dtype", default="float32", choices=["float32", "bfloat16"],
@@ -114,7 +117,7 @@ def main() -> None:
     print(machine_line(args.device))
     print(f"{args.num_envs} x {args.env}, {args.planner.upper()} {args.samples} samples x {args.iterations} iterations, "
           f"horizon {args.horizon}, {args.members} members x {args.particles} particles, hidden {args.hidden}, "
-          f"predictor {params} parameters, rollout chunk {args.rollout_chunk or 'none'}"
+          f"{args.activation}, predictor {params} parameters, rollout chunk {args.rollout_chunk or 'none'}"
           f"{', compiled' if args.compile else ''}, planning in {args.planning_dtype}")
     for name, exploration in [("sampled (training)", ExplorationType.RANDOM),
                               ("deterministic (evaluation)", ExplorationType.DETERMINISTIC)]:

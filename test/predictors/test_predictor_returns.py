@@ -165,3 +165,23 @@ def test_a_known_model_spreads_its_step_over_particles():
     next_state, term = model.step(state, action, particles=3)
     assert next_state.shape == (1, 12, 3) and term.shape == (1, 12)
     torch.testing.assert_close(next_state.reshape(1, 4, 3, 3), (state + action.sum(-1, keepdim=True))[:, :, None].expand(1, 4, 3, 3))
+
+
+@pytest.mark.parametrize("activation", [torch.nn.ReLU, "ReLU"])
+def test_the_activation_reaches_the_ensemble_and_both_heads(activation):
+    predictor = RewardPredictor(IdentityEncoder(3), 2, num_members=2, hidden_sizes=(8,), head_sizes=(8,),
+                                activation=activation)
+    assert type(predictor.model.activation) is torch.nn.ReLU
+    for head in (predictor.reward, predictor.value):
+        kinds = {type(m) for m in head.net.modules()}
+        assert torch.nn.ReLU in kinds and torch.nn.SiLU not in kinds
+    s, c = predictor.encode(torch.randn(2, 3))
+    with torch.no_grad():
+        got = predictor.returns(s, c, torch.rand(2, 4, 3, 2), particles=2, gamma=0.9)
+    assert got.shape == (2, 4, 4) and bool(got.isfinite().all())
+
+
+@pytest.mark.parametrize("activation", ["relu", "Linear", 3, torch.relu, None])
+def test_an_activation_that_is_not_a_module_class_is_refused(activation):
+    with pytest.raises(TypeError, match="activation must be an nn.Module class"):
+        RewardPredictor(IdentityEncoder(3), 2, activation=activation)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from torchrl_layered.modules.in_place import IN_PLACE_ACTIVATIONS, activate
+from torchrl_layered.modules.in_place import IN_PLACE_ACTIVATIONS, activate, activation_class
 from torchrl_layered.modules.particles import spread_particles
 
 
@@ -83,6 +83,9 @@ class ProbabilisticEnsemble(nn.Module):
         context_dim: size of an episode-constant context (e.g. a desired goal), 0 for none.
         num_members: ensemble size ``M``.
         hidden_sizes: widths of the hidden layers of every member.
+        activation: of the hidden layers, an ``nn.Module`` class or its name in ``torch.nn``
+            (SiLU, as PETS; the reference library's nets use ReLU, a cheaper pass on CPUs
+            whose exp is slow).
         num_elites: members used for prediction (the best by running loss); all when None.
         predict_delta: predict ``s' - s`` (True) or ``s'``.
         min_logvar, max_logvar: initial soft bounds of the (normalised) log-variance.
@@ -96,7 +99,7 @@ class ProbabilisticEnsemble(nn.Module):
         *,
         num_members: int = 5,
         hidden_sizes: Sequence[int] = (200, 200, 200),
-        activation: type[nn.Module] = nn.SiLU,
+        activation: type[nn.Module] | str = nn.SiLU,
         num_elites: int | None = None,
         predict_delta: bool = True,
         min_logvar: float = -10.0,
@@ -114,7 +117,7 @@ class ProbabilisticEnsemble(nn.Module):
         in_dim = state_dim + context_dim + action_dim
         sizes = [in_dim, *hidden_sizes]
         self.layers = nn.ModuleList(EnsembleLinear(num_members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.activation = activation()
+        self.activation = activation_class(activation, type(self).__name__)()
         self.head = EnsembleLinear(num_members, sizes[-1], 2 * state_dim + 1)
         self.max_logvar = nn.Parameter(torch.full((state_dim,), max_logvar))
         self.min_logvar = nn.Parameter(torch.full((state_dim,), min_logvar))
