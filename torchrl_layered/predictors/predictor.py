@@ -274,8 +274,8 @@ class RewardPredictor(Predictor):
         head_sizes: hidden widths of the reward and value heads.
         activation: of the hidden layers of the ensemble and both heads, an ``nn.Module`` class
             or its name in ``torch.nn``: SiLU (as PETS) by default; ``"ReLU"`` is what the
-            reference library's nets use, and on CPUs whose exp is slow (AVX2) a cheaper pass:
-            a PETS-size plan call runs ~20% faster with it (`benchmarks/README.md`).
+            reference library's nets use, a cheaper pass on CPUs whose exp is slow (AVX2: a
+            PETS-size plan call 3-7% faster, `benchmarks/README.md`).
         use_value: learn a value head (bootstrap at the planning horizon).
         input_dim: size of the level input the reward and value condition on (0 at the top).
         dynamics_context: the dynamics model sees the context; False where the state's motion
