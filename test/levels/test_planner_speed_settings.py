@@ -113,3 +113,12 @@ def test_the_app_hierarchies_pass_the_precision_settings_to_their_td_mpc2_levels
     assert (level.cfg["planning_dtype"], level.cfg["update_dtype"]) == ("bfloat16", "bfloat16")
     default = make_hierarchy(name, make_env(env_name, 2)).levels[level_index]
     assert (default.cfg["planning_dtype"], default.cfg["update_dtype"]) == ("float32", "float32")
+
+
+@pytest.mark.parametrize("env_name", ["Pendulum-v1", "Maze2D-Medium-v0"])
+def test_the_planner_app_hierarchy_passes_the_activation_to_its_predictor(env_name):
+    level = make_hierarchy("planner", make_env(env_name, 2), activation="ReLU").levels[0]
+    assert type(level.predictor.model.activation) is torch.nn.ReLU
+    assert any(isinstance(m, torch.nn.ReLU) for m in level.predictor.reward.modules())
+    default = make_hierarchy("planner", make_env(env_name, 2)).levels[0]
+    assert type(default.predictor.model.activation) is torch.nn.SiLU

@@ -36,6 +36,7 @@ def planner_hierarchy(
     num_members: int = 5,
     hidden_sizes: Sequence[int] = (128, 128),
     head_sizes: Sequence[int] = (128, 128),
+    activation: str = "SiLU",
     gamma: float = 0.99,
     warm_up_steps: int = 800,
     alternate_with_noise: bool = False,
@@ -52,9 +53,11 @@ def planner_hierarchy(
     On a goal-based env (Maze2D) the predictor models the achieved goal conditioned on the
     desired goal (`get_default_predictor_factory`); elsewhere it models the raw observation.
     The level's arguments are those of `PlannerLevel`; ``num_members``, ``hidden_sizes`` and
-    ``head_sizes`` size its `RewardPredictor`.
+    ``head_sizes`` size its `RewardPredictor`, and ``activation`` (a ``torch.nn`` name: "SiLU",
+    or "ReLU" as LayeredRL's nets) is its nets' activation.
     """
-    sizes = dict(num_members=num_members, hidden_sizes=tuple(hidden_sizes), head_sizes=tuple(head_sizes))
+    sizes = dict(num_members=num_members, hidden_sizes=tuple(hidden_sizes), head_sizes=tuple(head_sizes),
+                 activation=activation)
     if getattr(env, "goal_slices", None) is not None:
         factory = get_default_predictor_factory(env, **sizes)
     else:
