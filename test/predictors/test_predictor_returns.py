@@ -185,3 +185,13 @@ def test_the_activation_reaches_the_ensemble_and_both_heads(activation):
 def test_an_activation_that_is_not_a_module_class_is_refused(activation):
     with pytest.raises(TypeError, match="activation must be an nn.Module class"):
         RewardPredictor(IdentityEncoder(3), 2, activation=activation)
+
+
+@pytest.mark.parametrize("particles", [0, -1, 2.0, True])
+def test_a_particle_count_that_is_not_a_positive_int_is_refused(particles):
+    predictor = make(None)
+    s, c = predictor.encode(torch.randn(2, 3))
+    with pytest.raises(ValueError, match="particles must be an int >= 1"):
+        predictor.returns(s, c, torch.rand(2, 4, 3, 2), particles=particles)
+    with pytest.raises(ValueError, match="particles must be an int >= 1"):
+        predictor.model.step(s.expand(3, 2, 3), torch.rand(3, 2, 2), particles=particles)

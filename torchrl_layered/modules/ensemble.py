@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchrl_layered.modules.in_place import IN_PLACE_ACTIVATIONS, activate, activation_class
-from torchrl_layered.modules.particles import spread_particles
+from torchrl_layered.modules.particles import check_particles, spread_particles
 
 
 def check_outcomes(state: torch.Tensor, outcome: torch.Tensor, name: str) -> None:
@@ -222,6 +222,7 @@ class ProbabilisticEnsemble(nn.Module):
         (`spread_particles`): the prediction is computed once per row and each particle draws
         its own noise, so the outputs are ``[E, N * particles, *]``.
         """
+        check_particles(particles, f"{type(self).__name__}.step")
         mean, std, term = self(state, action, context, members=self._prediction_members())
         if particles > 1:
             mean, std, term = (spread_particles(x, particles) for x in (mean, std, term))

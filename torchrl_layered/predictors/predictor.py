@@ -18,7 +18,7 @@ from torchrl_layered.predictors.encoders import Encoder
 from torchrl_layered.modules.compiled import compiled_attribute
 from torchrl_layered.modules.precision import autocast_dtype, autocast_to
 from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
-from torchrl_layered.modules.particles import spread_particles
+from torchrl_layered.modules.particles import check_particles, spread_particles
 from torchrl_layered.modules.in_place import activation_class, run_sequential
 
 
@@ -155,6 +155,7 @@ class Predictor(nn.Module):
         same action) and the first reward is computed once per candidate for all members.
         ``level_input [B, input_dim]`` conditions the reward and value (below a parent).
         """
+        check_particles(particles, f"{type(self).__name__}.returns")
         b, n, h = actions.shape[:3]
         e = self.model.num_elites
         if deterministic and particles > 1:  # identical particles: roll out one per member, copy its return
