@@ -53,7 +53,8 @@ class Predictor(nn.Module):
             it: the levels below act on their own inputs only, so the option's outcome does not
             depend on what the parent asked for, only what it is worth does.
         rollout_chunk: rollouts (candidates x particles) imagined at once per member; larger
-            batches go through the horizon in chunks of this size. Chunking keeps each
+            batches go through the horizon in chunks of this size (whole candidates: rounded
+            down to a multiple of the particles, at least one candidate). Chunking keeps each
             layer's activations a few MB, so they stay in cache and freed memory is reused
             instead of being mapped afresh by the kernel: a PETS-size plan call (12,288
             rollouts per member) runs about twice as fast as in one piece
