@@ -4,8 +4,8 @@ The workload of the reference library's CEM benchmark: InvertedPendulum-v5 x 6, 
 ratio 0.05, momentum 0.5, initial std the action range), a `RewardPredictor` (ensemble of
 ``--members`` with ``--hidden`` widths, reward and value heads [128, 128]), ``--particles`` per
 member, 2 updates per env step when learning. The reference's nets use ReLU where ours default
-to SiLU: ``--activation ReLU`` runs the same arithmetic as the reference. Defaults are the small planner row; the
-PETS-size row is
+to SiLU: ``--activation ReLU`` runs the same arithmetic as the reference. Defaults are the
+small planner row; the PETS-size row is
 
     python benchmarks/planner_level_speed.py --samples 512 --horizon 10 --members 5 --particles 4 \
         --hidden 200 200 200

@@ -195,3 +195,19 @@ def test_a_particle_count_that_is_not_a_positive_int_is_refused(particles):
         predictor.returns(s, c, torch.rand(2, 4, 3, 2), particles=particles)
     with pytest.raises(ValueError, match="particles must be an int >= 1"):
         predictor.model.step(s.expand(3, 2, 3), torch.rand(3, 2, 2), particles=particles)
+
+
+def test_the_first_step_is_computed_once_per_candidate():
+    """The first reward runs on one row per candidate (not per member and particle), the first
+    prediction on one row per candidate and member; later steps on every particle."""
+    predictor = make(None)
+    reward_rows, model_rows = [], []
+    reward, forward = predictor.reward.forward, predictor.model.forward
+    predictor.reward.forward = lambda *parts: reward_rows.append(parts[0].shape[:2]) or reward(*parts)
+    predictor.model.forward = lambda state, *args, **kwargs: model_rows.append(state.shape[:2]) or forward(
+        state, *args, **kwargs)
+    s, c = predictor.encode(torch.randn(2, 3))
+    with torch.no_grad():
+        predictor.returns(s, c, torch.rand(2, 5, 4, 2), particles=3, generator=torch.Generator().manual_seed(0))
+    assert reward_rows == [(1, 10)] + [(3, 30)] * 3
+    assert model_rows == [(3, 10)] + [(3, 30)] * 3

@@ -6,8 +6,8 @@ import torch
 
 def spread_particles(x: torch.Tensor, particles: int) -> torch.Tensor:
     """``x [M, m, *]`` -> ``[M, m * particles, *]``: each row repeated for its ``particles``
-    consecutive particles (the layout `Predictor.returns` rolls out: candidate-major)."""
-    check_particles(particles)
+    consecutive particles (the layout `Predictor.returns` rolls out: candidate-major). Callers check
+    ``particles`` at their door (`check_particles`)."""
     if particles == 1:
         return x
     lead, m = x.shape[0], x.shape[1]

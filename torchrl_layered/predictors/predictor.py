@@ -33,6 +33,7 @@ class KnownModel(nn.Module):
 
     def step(self, state, action, context=None, *, deterministic=False, generator=None, particles=1):
         """``(s', p_term = 0)``; with ``particles > 1`` each row's outcome repeated for its particles."""
+        check_particles(particles, f"{type(self).__name__}.step")
         next_state = spread_particles(self.step_fn(state, action, context), particles)
         return next_state, torch.zeros(next_state.shape[:-1], device=next_state.device, dtype=next_state.dtype)
 
@@ -276,8 +277,8 @@ class RewardPredictor(Predictor):
         head_sizes: hidden widths of the reward and value heads.
         activation: of the hidden layers of the ensemble and both heads, an ``nn.Module`` class
             or its name in ``torch.nn``: SiLU (as PETS) by default; ``"ReLU"`` is what the
-            reference library's nets use, a cheaper pass on CPUs whose exp is slow (AVX2: a
-            PETS-size plan call 3-7% faster, `benchmarks/README.md`).
+            reference library's nets use, a cheaper pass on CPUs whose exp is slow (on an AVX2
+            CPU a PETS-size plan call took 8.8-9.3 s against 9.1-9.4 s, `benchmarks/README.md`).
         use_value: learn a value head (bootstrap at the planning horizon).
         input_dim: size of the level input the reward and value condition on (0 at the top).
         dynamics_context: the dynamics model sees the context; False where the state's motion
