@@ -4,12 +4,17 @@ Shared machines change speed between sittings; a figure means something only nex
 matmul rate measured in the same run (and a ratio only between runs that alternate).
 
     from machine import machine_line; print(machine_line())
+
+`MatmulFlops` counts the matmul work of a step, so that a benchmark can print the rate it
+reaches beside the machine's (`share_line`).
 """
 from __future__ import annotations
 
 import time
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry
 
 
 def synchronize(device: torch.device) -> None:
@@ -50,14 +55,51 @@ def matmul_flops_per_second(device: torch.device | str = "cpu", size: int = 1024
     return 2 * size**3 * repeats / best
 
 
-def machine_line(device: torch.device | str = "cpu", size: int = 1024) -> str:
-    """One line: the float32 and bfloat16 matmul rates, the device, the thread count and, on a
-    CPU, the vector instructions torch's kernels use (sittings on AVX2 and AVX-512 machines rank
-    elementwise work against matmuls differently; bfloat16 pays only where it is the faster)."""
+def matmul_rates(device: torch.device | str = "cpu", size: int = 1024) -> tuple[float, float]:
+    """The float32 and bfloat16 matmul FLOP/s (`matmul_flops_per_second`)."""
     device = torch.device(device)
     repeats = 20 if device.type == "cuda" else 5
-    rate = matmul_flops_per_second(device, size, repeats)
-    bf16 = matmul_flops_per_second(device, size, repeats, torch.bfloat16)
+    return (matmul_flops_per_second(device, size, repeats),
+            matmul_flops_per_second(device, size, repeats, torch.bfloat16))
+
+
+def machine_line(device: torch.device | str = "cpu", size: int = 1024, rates: tuple[float, float] | None = None) -> str:
+    """One line: the float32 and bfloat16 matmul rates (measured here unless ``rates`` gives
+    them), the device, the thread count and, on a CPU, the vector instructions torch's kernels
+    use (sittings on AVX2 and AVX-512 machines rank elementwise work against matmuls
+    differently; bfloat16 pays only where it is the faster)."""
+    device = torch.device(device)
+    rate, bf16 = matmul_rates(device, size) if rates is None else rates
     kernels = f", {torch.backends.cpu.get_cpu_capability()}" if device.type == "cpu" else ""
     return f"machine: {rate / 1e9:.1f} GFLOP/s dense float32 matmul, {bf16 / 1e9:.1f} bfloat16 (up to {size}x{size}, " \
            f"{device}, {torch.get_num_threads()} threads{kernels})"
+
+
+class MatmulFlops(TorchDispatchMode):
+    """Counts the FLOPs of the matmuls (and convolutions) run inside it, forward and backward,
+    with torch's own formulas (`torch.utils.flop_counter`), into ``total``.
+
+    torch's `FlopCounterMode` also attributes the work to modules, and its module tracker
+    fails on TensorDict modules (their ``==`` returns a TensorDict), so the formulas are
+    applied here without it. Elementwise work is not counted: the rate a step reaches against
+    the matmul rate shows how much of its time the matmuls take.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func._overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def share_line(name: str, flops: float, seconds: float, rate: float) -> str:
+    """``name``: the matmul GFLOP per step, the GFLOP/s it reaches and its share of ``rate``
+    (the machine's float32 matmul FLOP/s)."""
+    reached = flops / seconds
+    return f"{name}: {flops / 1e9:.1f} GFLOP of matmuls, {reached / 1e9:.1f} GFLOP/s, {reached / rate:.0%} of the float32 matmul rate"

@@ -26,7 +26,7 @@ from functools import partial
 import torch
 from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
 
-from machine import machine_line, synchronize
+from machine import MatmulFlops, machine_line, matmul_rates, share_line, synchronize
 from torchrl_layered import Hierarchy
 from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import make_env
@@ -49,8 +49,10 @@ def build(args) -> tuple[Hierarchy, PlannerLevel, object]:
     return Hierarchy([level], env=env), level, env
 
 
-def time_plan_calls(hierarchy: Hierarchy, env, warmup: int, repeats: int, exploration: ExplorationType) -> list[float]:
-    """Seconds of each plan call for all instances (the level's whole acting step).
+def time_plan_calls(hierarchy: Hierarchy, env, warmup: int, repeats: int,
+                    exploration: ExplorationType) -> tuple[list[float], int]:
+    """Seconds of each plan call for all instances (the level's whole acting step), and the
+    matmul FLOPs of one more call, untimed.
 
     ``ExplorationType.RANDOM`` plans as in training (sampled model predictions per particle),
     ``DETERMINISTIC`` as in evaluation (mean predictions).
@@ -64,7 +66,9 @@ def time_plan_calls(hierarchy: Hierarchy, env, warmup: int, repeats: int, explor
             synchronize(td.device)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-    return times
+        with MatmulFlops() as flops:
+            hierarchy(td.clone())
+    return times, flops.total
 
 
 def collect_rate(hierarchy: Hierarchy, env, steps: int, chunks: int, learn: bool) -> float:
@@ -114,16 +118,18 @@ def main() -> None:
     torch.manual_seed(args.seed)
     hierarchy, level, env = build(args)
     params = sum(p.numel() for p in level.predictor.parameters())
-    print(machine_line(args.device))
+    rates = matmul_rates(args.device)
+    print(machine_line(args.device, rates=rates))
     print(f"{args.num_envs} x {args.env}, {args.planner.upper()} {args.samples} samples x {args.iterations} iterations, "
           f"horizon {args.horizon}, {args.members} members x {args.particles} particles, hidden {args.hidden}, "
           f"{args.activation}, predictor {params} parameters, rollout chunk {args.rollout_chunk or 'none'}"
           f"{', compiled' if args.compile else ''}, planning in {args.planning_dtype}")
     for name, exploration in [("sampled (training)", ExplorationType.RANDOM),
                               ("deterministic (evaluation)", ExplorationType.DETERMINISTIC)]:
-        times = time_plan_calls(hierarchy, env, args.warmup, args.repeats, exploration)
+        times, flops = time_plan_calls(hierarchy, env, args.warmup, args.repeats, exploration)
         print(f"plan call, {name}: median {1e3 * statistics.median(times):.2f} ms, min {1e3 * min(times):.2f} ms "
               f"({args.repeats} calls)")
+        print(share_line(f"plan call, {name}", flops, statistics.median(times), rates[0]))
     if args.collect_steps:
         for learn in (False, True):
             hierarchy.train(learn)

@@ -28,7 +28,7 @@ from torchrl.collectors import Collector
 from torchrl_layered.envs import make_env
 from torchrl_layered.hierarchies import planner_over_splates
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
-from machine import machine_line
+from machine import MatmulFlops, machine_line, matmul_rates, share_line
 
 #: A warm-up that never ends: the level acts randomly and does not learn for the whole run.
 NEVER = 10**9
@@ -77,7 +77,8 @@ def main() -> None:
     act = learn = 0.0
     timed_batches = 0
     tick = time.perf_counter()
-    for batch in collector:
+    iterator = iter(collector)
+    for batch in iterator:
         collected = time.perf_counter()
         timing = all(level.warmed_up for level in warming)
         hierarchy.extend(batch)
@@ -90,6 +91,12 @@ def main() -> None:
             if timed_batches == batches:
                 break
         tick = time.perf_counter()
+    # one more batch, untimed, to count its matmul work
+    with MatmulFlops() as act_flops:
+        batch = next(iterator)
+    with MatmulFlops() as learn_flops:
+        hierarchy.extend(batch)
+        hierarchy.learn()
     collector.shutdown()
     timed = batches * frames
     result = dict(
@@ -100,12 +107,15 @@ def main() -> None:
         acting_s_per_env_step=round(act / timed, 5), learning_s_per_env_step=round(learn / timed, 5),
         planner_updates=top.num_gradient_updates, skill_updates=skills.num_gradient_updates,
     )
-    print(machine_line(args.device))
+    rates = matmul_rates(args.device)
+    print(machine_line(args.device, rates=rates))
     model_params = sum(p.numel() for p in skills.world_model.parameters())
     target_params = sum(p.numel() for p in skills.world_model.qs.parameters())  # the loss's target Qs
     print(f"skill world model: {model_params} parameters, {model_params + target_params} with the target Qs "
           f"(the reference's count)")
     print(json.dumps(result))
+    print(share_line("acting, per env step", act_flops.total / frames, act / timed, rates[0]))
+    print(share_line("learning, per env step", learn_flops.total / frames, learn / timed, rates[0]))
 
 
 if __name__ == "__main__":

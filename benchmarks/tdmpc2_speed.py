@@ -15,7 +15,7 @@ import time
 import torch
 from torchrl.envs import TransformedEnv
 
-from machine import machine_line
+from machine import MatmulFlops, machine_line, matmul_rates, share_line
 from torchrl_layered import Hierarchy
 from torchrl_layered.envs import make_env
 from torchrl_layered.levels import TDMPC2Level
@@ -49,26 +49,35 @@ def main() -> None:
     hierarchy.extend(warm)
     level.schedule.learned = level.n_transitions
 
-    td = env.reset()
-    acting = updating = 0.0
-    for step in range(args.steps + 2):
-        start = time.perf_counter()
-        td = hierarchy(td)
-        mid = time.perf_counter()
+    def learn_from(td):
         td, root = env.step_and_maybe_reset(td)
         data = td.clone().unsqueeze(-1)
         data["collector", "traj_ids"] = torch.full(data.shape, 10**6, device=args.device) + torch.arange(
             args.num_envs, device=args.device)[:, None]
         hierarchy.extend(data)
         hierarchy.learn()
+        return root
+
+    td = env.reset()
+    acting = updating = 0.0
+    for step in range(args.steps + 2):
+        start = time.perf_counter()
+        td = hierarchy(td)
+        mid = time.perf_counter()
+        td = learn_from(td)
         end = time.perf_counter()
-        td = root
         if step >= 2:  # the first steps include one-off costs (compilation, allocation)
             acting += mid - start
             updating += end - mid
     total = acting + updating
     frames = args.steps * args.num_envs
-    print(machine_line(args.device))
+    # one more step, untimed, to count its matmul work
+    with MatmulFlops() as act_flops:
+        td = hierarchy(td)
+    with MatmulFlops() as update_flops:
+        learn_from(td)
+    rates = matmul_rates(args.device)
+    print(machine_line(args.device, rates=rates))
     print(f"world model {sum(p.numel() for p in level.world_model.parameters())} parameters")
     print(f"{args.num_envs} x Pendulum-v1, model_size {args.model_size}, batch 256, horizon 3, MPPI 512 x 6, "
           f"1 update / env step, device {args.device}, {args.threads} threads, compile={args.compile}, "
@@ -77,6 +86,8 @@ def main() -> None:
     print(f"acting   : {1e3 * acting / args.steps:8.1f} ms per batched step ({acting / total:.0%})")
     print(f"updating : {1e3 * updating / args.steps:8.1f} ms per batched step ({updating / total:.0%}), "
           f"{1e3 * updating / frames:.1f} ms per update")
+    print(share_line("acting", act_flops.total, acting / args.steps, rates[0]))
+    print(share_line("updating", update_flops.total, updating / args.steps, rates[0]))
 
 
 if __name__ == "__main__":

@@ -27,3 +27,23 @@ def test_the_matmul_probe_keeps_to_its_budget_for_a_dtype_without_fast_kernels()
     assert time.perf_counter() - start < 5.0
     line = machine.machine_line("cpu", size=256)
     assert line.startswith("machine: ") and "GFLOP/s dense float32 matmul" in line and "bfloat16" in line
+
+
+def test_matmul_flops_counts_forward_and_backward_through_tensordict_modules():
+    """The count the benchmarks divide by their step time: 2 M K N per matmul, forward and
+    backward (the weight's gradient; the input needs none), also inside a `TensorDictModule` (where torch's `FlopCounterMode`
+    fails on its module tracker)."""
+    from tensordict import TensorDict
+    from tensordict.nn import TensorDictModule
+
+    machine = _machine()
+    module = TensorDictModule(torch.nn.Linear(32, 16), in_keys=["x"], out_keys=["y"])
+    data = TensorDict({"x": torch.randn(64, 32)}, batch_size=[64])
+    with machine.MatmulFlops() as counted:
+        module(data)["y"].sum().backward()
+    assert counted.total == 2 * (2 * 64 * 32 * 16)
+    with machine.MatmulFlops() as elementwise:
+        torch.randn(64, 32).exp().sum()
+    assert elementwise.total == 0
+    line = machine.share_line("acting", 2e9, 0.5, 8e9)
+    assert line == "acting: 2.0 GFLOP of matmuls, 4.0 GFLOP/s, 50% of the float32 matmul rate"
