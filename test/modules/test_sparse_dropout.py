@@ -64,3 +64,20 @@ def test_eval_mode_and_zero_rate_are_the_identity_and_bad_rates_are_refused():
     for p in (-0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match="0 <= p < 1"):
             SparseDropout(p)
+
+
+def test_parts_drop_each_slice_as_the_whole_draw_does():
+    """`SparseDropout.parts`: applied slice by slice (a Q ensemble run member by member), the
+    masks are those one `forward` on the whole tensor draws; ``None`` where nothing drops."""
+    x = torch.rand(5, 40, 16) + 0.5
+    dropout = SparseDropout(0.05)
+    torch.manual_seed(3)
+    whole = dropout(x)
+    torch.manual_seed(3)
+    parts = dropout.parts(x[0].numel(), 5)
+    by_slice = torch.stack([drop(x[i]) for i, drop in enumerate(parts)])
+    torch.testing.assert_close(by_slice, whole)
+    assert (whole == 0).any()
+    assert dropout.eval().parts(x[0].numel(), 5) is None and SparseDropout(0.0).parts(10, 2) is None
+    dense = SparseDropout(0.3).parts(x[0].numel(), 2)  # above the sparse range: plain dropout per slice
+    assert len(dense) == 2 and 0.2 < (dense[0](x[0]) == 0).float().mean() < 0.4

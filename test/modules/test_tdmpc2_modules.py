@@ -1,4 +1,5 @@
 """The TD-MPC2 Q-ensemble computes only the members asked for, and the estimates use two of them."""
+import pytest
 import torch
 
 from torchrl_layered.modules.tdmpc2 import QEnsemble, TDMPC2WorldModel
@@ -76,3 +77,31 @@ def test_mlp_on_a_net_without_hidden_layers_and_a_feature_broadcast_part():
         torch.testing.assert_close(mlp_on(net, z, a), net(torch.cat([z, a], -1)))
         deep = mlp(10, [8], 3)
         torch.testing.assert_close(mlp_on(deep, flag, a, z[..., :4]), deep(torch.cat([flag, a, z[..., :4]], -1)))
+
+
+@pytest.mark.parametrize("members", [None, [3, 1]])
+def test_member_by_member_forward_matches_the_batched_layers_with_the_same_dropout(monkeypatch, members):
+    """On a CPU the members run one after the other; the logits, the dropout's masks (the same
+    draw, split by member) and the gradients are those of the batched layers."""
+    torch.manual_seed(0)
+    qs = QEnsemble(5, 13, 32, 11, dropout=0.05)
+    with torch.no_grad():
+        for param in (qs.out.weight, qs.norm_weight, qs.norm_bias):
+            param.normal_()
+    x = torch.randn(4, 7, 13, requires_grad=True)
+    members = None if members is None else torch.tensor(members)
+    results = {}
+    for training in (False, True):
+        qs.train(training)
+        for member_major in (True, False):
+            monkeypatch.setattr(QEnsemble, "_member_major", staticmethod(lambda _, flag=member_major: flag))
+            torch.manual_seed(1)
+            logits = qs(x, members)
+            results[training, member_major] = logits, torch.autograd.grad(logits.square().sum(), [x, *qs.parameters()])
+        (by_member, grads_by_member), (batched, grads_batched) = results[training, True], results[training, False]
+        torch.testing.assert_close(by_member, batched)
+        for a, b in zip(grads_by_member, grads_batched):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert not torch.equal(results[True, True][0], results[False, True][0])  # training dropped entries
+    monkeypatch.undo()
+    assert QEnsemble._member_major(x)  # eager on the CPU: the member-by-member path

@@ -9,6 +9,7 @@ so drawing ~``p * n`` gaps gives the same distribution of masks as drawing ``n``
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +62,27 @@ class SparseDropout(nn.Module):
         if self.p > _SPARSE_UP_TO or x.device.type != "cpu":
             # GPUs draw Bernoulli masks fast, and the gap draw would wait on the device
             return F.dropout(x, self.p, True)
+        return self._drop(x, dropped_positions(x.numel(), self.p, x.device))
+
+    def parts(self, part_numel: int, num_parts: int,
+              device: torch.device | str | None = None) -> list[Callable[[torch.Tensor], torch.Tensor]] | None:
+        """The dropout of ``num_parts`` slices of ``part_numel`` entries each, to apply slice by
+        slice: one function per slice, with the draw (and so the masks) that `forward` makes
+        on the whole ``[num_parts, ...]`` tensor. ``None`` where nothing is dropped (eval mode,
+        ``p = 0``)."""
+        if not self.training or self.p == 0.0:
+            return None
+        if self.p > _SPARSE_UP_TO or torch.device(device or "cpu").type != "cpu":
+            return [lambda part: F.dropout(part, self.p, True)] * num_parts
+        dropped = dropped_positions(part_numel * num_parts, self.p, device)
+        # the positions increase: each slice's are one run of them
+        bounds = torch.searchsorted(dropped, torch.arange(num_parts + 1, device=device) * part_numel).tolist()
+        return [lambda part, i=i: self._drop(part, dropped[bounds[i]: bounds[i + 1]] - i * part_numel)
+                for i in range(num_parts)]
+
+    def _drop(self, x: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        """``x`` with the entries at the flat positions ``dropped`` zeroed and the rest scaled."""
         scale = 1.0 / (1.0 - self.p)
-        dropped = dropped_positions(x.numel(), self.p, x.device)
         if torch.is_grad_enabled() and x.requires_grad:  # a mask: its backward is one product
             mask = torch.full(x.shape, scale, dtype=x.dtype, device=x.device)
             return x * mask.view(-1).index_fill_(0, dropped, 0.0).view(x.shape)
