@@ -31,8 +31,8 @@ def test_the_matmul_probe_keeps_to_its_budget_for_a_dtype_without_fast_kernels()
 
 def test_matmul_flops_counts_forward_and_backward_through_tensordict_modules():
     """The count the benchmarks divide by their step time: 2 M K N per matmul, forward and
-    backward (the weight's gradient; the input needs none), also inside a `TensorDictModule` (where torch's `FlopCounterMode`
-    fails on its module tracker)."""
+    backward (the weight's gradient; the input needs none), also inside a `TensorDictModule`
+    (where torch's `FlopCounterMode` fails on its module tracker)."""
     from tensordict import TensorDict
     from tensordict.nn import TensorDictModule
 
