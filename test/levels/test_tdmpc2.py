@@ -355,6 +355,27 @@ def test_the_configs_mppi_settings_mean_what_mppiplanners_do():
     assert planner.temperature == 0.25 and planner.num_iterations == 2
 
 
+def test_num_samples_counts_the_policy_prior_rollouts_as_official_td_mpc2_does():
+    """Each MPPI iteration scores ``num_samples`` candidates: the ``num_pi_trajs`` rollouts of the
+    policy prior and ``num_samples - num_pi_trajs`` sampled ones (the official planner's split)."""
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 2)
+    level = TDMPC2Level(small_config(num_samples=40, num_pi_trajs=6, num_elites=8, num_iterations=3), warm_up_steps=0)
+    hierarchy = Hierarchy([level], env=env)
+    level.world_model = ReachModel(3, 1, level.cfg)  # its policy prior acts 0 everywhere
+    scored, estimate = [], level.estimate_value
+
+    def recording(z, zg, actions, gamma=None):
+        scored.append(actions.clone())
+        return estimate(z, zg, actions, gamma)
+
+    level.estimate_value = recording
+    hierarchy(TransformedEnv(env, hierarchy.make_transform()).reset())
+    assert [tuple(actions.shape[:2]) for actions in scored] == [(2, 40)] * 3
+    for actions in scored:
+        assert (actions[:, -6:] == 0).all() and (actions[:, :-6] != 0).all()
+
+
 def test_learning_steps_freeze_the_world_model_and_the_level_goes_on_acting_and_storing():
     torch.manual_seed(0)
     env = make_env("Pendulum-v1", 2)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from tensordict import TensorDict
 from torchrl.collectors import Collector
@@ -106,13 +107,17 @@ def test_config_is_plain_and_editable():
     for bad, message in [({"discount_factor": [0.9, 0.8]}, "one value"), ({"model_size": 7}, "model_size"),
                          ({"gamma": 0.9, "discount_factor": [0.8]}, "keep gamma"), ({"temperature": 0.0}, "temperature"),
                          ({"temperature": float("inf")}, "temperature"),
-                         ({"horizon": 0}, "horizon"), ({"nonsense": 1}, "unknown")]:
+                         ({"horizon": 0}, "horizon"), ({"nonsense": 1}, "unknown"),
+                         ({"num_pi_trajs": 449}, "num_pi_trajs"), ({"num_pi_trajs": -1}, "num_pi_trajs")]:
         try:
             resolve_tdmpc2_config(bad)
         except ValueError as err:
             assert message in str(err)
         else:
             raise AssertionError(f"{bad} was accepted")
+    assert resolve_tdmpc2_config({"num_pi_trajs": 448})["num_pi_trajs"] == 448  # 64 sampled: the elites
+    with pytest.raises(TypeError, match="num_samples must be an int"):
+        resolve_tdmpc2_config({"num_samples": 512.0})
 
 
 def test_loss_in_a_plain_torchrl_pipeline_with_slice_sampler():

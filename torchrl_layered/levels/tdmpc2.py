@@ -119,8 +119,9 @@ class TDMPC2Level(Level):
         self.optimizer = make_tdmpc2_optimizer(self.loss)
         self.policy_optimizer = make_tdmpc2_policy_optimizer(self.loss)
         unit = Bounded(-1.0, 1.0, shape=(action_dim,), device=action_spec.device)
+        # num_samples counts every candidate, the policy-prior trajectories included (as officially)
         self.planner = MPPIPlanner(
-            unit, cfg["horizon"], cfg["num_samples"], cfg["num_iterations"], cfg["num_elites"],
+            unit, cfg["horizon"], cfg["num_samples"] - cfg["num_pi_trajs"], cfg["num_iterations"], cfg["num_elites"],
             temperature=cfg["temperature"], min_std=cfg["min_std"], max_std=cfg["max_std"],
             initial_std=cfg["max_std"], result_mode="sample",
         )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from typing import Any
 
 from torchrl_layered.objectives.discount import check_discount_per
@@ -52,7 +53,7 @@ _DEFAULTS: dict[str, Any] = {
     # planning (MPPI)
     "mpc": True,
     "num_iterations": 6,
-    "num_samples": 512,
+    "num_samples": 512,  # candidates per iteration, the num_pi_trajs policy-prior rollouts included
     "num_elites": 64,
     "num_pi_trajs": 24,
     "min_std": 0.05,
@@ -125,6 +126,15 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
         raise ValueError(f"latent_dim ({cfg['latent_dim']}) must be a multiple of simnorm_dim ({cfg['simnorm_dim']})")
     if cfg["horizon"] < 1:
         raise ValueError(f"horizon must be >= 1; got {cfg['horizon']}")
+    for key in ("num_samples", "num_elites", "num_pi_trajs"):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], numbers.Integral):
+            raise TypeError(f"{key} must be an int; got {cfg[key]!r}")
+    if not 0 <= cfg["num_pi_trajs"] <= cfg["num_samples"] - cfg["num_elites"]:
+        raise ValueError(
+            f"num_pi_trajs must lie in [0, num_samples - num_elites] = [0, {cfg['num_samples'] - cfg['num_elites']}]: "
+            f"num_samples={cfg['num_samples']} counts the policy-prior rollouts too, and the sampled rest must hold "
+            f"num_elites={cfg['num_elites']}; got num_pi_trajs={cfg['num_pi_trajs']}"
+        )
     if not isinstance(cfg["compile"], bool):
         raise TypeError(f"compile must be a bool; got {cfg['compile']!r}")
     autocast_dtype(cfg["planning_dtype"], "TD-MPC2 config")
