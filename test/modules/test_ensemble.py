@@ -6,7 +6,7 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from torchrl_layered.modules import ProbabilisticEnsemble
+from torchrl_layered.modules import EnsembleLinear, ProbabilisticEnsemble
 from torchrl_layered.objectives import EnsembleModelLoss
 
 
@@ -124,3 +124,33 @@ def test_a_sampled_step_adds_the_noise_it_is_given_and_refuses_noise_of_another_
         torch.testing.assert_close(sampled_term, term)
         with pytest.raises(ValueError, match=r"noise must have the next state's shape \(2, 5, 3\); got \(5, 3\)"):
             model.step(state, action, noise=noise[0])
+
+
+def test_a_narrowing_layer_keeps_its_weight_column_major_with_the_same_values_and_state_dict():
+    """A head of few outputs holds its ``[M, in, out]`` weight as ``[M, out, in]`` in memory (the
+    fast layout for skinny matmuls on CPUs); the values drawn, the state dict and the outputs are
+    those of the plain layout, and a state dict of either layout loads into the other."""
+    torch.manual_seed(0)
+    head = EnsembleLinear(3, 40, 9)
+    torch.manual_seed(0)
+    plain = torch.empty(3, 40, 9).uniform_(-40 ** -0.5, 40 ** -0.5)
+    assert head.weight.shape == (3, 40, 9) and head.weight.stride() == (360, 1, 40)
+    torch.testing.assert_close(head.weight, plain, rtol=0, atol=0)
+    assert EnsembleLinear(3, 40, 11).weight.is_contiguous()  # narrowing less than four-fold: as drawn
+
+    row_major = EnsembleLinear(3, 40, 9)
+    row_major.weight.data = row_major.weight.data.contiguous()
+    row_major.load_state_dict(head.state_dict())
+    x = torch.randn(3, 16, 40)
+    torch.testing.assert_close(row_major(x), head(x))
+    fresh = EnsembleLinear(3, 40, 9)
+    fresh.load_state_dict(row_major.state_dict())
+    assert fresh.weight.stride() == (360, 1, 40)
+    torch.testing.assert_close(fresh(x), head(x))
+
+    # gradients and Adam's moments take the parameter's layout
+    optimizer = torch.optim.Adam(fresh.parameters(), lr=0.1)
+    fresh(x).square().sum().backward()
+    optimizer.step()
+    assert fresh.weight.grad.stride() == (360, 1, 40) and fresh.weight.stride() == (360, 1, 40)
+    assert optimizer.state[fresh.weight]["exp_avg"].stride() == (360, 1, 40)

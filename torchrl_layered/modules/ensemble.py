@@ -25,12 +25,22 @@ def check_outcomes(state: torch.Tensor, outcome: torch.Tensor, name: str) -> Non
 
 
 class EnsembleLinear(nn.Module):
-    """``M`` independent linear layers applied to ``[M, N, in]`` with one ``baddbmm``."""
+    """``M`` independent linear layers applied to ``[M, N, in]`` with one ``baddbmm``.
+
+    The weight is ``[M, in, out]``. A layer that narrows at least four-fold (a head of a few
+    outputs) holds it in memory as ``[M, out, in]``, the layout of ``nn.Linear``: CPU kernels
+    multiply ``[N, in] x [in, out]`` for 2 to 9 outputs 2-3x faster from it (a `ProbabilisticEnsemble`
+    head of ``2 * state_dim + 1`` outputs), and no shape ran slower. The shape, the state dict and the
+    initial values are the same either way; gradients and optimiser states follow the layout.
+    """
 
     def __init__(self, num_members: int, in_features: int, out_features: int):
         super().__init__()
         bound = 1.0 / math.sqrt(in_features)
-        self.weight = nn.Parameter(torch.empty(num_members, in_features, out_features).uniform_(-bound, bound))
+        weight = torch.empty(num_members, in_features, out_features).uniform_(-bound, bound)
+        if 4 * out_features <= in_features:
+            weight = torch.empty(num_members, out_features, in_features).transpose(1, 2).copy_(weight)
+        self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.empty(num_members, 1, out_features).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
