@@ -108,7 +108,8 @@ def test_config_is_plain_and_editable():
                          ({"gamma": 0.9, "discount_factor": [0.8]}, "keep gamma"), ({"temperature": 0.0}, "temperature"),
                          ({"temperature": float("inf")}, "temperature"),
                          ({"horizon": 0}, "horizon"), ({"nonsense": 1}, "unknown"),
-                         ({"num_pi_trajs": 449}, "num_pi_trajs"), ({"num_pi_trajs": -1}, "num_pi_trajs")]:
+                         ({"num_pi_trajs": 449}, "num_pi_trajs"), ({"num_pi_trajs": -1}, "num_pi_trajs"),
+                         ({"num_elites": 513}, "num_elites must lie in"), ({"num_elites": 0}, "num_elites must lie in")]:
         try:
             resolve_tdmpc2_config(bad)
         except ValueError as err:

@@ -29,9 +29,10 @@ class EnsembleLinear(nn.Module):
 
     The weight is ``[M, in, out]``. A layer that narrows at least four-fold (a head of a few
     outputs) holds it in memory as ``[M, out, in]``, the layout of ``nn.Linear``: CPU kernels
-    multiply ``[N, in] x [in, out]`` for 2 to 9 outputs 2-3x faster from it (a `ProbabilisticEnsemble`
-    head of ``2 * state_dim + 1`` outputs), and no shape ran slower. The shape, the state dict and the
-    initial values are the same either way; gradients and optimiser states follow the layout.
+    multiply ``[N, in] x [in, out]`` for 2 to 9 outputs 2-3x faster from it (a
+    `ProbabilisticEnsemble` head of ``2 * state_dim + 1`` outputs), and no forward ran slower.
+    The shape, the state dict and the initial values are the same either way; gradients and
+    optimiser states follow the layout.
     """
 
     def __init__(self, num_members: int, in_features: int, out_features: int):

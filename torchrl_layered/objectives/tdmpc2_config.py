@@ -129,6 +129,8 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
     for key in ("num_samples", "num_elites", "num_pi_trajs"):
         if isinstance(cfg[key], bool) or not isinstance(cfg[key], numbers.Integral):
             raise TypeError(f"{key} must be an int; got {cfg[key]!r}")
+    if not 1 <= cfg["num_elites"] <= cfg["num_samples"]:
+        raise ValueError(f"num_elites must lie in [1, num_samples={cfg['num_samples']}]; got {cfg['num_elites']}")
     if not 0 <= cfg["num_pi_trajs"] <= cfg["num_samples"] - cfg["num_elites"]:
         raise ValueError(
             f"num_pi_trajs must lie in [0, num_samples - num_elites] = [0, {cfg['num_samples'] - cfg['num_elites']}]: "
