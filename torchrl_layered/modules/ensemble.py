@@ -27,25 +27,31 @@ def check_outcomes(state: torch.Tensor, outcome: torch.Tensor, name: str) -> Non
 class EnsembleLinear(nn.Module):
     """``M`` independent linear layers applied to ``[M, N, in]`` with one ``baddbmm``.
 
-    The weight is ``[M, in, out]``. A layer that narrows at least four-fold (a head of a few
-    outputs) holds it in memory as ``[M, out, in]``, the layout of ``nn.Linear``: CPU kernels
-    multiply ``[N, in] x [in, out]`` for 2 to 9 outputs 2-3x faster from it (a
-    `ProbabilisticEnsemble` head of ``2 * state_dim + 1`` outputs), and no forward ran slower.
-    The shape, the state dict and the initial values are the same either way; gradients and
-    optimiser states follow the layout.
+    The weight is ``[M, in, out]``, contiguous (as torch.distributed and TorchRL's weight
+    updaters need). On a CPU a head of fewer than 16 outputs from at least four times as many
+    inputs (a `ProbabilisticEnsemble` head of ``2 * state_dim + 1``) multiplies from a copy laid
+    out as ``[M, out, in]`` (`compute_weight`), the layout of ``nn.Linear``: CPU kernels multiply
+    ``[N, in] x [in, out]`` for 2 to 9 outputs 2-3x faster from it, and the copy of so small a
+    weight costs a few microseconds.
     """
 
     def __init__(self, num_members: int, in_features: int, out_features: int):
         super().__init__()
         bound = 1.0 / math.sqrt(in_features)
-        weight = torch.empty(num_members, in_features, out_features).uniform_(-bound, bound)
-        if 4 * out_features <= in_features:
-            weight = torch.empty(num_members, out_features, in_features).transpose(1, 2).copy_(weight)
-        self.weight = nn.Parameter(weight)
+        self.weight = nn.Parameter(torch.empty(num_members, in_features, out_features).uniform_(-bound, bound))
         self.bias = nn.Parameter(torch.empty(num_members, 1, out_features).uniform_(-bound, bound))
+        self.skinny = out_features < 16 and 4 * out_features <= in_features
+
+    def compute_weight(self) -> torch.Tensor:
+        """The weight ``[M, in, out]`` to multiply by: column-major for a skinny head on a CPU
+        (a differentiable copy), the parameter itself otherwise."""
+        weight = self.weight
+        if self.skinny and weight.device.type == "cpu":
+            return weight.transpose(1, 2).contiguous().transpose(1, 2)
+        return weight
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None) -> torch.Tensor:
-        weight, bias = self.weight, self.bias
+        weight, bias = self.compute_weight(), self.bias
         if members is not None:
             weight, bias = weight[members], bias[members]
         return torch.baddbmm(bias, x, weight)
@@ -180,7 +186,7 @@ class ProbabilisticEnsemble(nn.Module):
         rows a member) runs ~9% faster. Same arithmetic, per member, as ``baddbmm``.
         """
         indices = range(self.num_members) if members is None else members.tolist()
-        params = [(layer.weight, layer.bias) for layer in [*self.layers, self.head]]
+        params = [(layer.compute_weight(), layer.bias) for layer in [*self.layers, self.head]]
         dtype = torch.result_type(x, self.head.weight)
         x = x.expand(len(indices), *x.shape[1:])
         hidden = [torch.empty(x.shape[1], w.shape[-1], dtype=dtype) for w, _ in params[:-1]]
