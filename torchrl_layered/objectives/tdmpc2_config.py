@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from typing import Any
 
 from torchrl_layered.objectives.discount import check_discount_per
@@ -127,7 +126,7 @@ def resolve_tdmpc2_config(config: dict[str, Any] | None = None, **overrides) -> 
     if cfg["horizon"] < 1:
         raise ValueError(f"horizon must be >= 1; got {cfg['horizon']}")
     for key in ("num_samples", "num_elites", "num_pi_trajs"):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], numbers.Integral):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], int):  # as the planners check
             raise TypeError(f"{key} must be an int; got {cfg[key]!r}")
     if not 1 <= cfg["num_elites"] <= cfg["num_samples"]:
         raise ValueError(f"num_elites must lie in [1, num_samples={cfg['num_samples']}]; got {cfg['num_elites']}")
