@@ -21,7 +21,7 @@ def test_mish_equals_torchs_mish_with_and_without_gradients():
 @pytest.mark.parametrize("via_exp2", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_mish_is_torchs_on_both_exp_paths_and_in_bfloat16_where_exp_overflows(monkeypatch, via_exp2, dtype):
-    monkeypatch.setattr(activations, "_EXP_VIA_EXP2", via_exp2)  # AVX2 CPUs take exp2, AVX-512 exp
+    monkeypatch.setattr(activations, "_EXP_VIA_EXP2", via_exp2)  # both paths, whichever this CPU measured faster
     x = torch.cat([torch.randn(4000) * 30, EDGES]).to(dtype)
     expected = F.mish(x.double())
     with torch.no_grad():
@@ -36,12 +36,29 @@ def test_mish_is_torchs_on_both_exp_paths_and_in_bfloat16_where_exp_overflows(mo
     torch.testing.assert_close(grad, reference, atol=1e-5, rtol=1e-4)
 
 
-def test_only_a_cpu_without_avx512_takes_exp2(monkeypatch):
+def test_exp2_is_taken_only_on_a_cpu_where_it_measured_faster(monkeypatch):
     monkeypatch.setattr(activations, "_EXP_VIA_EXP2", True)
     assert activations._via_exp2(torch.ones(1))
     assert not activations._via_exp2(torch.ones(1, device="meta"))  # any other device takes exp
     monkeypatch.setattr(activations, "_EXP_VIA_EXP2", False)
     assert not activations._via_exp2(torch.ones(1))
+
+
+def test_the_exp_path_is_measured_once_per_process_on_first_use(monkeypatch):
+    calls = []
+    monkeypatch.setattr(activations, "_EXP_VIA_EXP2", None)
+    monkeypatch.setattr(activations, "_measure_exp_via_exp2", lambda: calls.append(1) or True)
+    with torch.no_grad():
+        first, second = mish(torch.randn(64)), mish(torch.randn(64))
+    assert len(calls) == 1 and activations._EXP_VIA_EXP2 is True
+    assert torch.isfinite(first).all() and torch.isfinite(second).all()
+
+
+def test_exp2_must_win_by_the_margin_to_be_taken(monkeypatch):
+    monkeypatch.setattr(activations, "_EXP2_MARGIN", 1e6)  # no kernel is a million times faster
+    assert activations._measure_exp_via_exp2(size=(8, 64), repeats=2) is False
+    monkeypatch.setattr(activations, "_EXP2_MARGIN", 1e-6)
+    assert activations._measure_exp_via_exp2(size=(8, 64), repeats=2) is True
 
 
 def test_mish_gradient_matches_autograd_of_the_definition():

@@ -11,6 +11,7 @@ its output), so that the backward is one or two cheap passes: forward and backwa
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 from torch import nn
@@ -19,19 +20,46 @@ from torch.autograd.function import once_differentiable
 #: Above this, tanh(softplus(x)) is 1 in float32 (and exp(2x) would overflow).
 _LINEAR_FROM = 20.0
 _LOG2_E = math.log2(math.e)
-#: Whether ``e^x`` is faster as ``2^(x log2 e)`` on this CPU. torch's AVX2 kernels compute exp2
-#: at about twice the rate of exp (0.6 against 1.2 ns per float32 on a core), so the scaling pass
-#: pays; its AVX-512 exp is the faster of the two (in place on [2144, 512], 2 threads: 0.075 ms
-#: against 0.11 for exp2 alone, 0.18 with the scaling). GPUs take exp in one kernel.
-_EXP_VIA_EXP2 = not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+#: Whether ``e^x`` is faster as ``2^(x log2 e)`` on this CPU; None until measured (`_measure_exp_via_exp2`).
+#: torch's CPU kernels differ by CPU more than by instruction set: exp2 runs at about twice the rate
+#: of exp on AVX2 CPUs and on an AMD EPYC with AVX-512 (mul and exp2 0.20 ms against exp 0.46 ms on
+#: [2048, 512], 2 threads), while an Intel CPU with AVX-512 and AMX took exp the faster.
+_EXP_VIA_EXP2: bool | None = None
+#: exp2 (with its scaling pass) must beat exp by this factor to be taken: where the two are close the
+#: choice would otherwise flip between processes with the timing noise, and results with it (by ulps).
+_EXP2_MARGIN = 1.25
+
+
+def _measure_exp_via_exp2(size: tuple[int, int] = (256, 1024), repeats: int = 5) -> bool:
+    """Times ``exp`` against the scaling pass and ``exp2`` on a CPU tensor of ``size`` (best of
+    ``repeats``, alternating; ~2 ms): True where exp2 is faster by `_EXP2_MARGIN`."""
+    x = torch.linspace(-8.0, 8.0, size[0] * size[1]).reshape(size)
+    out = torch.empty_like(x)
+    best = {"exp": float("inf"), "exp2": float("inf")}
+    for _ in range(repeats):
+        for name in best:
+            start = time.perf_counter()
+            if name == "exp":
+                torch.exp(x, out=out)
+            else:
+                torch.mul(x, _LOG2_E, out=out).exp2_()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best["exp2"] * _EXP2_MARGIN < best["exp"]
 
 
 def _via_exp2(x: torch.Tensor) -> bool:
-    return _EXP_VIA_EXP2 and x.device.type == "cpu"
+    """Whether to take ``e^x`` as ``2^(x log2 e)`` for ``x``: on a CPU where that measured faster
+    (once per process). Compiled, inductor fuses the exp with its neighbours: plain exp."""
+    global _EXP_VIA_EXP2
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    if _EXP_VIA_EXP2 is None:
+        _EXP_VIA_EXP2 = _measure_exp_via_exp2()
+    return _EXP_VIA_EXP2
 
 
 def _exp_in_place(x: torch.Tensor) -> torch.Tensor:
-    """``e^x`` written into ``x``: as ``2^(x log2 e)`` where that is faster (`_EXP_VIA_EXP2`)."""
+    """``e^x`` written into ``x``: as ``2^(x log2 e)`` where that is faster (`_via_exp2`)."""
     return x.mul_(_LOG2_E).exp2_() if _via_exp2(x) else x.exp_()
 
 

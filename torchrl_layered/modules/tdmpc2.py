@@ -78,8 +78,10 @@ def mlp_on(net: nn.Sequential, *parts: torch.Tensor | None) -> torch.Tensor:
     linear = first[0]
     h, start = linear.bias, 0
     for part in parts:
-        width = part.shape[-1]
-        h = h + F.linear(_compact(part), linear.weight[:, start : start + width])
+        width, part = part.shape[-1], _compact(part)
+        weight = linear.weight[:, start : start + width]
+        # one action dim: an outer product, added in one pass (a K=1 matmul is ~6x slower)
+        h = torch.addcmul(h, part, weight[:, 0]) if width == 1 else h + F.linear(part, weight)
         start += width
     for layer in first[1:]:
         h = layer(h)
@@ -150,9 +152,9 @@ class QEnsemble(nn.Module):
             h = torch.addmm(b1[m], x, w1[m])
             if drops is not None:
                 h = drops[row](h)
-            h = mish(torch.addcmul(c1[m], F.layer_norm(h, h.shape[-1:]), n1[m]))
+            h = mish(F.layer_norm(h, h.shape[-1:], n1[m], c1[m]))  # the affine kernel: ~2x the plain one's speed
             h = torch.addmm(b2[m], h, w2[m])
-            h = mish(torch.addcmul(c2[m], F.layer_norm(h, h.shape[-1:]), n2[m]))
+            h = mish(F.layer_norm(h, h.shape[-1:], n2[m], c2[m]))
             outs.append(torch.addmm(b3[m], h, w3[m]))
         return torch.stack(outs)
 
