@@ -42,17 +42,18 @@ def test_avg_q_is_the_mean_of_two_distinct_members(monkeypatch):
     torch.testing.assert_close(got, expected)
 
 
-def test_broadcast_parts_go_through_the_first_layer_once_with_the_same_result():
+@pytest.mark.parametrize("action_dim", [1, 2])  # one action dim is added as an outer product
+def test_broadcast_parts_go_through_the_first_layer_once_with_the_same_result(action_dim):
     torch.manual_seed(0)
     cfg = resolve_tdmpc2_config(cpu_tdmpc2_config(episodic=True))
-    wm = TDMPC2WorldModel(4, 2, cfg, goal_dim=3).eval()
+    wm = TDMPC2WorldModel(4, action_dim, cfg, goal_dim=3).eval()
     with torch.no_grad():
         for p in wm.parameters():
             p.normal_(std=0.2)  # the official init zeroes some heads: make every output depend on its inputs
     b, n = 3, 5
     z = torch.randn(b, 1, wm.latent_dim).expand(b, n, -1)  # the latent every candidate starts from
     zg = torch.randn(b, 1, wm.latent_dim).expand(b, n, -1)
-    a = torch.rand(b, n, 2) * 2 - 1
+    a = torch.rand(b, n, action_dim) * 2 - 1
     dense = dict(z=z.contiguous(), zg=zg.contiguous())
     with torch.no_grad():
         torch.testing.assert_close(wm.next(z, a), wm.next(dense["z"], a))
@@ -60,9 +61,9 @@ def test_broadcast_parts_go_through_the_first_layer_once_with_the_same_result():
         torch.testing.assert_close(wm.termination_logit(z, a), wm.termination_logit(dense["z"], a))
         mean = wm.pi(z, zg, deterministic=True)[0]
         torch.testing.assert_close(mean, wm.pi(dense["z"], dense["zg"], deterministic=True)[0])
-        assert mean.shape == (b, n, 2)
+        assert mean.shape == (b, n, action_dim)
         sampled, _ = wm.pi(z, zg)  # every row draws its own noise, though they share the net's output
-        assert sampled.shape == (b, n, 2) and (sampled.std(1) > 0).all()
+        assert sampled.shape == (b, n, action_dim) and (sampled.std(1) > 0).all()
 
 
 def test_mlp_on_a_net_without_hidden_layers_and_a_feature_broadcast_part():
