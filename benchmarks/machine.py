@@ -16,6 +16,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from torchrl_layered.modules.cpu_linear import _onednn_linear_op
+
 
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
@@ -24,7 +26,8 @@ def synchronize(device: torch.device) -> None:
 
 def matmul_flops_per_second(device: torch.device | str = "cpu", size: int = 1024, repeats: int = 5,
                             dtype: torch.dtype = torch.float32, budget_s: float = 2.0) -> float:
-    """FLOP/s of a ``size x size`` matmul in ``dtype`` on the current thread count, best of three rounds.
+    """FLOP/s of a ``size x size`` matmul in ``dtype`` on the current thread count, best of three rounds
+    (on a CPU in float32, of the BLAS and oneDNN's linear, as `modules.cpu_linear` chooses between them).
 
     A dtype the CPU has no fast kernels for (bfloat16 without AVX-512 BF16 or AMX runs at ~1
     GFLOP/s) would take minutes at full size: the matrices shrink until one call's time lets the
@@ -42,16 +45,20 @@ def matmul_flops_per_second(device: torch.device | str = "cpu", size: int = 1024
         size //= 2
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    synchronize(device)
+    kernels = [torch.matmul]
+    if device.type == "cpu" and dtype == torch.float32 and _onednn_linear_op() is not None:
+        kernels.append(lambda x, y: _onednn_linear_op()(x, y, None, "none", [], ""))  # see modules/cpu_linear.py
     best = float("inf")
-    for _ in range(3):  # the machine's speed, not its worst moment
-        start = time.perf_counter()
-        for _ in range(repeats):
-            a @ b
+    for kernel in kernels:  # the faster of torch's kernels sets the rate
+        for _ in range(2):
+            kernel(a, b)
         synchronize(device)
-        best = min(best, time.perf_counter() - start)
+        for _ in range(3):  # the machine's speed, not its worst moment
+            start = time.perf_counter()
+            for _ in range(repeats):
+                kernel(a, b)
+            synchronize(device)
+            best = min(best, time.perf_counter() - start)
     return 2 * size**3 * repeats / best
 
 
@@ -95,7 +102,12 @@ class MatmulFlops(TorchDispatchMode):
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:
             self.total += formula(*args, **kwargs, out_val=out)
+        elif func._overloadpacket is _ONEDNN_LINEAR:  # x [*, in], weight [out, in]
+            self.total += 2 * args[0].numel() * args[1].shape[0]
         return out
+
+
+_ONEDNN_LINEAR = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if _onednn_linear_op() is not None else None
 
 
 def share_line(name: str, flops: float, seconds: float, rate: float) -> str:

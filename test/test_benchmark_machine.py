@@ -6,6 +6,7 @@ import math
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 
@@ -47,3 +48,19 @@ def test_matmul_flops_counts_forward_and_backward_through_tensordict_modules():
     assert elementwise.total == 0
     line = machine.share_line("acting", 2e9, 0.5, 8e9)
     assert line == "acting: 2.0 GFLOP of matmuls, 4.0 GFLOP/s, 50% of the float32 matmul rate"
+
+
+def test_matmul_flops_counts_the_onednn_linear(monkeypatch):
+    """The TD-MPC2 networks' linears may run through oneDNN (`modules.cpu_linear`): counted as
+    the BLAS's, the input's gradient included when it is asked for."""
+    from torchrl_layered.modules import cpu_linear
+
+    if cpu_linear._onednn_linear_op() is None:
+        pytest.skip("this torch build has no oneDNN")
+    monkeypatch.setattr(cpu_linear, "_ONEDNN", True)
+    machine = _machine()
+    layer = cpu_linear.Linear(32, 16)
+    x = torch.randn(64, 32, requires_grad=True)
+    with machine.MatmulFlops() as counted:
+        layer(x).sum().backward()
+    assert counted.total == 3 * (2 * 64 * 32 * 16)  # forward, input gradient, weight gradient

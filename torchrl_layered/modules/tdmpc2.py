@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchrl_layered.modules.activations import Mish, SimNorm, mish
+from torchrl_layered.modules.cpu_linear import Linear, linear
 from torchrl_layered.modules.sparse_dropout import SparseDropout
 from torchrl_layered.modules.ensemble import EnsembleLinear
 from torchrl_layered.modules.twohot import TwoHot
@@ -20,7 +21,7 @@ from torchrl_layered.modules.twohot import TwoHot
 
 def normed_linear(in_dim: int, out_dim: int, dropout: float = 0.0, act: nn.Module | None = None) -> nn.Sequential:
     """Linear -> (Dropout) -> LayerNorm -> activation (Mish unless given)."""
-    layers = [nn.Linear(in_dim, out_dim)]
+    layers = [Linear(in_dim, out_dim)]
     if dropout:
         layers.append(SparseDropout(dropout))
     layers += [nn.LayerNorm(out_dim), act if act is not None else Mish()]
@@ -45,7 +46,7 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, *, out_act: nn.Module | No
     if out_act is not None:
         layers.append(normed_linear(sizes[-1], out_dim, act=out_act))
     else:
-        last = nn.Linear(sizes[-1], out_dim)
+        last = Linear(sizes[-1], out_dim)
         if zero_last:
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
@@ -75,13 +76,13 @@ def mlp_on(net: nn.Sequential, *parts: torch.Tensor | None) -> torch.Tensor:
     first = net[0]
     if torch.is_grad_enabled() or not isinstance(first, nn.Sequential) or not any(_is_broadcast(p) for p in parts):
         return net(torch.cat(parts, -1))
-    linear = first[0]
-    h, start = linear.bias, 0
+    layer = first[0]
+    h, start = layer.bias, 0
     for part in parts:
         width, part = part.shape[-1], _compact(part)
-        weight = linear.weight[:, start : start + width]
+        weight = layer.weight[:, start : start + width]
         # one action dim: an outer product, added in one pass (a K=1 matmul is ~6x slower)
-        h = torch.addcmul(h, part, weight[:, 0]) if width == 1 else h + F.linear(part, weight)
+        h = torch.addcmul(h, part, weight[:, 0]) if width == 1 else h + linear(part, weight)
         start += width
     for layer in first[1:]:
         h = layer(h)
@@ -149,13 +150,13 @@ class QEnsemble(nn.Module):
             if isinstance(self.dropout, SparseDropout) else None
         outs = []
         for row, m in enumerate(indices):
-            h = torch.addmm(b1[m], x, w1[m])
+            h = linear(x, w1[m].t(), b1[m])
             if drops is not None:
                 h = drops[row](h)
             h = mish(F.layer_norm(h, h.shape[-1:], n1[m], c1[m]))  # the affine kernel: ~2x the plain one's speed
-            h = torch.addmm(b2[m], h, w2[m])
+            h = linear(h, w2[m].t(), b2[m])
             h = mish(F.layer_norm(h, h.shape[-1:], n2[m], c2[m]))
-            outs.append(torch.addmm(b3[m], h, w3[m]))
+            outs.append(linear(h, w3[m].t(), b3[m]))
         return torch.stack(outs)
 
     def random_pair(self, device: torch.device | str | None = None) -> torch.Tensor:

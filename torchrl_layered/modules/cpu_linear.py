@@ -1,0 +1,119 @@
+"""Float32 linear layers on the CPU through oneDNN where it measured faster than the BLAS.
+
+torch multiplies float32 matrices on the CPU with its BLAS (MKL's sgemm). On an AMD EPYC with
+AVX-512 that ran TD-MPC2's planning shapes ([2048, 512] x [512, 512]) at 130-150 GFLOP/s,
+where oneDNN's linear kernel, which torch ships for its compiled CPU code, ran them at ~190
+(2 threads; 1.07-1.2x at 256-768 rows). On other CPUs MKL may be the faster, so the choice is
+timed once per process at the first float32 CPU linear (`_measure_onednn`); compiled code and
+autocast keep torch's own linear. With gradients, the forward and the input's gradient go
+through oneDNN and the weight's gradient through the BLAS (faster there for its transposed
+operands).
+"""
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+#: Whether oneDNN's linear is faster on this CPU; None until measured (`_measure_onednn`).
+_ONEDNN: bool | None = None
+#: oneDNN must beat the BLAS by this factor to be taken: where the two are close the choice would
+#: otherwise flip between processes with the timing noise, and results with it (by ulps).
+_ONEDNN_MARGIN = 1.15
+
+
+def _onednn_linear_op():
+    """torch's oneDNN linear op, or None in a build without it."""
+    try:
+        return torch.ops.mkldnn._linear_pointwise if torch.backends.mkldnn.is_available() else None
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+def _measure_onednn(size: tuple[int, int, int] = (1024, 512, 512), repeats: int = 3) -> bool:
+    """Times the BLAS's and oneDNN's linear on a ``[rows, in] x [in, out]`` product (best of
+    ``repeats``, alternating; ~20 ms): True where oneDNN is faster by `_ONEDNN_MARGIN`."""
+    if _onednn_linear_op() is None:
+        return False
+    rows, fan_in, fan_out = size
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(rows, fan_in, generator=generator)
+    weight = torch.randn(fan_out, fan_in, generator=generator)
+    bias = torch.randn(fan_out, generator=generator)
+    kernels = {"blas": F.linear, "onednn": _onednn}
+    try:
+        for kernel in kernels.values():  # warm-up: the first call sets up its kernel
+            kernel(x, weight, bias)
+    except RuntimeError:
+        return False
+    best = dict.fromkeys(kernels, float("inf"))
+    for _ in range(repeats):
+        for name, kernel in kernels.items():
+            start = time.perf_counter()
+            kernel(x, weight, bias)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best["onednn"] * _ONEDNN_MARGIN < best["blas"]
+
+
+def _takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``x @ weight.T`` goes through oneDNN: float32 on a CPU where it measured faster (once
+    per process), eager and outside autocast, with a dense weight or the transpose of one (a slice
+    of a weight's columns took oneDNN ~14 ms for four rows)."""
+    global _ONEDNN
+    if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
+            or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
+            or not (weight.is_contiguous() or weight.t().is_contiguous())):
+        return False
+    if _ONEDNN is None:
+        with torch.no_grad():
+            _ONEDNN = _measure_onednn()
+    return _ONEDNN
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``x @ weight.T + bias`` with oneDNN's forward and input gradient, the BLAS's weight gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn(x, weight, bias)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn(grad, weight.t(), None)
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+            flat_grad = grad.reshape(-1, grad.shape[-1])
+            if ctx.needs_input_grad[1]:
+                grad_weight = flat_grad.t().mm(x.reshape(-1, x.shape[-1]))
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                grad_bias = flat_grad.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, through oneDNN on a CPU where that measured faster (`_takes_onednn`)."""
+    if not _takes_onednn(x, weight):
+        return F.linear(x, weight, bias)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return _onednn(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` through `linear`: the same parameters and state dict, the faster CPU kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
