@@ -15,8 +15,9 @@ needs_onednn = pytest.mark.skipif(cpu_linear._onednn_linear_op() is None, reason
 
 @pytest.fixture
 def onednn(monkeypatch):
-    """Takes oneDNN wherever it may be taken, whatever this CPU measured."""
+    """Takes oneDNN wherever it may be taken, whatever this CPU measured, for products of any size."""
     monkeypatch.setattr(cpu_linear, "_ONEDNN", True)
+    monkeypatch.setattr(cpu_linear, "_ONEDNN_MIN_MACS", 0)
 
 
 def _operands(x_shape, weight, bias=True, seed=0):
@@ -47,9 +48,11 @@ def test_values_and_gradients_match_f_linear(onednn, x_shape, bias):
 
 @needs_onednn
 def test_only_the_gradients_asked_for_are_computed(onednn):
-    x, w, b = _operands((6, 8), (4, 8))
+    x, w, b = _operands((6, 16), (4, 16))
     w.requires_grad_(True)
-    (grad_w,) = torch.autograd.grad(linear(x, w, b).sum(), [w])
+    out = linear(x, w, b)
+    assert type(out.grad_fn).__name__.startswith("_OneDNNLinear")
+    (grad_w,) = torch.autograd.grad(out.sum(), [w])
     torch.testing.assert_close(grad_w, torch.ones(6, 4).t() @ x)
 
 
@@ -63,23 +66,30 @@ def test_a_transposed_weight_and_an_expanded_input_give_the_dense_result(onednn)
 
 
 def test_the_blas_keeps_what_onednn_does_not_take(monkeypatch):
-    """float64, autocast and a column slice of a weight (oneDNN's slow path) stay with ``F.linear``."""
+    """float64, autocast, small products, few inputs and a column slice of a weight (oneDNN's slow
+    path) stay with ``F.linear``."""
     monkeypatch.setattr(cpu_linear, "_ONEDNN", True)
-    x, w, _ = _operands((4, 8), (6, 9))
+    big = torch.zeros(1024, 128), torch.zeros(128, 128)
+    assert cpu_linear._takes_onednn(*big) is (cpu_linear._onednn_linear_op() is not None)
+    assert not cpu_linear._takes_onednn(big[0][:64], big[1])  # 1M multiply-adds
+    assert not cpu_linear._takes_onednn(torch.zeros(1 << 20, 8), torch.zeros(128, 8))  # 8 inputs
+    monkeypatch.setattr(cpu_linear, "_ONEDNN_MIN_MACS", 0)
+    x, w, _ = _operands((4, 16), (6, 17))
     assert not cpu_linear._takes_onednn(x.double(), w.double())
-    assert not cpu_linear._takes_onednn(x, w[:, :8])
+    assert not cpu_linear._takes_onednn(x, w[:, :16])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not cpu_linear._takes_onednn(x, w[:, :8].contiguous())
-    assert cpu_linear._takes_onednn(x, w[:, :8].contiguous()) is (cpu_linear._onednn_linear_op() is not None)
+        assert not cpu_linear._takes_onednn(x, w[:, :16].contiguous())
+    assert cpu_linear._takes_onednn(x, w[:, :16].contiguous()) is (cpu_linear._onednn_linear_op() is not None)
     monkeypatch.setattr(cpu_linear, "_ONEDNN", False)
-    assert not cpu_linear._takes_onednn(x, w[:, :8].contiguous())
+    assert not cpu_linear._takes_onednn(x, w[:, :16].contiguous())
 
 
 def test_the_kernel_is_measured_once_per_process_on_first_use(monkeypatch):
     calls = []
     monkeypatch.setattr(cpu_linear, "_ONEDNN", None)
     monkeypatch.setattr(cpu_linear, "_measure_onednn", lambda: calls.append(1) or False)
-    x, w, b = _operands((4, 8), (6, 8))
+    monkeypatch.setattr(cpu_linear, "_ONEDNN_MIN_MACS", 0)
+    x, w, b = _operands((4, 16), (6, 16))
     first, second = linear(x, w, b), linear(x, w, b)
     assert len(calls) == 1 and cpu_linear._ONEDNN is False
     torch.testing.assert_close(first, F.linear(x, w, b))
@@ -110,6 +120,7 @@ def test_tdmpc2_networks_give_the_same_values_and_gradients_with_either_kernel(m
     """The TD-MPC2 MLP (broadcast first layer included) and the Q ensemble's member-by-member
     layers, through oneDNN or the BLAS, against the same networks in float64 (the BLAS only)."""
     monkeypatch.setattr(cpu_linear, "_ONEDNN", kernel)
+    monkeypatch.setattr(cpu_linear, "_ONEDNN_MIN_MACS", 0)
     torch.manual_seed(0)
     net, qs = mlp(10, [32, 32], 5), QEnsemble(3, 10, 32, 7, dropout=0.0)
     for module in (net, qs):

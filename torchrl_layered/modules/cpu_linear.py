@@ -23,6 +23,12 @@ _ONEDNN: bool | None = None
 #: oneDNN must beat the BLAS by this factor to be taken: where the two are close the choice would
 #: otherwise flip between processes with the timing noise, and results with it (by ulps).
 _ONEDNN_MARGIN = 1.15
+#: Fewer inputs than this stay with the BLAS: [1024, 5] x [5, 200] took oneDNN 90 us against 60.
+_ONEDNN_MIN_IN = 16
+#: So do smaller products (rows x inputs x outputs): oneDNN's ~20 us a call more than the BLAS's
+#: outweighs its faster kernel below about [768, 128] x [128, 128] (equal there; [64, 128] x [128, 128]
+#: 53 us against 25, [768, 128] x [128, 1] 41 against 17).
+_ONEDNN_MIN_MACS = 1 << 24
 
 
 def _onednn_linear_op():
@@ -64,11 +70,13 @@ def _measure_onednn(size: tuple[int, int, int] = (1024, 512, 512), repeats: int 
 
 def _takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """Whether ``x @ weight.T`` goes through oneDNN: float32 on a CPU where it measured faster (once
-    per process), eager and outside autocast, with a dense weight or the transpose of one (a slice
-    of a weight's columns took oneDNN ~14 ms for four rows)."""
+    per process), eager and outside autocast, for products from `_ONEDNN_MIN_IN` inputs and
+    `_ONEDNN_MIN_MACS` multiply-adds, with a dense weight or the transpose of one (a slice of a
+    weight's columns took oneDNN ~14 ms for four rows)."""
     global _ONEDNN
     if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
             or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
+            or x.shape[-1] < _ONEDNN_MIN_IN or x.numel() * weight.shape[0] < _ONEDNN_MIN_MACS
             or not (weight.is_contiguous() or weight.t().is_contiguous())):
         return False
     if _ONEDNN is None:
@@ -110,6 +118,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
                                     or (bias is not None and bias.requires_grad)):
         return _OneDNNLinear.apply(x, weight, bias)
     return _onednn(x, weight, bias)
+
+
+def addmm_into(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``torch.addmm(bias, x, weight, out=out)`` for a weight stored ``[in, out]``, without gradients;
+    where oneDNN is taken (`_takes_onednn`) its result is a new tensor, not ``out``."""
+    if _takes_onednn(x, weight.t()):
+        return _onednn(x, weight.t(), bias.reshape(-1))
+    return torch.addmm(bias, x, weight, out=out)
 
 
 class Linear(nn.Linear):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from torchrl_layered.modules.cpu_linear import addmm_into
 from torchrl_layered.modules.in_place import IN_PLACE_ACTIVATIONS, activate, activation_class
 from torchrl_layered.modules.particles import check_particles, spread_particles
 
@@ -200,8 +201,11 @@ class ProbabilisticEnsemble(nn.Module):
         for row, member in enumerate(indices):
             h = x[row]
             for (weight, bias), buffer in zip(params[:-1], hidden):
-                h = activation(torch.addmm(bias[member], h, weight[member], out=buffer), inplace=True)
-            torch.addmm(params[-1][1][member], h, params[-1][0][member], out=out[row])
+                h = activation(addmm_into(bias[member], h, weight[member], buffer), inplace=True)
+            target = out[row]
+            result = addmm_into(params[-1][1][member], h, params[-1][0][member], target)
+            if result.data_ptr() != target.data_ptr():
+                target.copy_(result)
         return out
 
     def forward(

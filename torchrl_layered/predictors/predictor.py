@@ -15,6 +15,7 @@ from torch import nn
 from torchrl.modules import MLP
 
 from torchrl_layered.predictors.encoders import Encoder
+from torchrl_layered.modules.cpu_linear import Linear
 from torchrl_layered.modules.compiled import compiled_attribute
 from torchrl_layered.modules.precision import autocast_dtype, autocast_to
 from torchrl_layered.modules.ensemble import ProbabilisticEnsemble
@@ -256,7 +257,8 @@ class _Head(nn.Module):
 
     def __init__(self, in_dim: int, hidden_sizes, zero_last: bool = False, activation: type[nn.Module] = nn.SiLU):
         super().__init__()
-        self.net = MLP(in_features=in_dim, out_features=1, num_cells=list(hidden_sizes), activation_class=activation)
+        self.net = MLP(in_features=in_dim, out_features=1, num_cells=list(hidden_sizes), activation_class=activation,
+                       layer_class=Linear)  # nn.Linear with the faster CPU kernel (`modules.cpu_linear`)
         if zero_last:
             nn.init.zeros_(self.net[-1].weight)
             nn.init.zeros_(self.net[-1].bias)
