@@ -3,11 +3,11 @@
 torch multiplies float32 matrices on the CPU with its BLAS (MKL's sgemm). On an AMD EPYC with
 AVX-512 that ran TD-MPC2's planning shapes ([2048, 512] x [512, 512]) at 130-150 GFLOP/s,
 where oneDNN's linear kernel, which torch ships for its compiled CPU code, ran them at ~190
-(2 threads; 1.07-1.2x at 256-768 rows). On other CPUs MKL may be the faster, so the choice is
-timed once per process at the first float32 CPU linear (`_measure_onednn`); compiled code and
-autocast keep torch's own linear. With gradients, the forward and the input's gradient go
-through oneDNN and the weight's gradient through the BLAS (faster there for its transposed
-operands).
+(2 threads; 1.07-1.2x at 256-768 rows). On other CPUs MKL may be the faster, so the choice
+is timed once per process at the first large float32 CPU linear (`_measure_onednn`);
+compiled code and autocast keep torch's own linear. With gradients, the forward and the
+input's gradient go through oneDNN and the weight's gradient through the BLAS (faster there
+for its transposed operands).
 """
 from __future__ import annotations
 
@@ -43,9 +43,13 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
     return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
 
 
-def _measure_onednn(size: tuple[int, int, int] = (1024, 512, 512), repeats: int = 3) -> bool:
+def _measure_onednn(size: tuple[int, int, int] = (2048, 512, 512), repeats: int = 2) -> bool:
     """Times the BLAS's and oneDNN's linear on a ``[rows, in] x [in, out]`` product (best of
-    ``repeats``, alternating; ~20 ms): True where oneDNN is faster by `_ONEDNN_MARGIN`."""
+    ``repeats``, alternating; 40-100 ms): True where oneDNN is faster by `_ONEDNN_MARGIN`.
+
+    The size is TD-MPC2's planning product: on the AMD EPYC oneDNN's lead there is 1.25-1.7x
+    (1 and 2 threads) where at 768 rows it is 1.0-1.2x, too close to decide the same way in
+    every process."""
     if _onednn_linear_op() is None:
         return False
     rows, fan_in, fan_out = size
