@@ -188,8 +188,9 @@ class ProbabilisticEnsemble(nn.Module):
         threads leave one idle a sixth of the time) and each layer's ``[M', N, width]`` output
         leaves the cache before the next layer reads it. Here every ``addmm`` runs on all threads
         and a member's ``[N, width]`` activations stay cache-resident from layer to layer, written
-        into buffers reused across members: a PETS-size plan call (5 members, [200] x 3, 1024
-        rows a member) runs ~9% faster. Same arithmetic, per member, as ``baddbmm``.
+        into buffers reused across members (new ones where oneDNN's linear is taken,
+        `modules.cpu_linear`): a PETS-size plan call (5 members, [200] x 3, 1024 rows a member)
+        runs ~9% faster. Same arithmetic, per member, as ``baddbmm``.
         """
         indices = range(self.num_members) if members is None else members.tolist()
         params = [(layer.compute_weight(), layer.bias) for layer in [*self.layers, self.head]]
