@@ -10,6 +10,7 @@ from helpers import BFLOAT16_UNITS
 from torchrl_layered import Hierarchy
 from torchrl_layered.envs import make_env
 from torchrl_layered.levels import TDMPC2Level
+from torchrl_layered.modules import cpu_linear
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
 
 
@@ -22,12 +23,20 @@ def cpu_config():
 
 
 @pytest.mark.learning(minutes=12)
-@pytest.mark.parametrize("planning_dtype, update_dtype", [
-    ("float32", "float32"),
-    pytest.param("bfloat16", "float32", marks=BFLOAT16_UNITS),
-    pytest.param("bfloat16", "bfloat16", marks=BFLOAT16_UNITS),
+@pytest.mark.parametrize("planning_dtype, update_dtype, kernel", [
+    ("float32", "float32", "default"),
+    pytest.param("float32", "float32", "onednn", marks=pytest.mark.skipif(
+        cpu_linear._onednn_linear_op() is None, reason="this torch build has no oneDNN")),
+    pytest.param("bfloat16", "float32", "default", marks=BFLOAT16_UNITS),
+    pytest.param("bfloat16", "bfloat16", "default", marks=BFLOAT16_UNITS),
 ])
-def test_tdmpc2_solves_pendulum_within_15k_env_steps(planning_dtype, update_dtype):
+def test_tdmpc2_solves_pendulum_within_15k_env_steps(planning_dtype, update_dtype, kernel, monkeypatch):
+    """``kernel="onednn"``: every float32 linear of the networks through oneDNN's kernel
+    (`modules.cpu_linear`; this small model's products are below the size it takes by default),
+    forward and backward, so that the path the default-size model takes on some CPUs learns too."""
+    if kernel == "onednn":
+        monkeypatch.setattr(cpu_linear, "_ONEDNN", True)
+        monkeypatch.setattr(cpu_linear, "_ONEDNN_MIN_MACS", 0)
     torch.manual_seed(0)
     env = make_env("Pendulum-v1", 4)
     env.set_seed(0)
@@ -44,5 +53,5 @@ def test_tdmpc2_solves_pendulum_within_15k_env_steps(planning_dtype, update_dtyp
         returns += batch["next", "episode_reward"][done].reshape(-1).tolist()
     collector.shutdown()
     last10 = sum(returns[-10:]) / 10
-    print(f"TD-MPC2 Pendulum, planning in {planning_dtype}, updates in {update_dtype}: {len(returns)} episodes, mean return of the last 10: {last10:.1f}")
+    print(f"TD-MPC2 Pendulum, planning in {planning_dtype}, updates in {update_dtype}, {kernel} linears: {len(returns)} episodes, mean return of the last 10: {last10:.1f}")
     assert len(returns) >= 60 and last10 > -400, f"mean return of the last 10 episodes: {last10:.0f}"
