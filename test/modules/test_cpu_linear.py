@@ -139,3 +139,18 @@ def test_tdmpc2_networks_give_the_same_values_and_gradients_with_either_kernel(m
     (grad64,) = torch.autograd.grad(out64.square().sum(), [qs64.layer1.weight])
     torch.testing.assert_close(out.double(), out64, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(grad.double(), grad64, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("weight, bias", [((8, 33), None), ((8, 32), (7,))])
+def test_operands_that_do_not_fit_get_torchs_error_naming_the_shapes(onednn, weight, bias):
+    x = torch.randn(4, 32)
+    with pytest.raises(RuntimeError, match=r"shape|size"):
+        linear(x, torch.randn(*weight), None if bias is None else torch.randn(*bias))
+
+
+@needs_onednn
+def test_nan_passes_through_as_with_f_linear(onednn):
+    x, w, b = _operands((4, 32), (8, 32))
+    x[1, 3] = float("nan")
+    out = linear(x, w, b)
+    assert torch.isnan(out[1]).all() and torch.isfinite(out[[0, 2, 3]]).all()

@@ -72,13 +72,16 @@ def _measure_onednn(size: tuple[int, int, int] = (2048, 512, 512), repeats: int 
     return best["onednn"] * _ONEDNN_MARGIN < best["blas"]
 
 
-def _takes_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def _takes_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
     """Whether ``x @ weight.T`` goes through oneDNN: float32 on a CPU where it measured faster (once
     per process), eager and outside autocast, for products from `_ONEDNN_MIN_IN` inputs and
     `_ONEDNN_MIN_MACS` multiply-adds, with a dense weight or the transpose of one (a slice of a
-    weight's columns took oneDNN ~14 ms for four rows)."""
+    weight's columns took oneDNN ~14 ms for four rows). Operands that do not fit together go to
+    ``F.linear``, whose error names the shapes (oneDNN's does not)."""
     global _ONEDNN
-    if (x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
+    if (weight.dim() != 2 or x.dim() == 0 or x.shape[-1] != weight.shape[1]
+            or (bias is not None and bias.numel() != weight.shape[0])
+            or x.device.type != "cpu" or x.dtype != torch.float32 or weight.dtype != torch.float32
             or torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu")
             or x.shape[-1] < _ONEDNN_MIN_IN or x.numel() * weight.shape[0] < _ONEDNN_MIN_MACS
             or not (weight.is_contiguous() or weight.t().is_contiguous())):
@@ -116,7 +119,7 @@ class _OneDNNLinear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``, through oneDNN on a CPU where that measured faster (`_takes_onednn`)."""
-    if not _takes_onednn(x, weight):
+    if not _takes_onednn(x, weight, bias):
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
@@ -127,7 +130,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 def addmm_into(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``torch.addmm(bias, x, weight, out=out)`` for a weight stored ``[in, out]``, without gradients;
     where oneDNN is taken (`_takes_onednn`) its result is a new tensor, not ``out``."""
-    if _takes_onednn(x, weight.t()):
+    if _takes_onednn(x, weight.t(), bias):
         return _onednn(x, weight.t(), bias.reshape(-1))
     return torch.addmm(bias, x, weight, out=out)
 
