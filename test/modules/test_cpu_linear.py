@@ -97,11 +97,25 @@ def test_the_kernel_is_measured_once_per_process_on_first_use(monkeypatch):
 
 
 @needs_onednn
-def test_onednn_must_win_by_the_margin_to_be_taken(monkeypatch):
-    monkeypatch.setattr(cpu_linear, "_ONEDNN_MARGIN", 1e6)  # no kernel is a million times faster
-    assert cpu_linear._measure_onednn(size=(16, 32, 32), repeats=2) is False
-    monkeypatch.setattr(cpu_linear, "_ONEDNN_MARGIN", 1e-6)
-    assert cpu_linear._measure_onednn(size=(16, 32, 32), repeats=2) is True
+def test_the_blas_keeps_the_products_only_when_faster_by_the_margin(monkeypatch):
+    monkeypatch.setattr(cpu_linear, "_BLAS_MARGIN", 1e6)  # the BLAS would have to be a million times faster
+    assert cpu_linear._measure_onednn(size=(16, 32, 32), repeats=3) is True
+    monkeypatch.setattr(cpu_linear, "_BLAS_MARGIN", 1e-6)  # oneDNN would have to be a million times faster
+    assert cpu_linear._measure_onednn(size=(16, 32, 32), repeats=3) is False
+
+
+@needs_onednn
+def test_a_slow_moment_of_the_machine_counts_against_both_kernels(monkeypatch):
+    """The decision reads the kernels' ratio within each pair: one slow pair does not decide it."""
+    clock = iter([0.0, 10.0, 11.0,  # a pair in a slow moment: the BLAS took 10 s, oneDNN 1 s
+                  20.0, 20.5, 21.0,  # then both took 0.5 s: neither is faster
+                  30.0, 30.5, 31.0])
+    monkeypatch.setattr(cpu_linear.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(cpu_linear, "_BLAS_MARGIN", 1.15)
+    assert cpu_linear._measure_onednn(size=(16, 32, 32), repeats=3) is True  # even: oneDNN keeps them
+    clock = iter([0.0, 1.0, 11.0,  # oneDNN's slow moment
+                  20.0, 20.5, 21.5, 30.0, 30.5, 31.5])  # then the BLAS twice as fast
+    assert cpu_linear._measure_onednn(size=(16, 32, 32), repeats=3) is False
 
 
 def test_linear_is_nn_linear_with_the_same_state_dict():
