@@ -14,12 +14,14 @@ small planner row; the PETS-size row is
 learning (chunks of N batched steps). ``--rollout-chunk 0`` rolls every candidate out at once
 (the layout before chunked rollouts), to measure what chunking buys; ``--compile`` compiles the
 rollout and the updates (``PlannerLevel(compile=True)``; the compilation falls in the warm-up
-calls and the first collector batch).
+calls and the first collector batch). ``--serve`` answers sampled plan calls as a worker of
+`paired.py` (timed in alternation with another library's) instead of printing figures.
 """
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from functools import partial
 
@@ -71,6 +73,25 @@ def time_plan_calls(hierarchy: Hierarchy, env, warmup: int, repeats: int,
     return times, flops.total
 
 
+def serve(hierarchy: Hierarchy, env, warmup: int) -> None:
+    """Sampled plan calls on request (`paired.py`'s worker protocol): ``ready``, then for every
+    line ``N`` read, the median seconds of ``N`` calls."""
+    td = TransformedEnv(env, hierarchy.make_transform()).reset()
+    with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
+        for _ in range(warmup):
+            hierarchy(td.clone())
+        print("ready", flush=True)
+        for line in sys.stdin:
+            times = []
+            for _ in range(int(line)):
+                data = td.clone()
+                start = time.perf_counter()
+                hierarchy(data)
+                synchronize(td.device)
+                times.append(time.perf_counter() - start)
+            print(statistics.median(times), flush=True)
+
+
 def collect_rate(hierarchy: Hierarchy, env, steps: int, chunks: int, learn: bool) -> float:
     """Median env steps/s over ``chunks`` batches of ``steps`` batched steps."""
     frames = steps * env.batch_size[0]
@@ -113,10 +134,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--serve", action="store_true", help="answer sampled plan calls as a worker of paired.py")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     hierarchy, level, env = build(args)
+    if args.serve:
+        serve(hierarchy, env, args.warmup)
+        return
     params = sum(p.numel() for p in level.predictor.parameters())
     rates = matmul_rates(args.device)
     print(machine_line(args.device, rates=rates))

@@ -1,0 +1,92 @@
+"""Two workloads timed call by call in alternation, each in a resident process: the median paired ratio.
+
+On a shared machine whose speed drifts by up to 2x from minute to minute, two benchmark runs
+one after the other compare the machine's moments as much as the code. Here both workloads are
+set up once, in their own process (their own Python environment, e.g. the reference library's),
+and timed in alternating short rounds, the order swapped every round; the ratio of each round's
+two medians is taken and the median of those ratios printed, with its range.
+
+A worker is any command that sets up its workload, prints a line ``ready`` (other lines before
+it are ignored), and then, for every line ``N`` it reads, runs ``N`` calls and prints the median
+seconds of one call. ``planner_level_speed.py --serve`` is ours for the plan call:
+
+    python benchmarks/paired.py --rounds 24 --calls 5 \\
+        --baseline "/path/to/reference/venv/bin/python reference_plan_worker.py" \\
+        --candidate "python benchmarks/planner_level_speed.py --threads 2 --activation ReLU --serve"
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import subprocess
+
+
+class Worker:
+    """A resident worker process (the protocol above)."""
+
+    def __init__(self, command: str, name: str):
+        self.name = name
+        self.process = subprocess.Popen(shlex.split(command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True)
+        while True:
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"paired: the {name} worker exited before printing 'ready' (run its command "
+                                   f"alone to see why): {command}")
+            if line.strip() == "ready":
+                return
+
+    def call(self, calls: int) -> float:
+        """The median seconds of one call over ``calls`` calls."""
+        self.process.stdin.write(f"{calls}\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        try:
+            return float(line)
+        except ValueError:
+            raise RuntimeError(f"paired: the {self.name} worker answered {line.strip()!r}, not seconds") from None
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+def paired_times(baseline: Worker, candidate: Worker, rounds: int, calls: int) -> tuple[list[float], list[float]]:
+    """Per round, the two workers' median call times, the order swapped every round."""
+    base, cand = [], []
+    for i in range(rounds):
+        if i % 2:
+            cand.append(candidate.call(calls))
+            base.append(baseline.call(calls))
+        else:
+            base.append(baseline.call(calls))
+            cand.append(candidate.call(calls))
+    return base, cand
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", required=True, help="the worker command of the workload compared against")
+    parser.add_argument("--candidate", required=True, help="the worker command of the workload timed")
+    parser.add_argument("--rounds", type=int, default=24)
+    parser.add_argument("--calls", type=int, default=5, help="calls per worker and round")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.calls < 1:
+        parser.error("--rounds and --calls must be >= 1")
+    workers = [Worker(args.baseline, "baseline"), Worker(args.candidate, "candidate")]
+    try:
+        base, cand = paired_times(*workers, args.rounds, args.calls)
+    finally:
+        for worker in workers:
+            worker.close()
+    ratios = [b / c for b, c in zip(base, cand)]
+    print("baseline  ms:", " ".join(f"{1e3 * t:.1f}" for t in base))
+    print("candidate ms:", " ".join(f"{1e3 * t:.1f}" for t in cand))
+    print(f"baseline {1e3 * statistics.median(base):.1f} ms, candidate {1e3 * statistics.median(cand):.1f} ms (medians); "
+          f"candidate faster by {statistics.median(ratios):.2f}x (median of {args.rounds} paired rounds, "
+          f"{min(ratios):.2f}-{max(ratios):.2f})")
+
+
+if __name__ == "__main__":
+    main()

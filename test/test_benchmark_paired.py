@@ -1,0 +1,95 @@
+"""`benchmarks/paired.py`: two resident workers timed in alternation, the ratio taken round by round."""
+from __future__ import annotations
+
+import importlib.util
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _paired():
+    spec = importlib.util.spec_from_file_location("paired", BENCHMARKS / "paired.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _worker(seconds: list[float], log: str | None = None) -> str:
+    """A worker that answers the rounds with ``seconds`` in turn (after a line of chatter), logging each request."""
+    record = f"open({log!r}, 'a').write(line)" if log else "pass"
+    code = (
+        "import sys\n"
+        "print('setting up'); print('ready', flush=True)\n"
+        f"answers = iter({seconds!r})\n"
+        "for line in sys.stdin:\n"
+        f"    {record}\n"
+        "    print(next(answers), flush=True)\n"
+    )
+    return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+
+
+def test_rounds_alternate_in_order_and_the_ratio_is_taken_per_round(tmp_path):
+    paired = _paired()
+    order = tmp_path / "order"
+    baseline = paired.Worker(_worker([0.4, 0.2, 0.9], str(tmp_path / "a")), "baseline")
+    candidate = paired.Worker(_worker([0.2, 0.1, 0.3], str(tmp_path / "b")), "candidate")
+    original_call = paired.Worker.call
+
+    def call(self, calls):
+        with open(order, "a") as f:
+            f.write(self.name + "\n")
+        return original_call(self, calls)
+
+    paired.Worker.call = call
+    try:
+        base, cand = paired.paired_times(baseline, candidate, rounds=3, calls=7)
+    finally:
+        paired.Worker.call = original_call
+        baseline.close()
+        candidate.close()
+    assert base == [0.4, 0.2, 0.9] and cand == [0.2, 0.1, 0.3]
+    # the order is swapped every round, so that neither side always runs after the other
+    assert order.read_text().split() == ["baseline", "candidate", "candidate", "baseline", "baseline", "candidate"]
+    assert (tmp_path / "a").read_text().split() == ["7", "7", "7"]
+
+
+def test_the_command_line_prints_the_median_paired_ratio():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "paired.py"), "--rounds", "3", "--calls", "2",
+         "--baseline", _worker([0.4, 0.3, 0.9]), "--candidate", _worker([0.2, 0.1, 0.3])],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    # ratios 2.0, 3.0, 3.0: median 3.0
+    assert "candidate faster by 3.00x (median of 3 paired rounds, 2.00-3.00)" in out
+
+
+def test_a_worker_that_dies_before_it_is_ready_is_named():
+    paired = _paired()
+    with pytest.raises(RuntimeError, match="the baseline worker exited before printing 'ready'"):
+        paired.Worker(f"{shlex.quote(sys.executable)} -c 'import sys; sys.exit(3)'", "baseline")
+
+
+def test_an_answer_that_is_not_seconds_is_refused():
+    paired = _paired()
+    worker = paired.Worker(_worker(["oops"]), "candidate")
+    with pytest.raises(RuntimeError, match="the candidate worker answered 'oops', not seconds"):
+        worker.call(1)
+    worker.process.kill()
+
+
+def test_the_planner_benchmark_serves_plan_calls_as_a_worker():
+    paired = _paired()
+    command = (f"{shlex.quote(sys.executable)} {shlex.quote(str(BENCHMARKS / 'planner_level_speed.py'))} --serve "
+               "--env Pendulum-v1 --num-envs 2 --samples 8 --iterations 1 --horizon 2 --hidden 8 --warmup 1 --threads 1")
+    worker = paired.Worker(command, "candidate")
+    try:
+        seconds = [worker.call(2), worker.call(1)]
+    finally:
+        worker.close()
+    assert all(0 < s < 10 for s in seconds)
+    assert worker.process.returncode == 0
