@@ -6,10 +6,15 @@ warm-up that fills the buffer.
 
     python benchmarks/tdmpc2_speed.py [--model-size 5] [--steps 40] [--compile] [--planning-dtype bfloat16]
         [--update-dtype bfloat16]
+
+``--serve`` answers planning steps (the hierarchy's action for every instance, then the env
+step; no learning) as a worker of `paired.py`, timed in alternation with another library's.
 """
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import time
 
 import torch
@@ -22,6 +27,22 @@ from torchrl_layered.levels import TDMPC2Level
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
 
 
+def serve(hierarchy: Hierarchy, env, td) -> None:
+    """Planning steps on request (`paired.py`'s worker protocol): ``ready``, then for every line
+    ``N`` read, the median seconds of ``N`` batched steps (plan for every instance, step the env)."""
+    with torch.no_grad():
+        for _ in range(2):  # one-off costs (allocation, the kernel choice)
+            td = env.step_and_maybe_reset(hierarchy(td))[1]
+        print("ready", flush=True)
+        for line in sys.stdin:
+            times = []
+            for _ in range(int(line)):
+                start = time.perf_counter()
+                td = env.step_and_maybe_reset(hierarchy(td))[1]
+                times.append(time.perf_counter() - start)
+            print(statistics.median(times), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-envs", type=int, default=4)
@@ -32,6 +53,7 @@ def main() -> None:
     parser.add_argument("--planning-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--update-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--serve", action="store_true", help="answer planning steps as a worker of paired.py")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -59,6 +81,9 @@ def main() -> None:
         return root
 
     td = env.reset()
+    if args.serve:
+        serve(hierarchy, env, td)
+        return
     acting = updating = 0.0
     for step in range(args.steps + 2):
         start = time.perf_counter()

@@ -93,3 +93,15 @@ def test_the_planner_benchmark_serves_plan_calls_as_a_worker():
         worker.close()
     assert all(0 < s < 10 for s in seconds)
     assert worker.process.returncode == 0
+
+
+def test_the_tdmpc2_benchmark_serves_planning_steps_as_a_worker():
+    paired = _paired()
+    command = (f"{shlex.quote(sys.executable)} {shlex.quote(str(BENCHMARKS / 'tdmpc2_speed.py'))} --serve "
+               "--model-size 1 --num-envs 1 --threads 1 --device cpu")
+    worker = paired.Worker(command, "candidate")
+    try:
+        seconds = worker.call(2)
+    finally:
+        worker.close()
+    assert 0 < seconds < 30 and worker.process.returncode == 0
