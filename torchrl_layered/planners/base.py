@@ -16,6 +16,8 @@ from tensordict import TensorDict, TensorDictBase
 from torch import nn
 from torchrl.data import Bounded, Composite, TensorSpec, Unbounded
 
+from torchrl_layered.modules.heap import keep_freed_memory
+
 #: Maps candidate action sequences ``[B, N, H, *A]`` to returns ``[B, N]`` or ``[B, N, P]``.
 Objective = Callable[[torch.Tensor], torch.Tensor]
 
@@ -176,6 +178,8 @@ class SamplingPlanner(nn.Module):
             generator: the random generator (on the planner's device), for reproducibility.
         """
         batch, device = self._batch_and_device(state, batch_size, extra_samples)
+        if device.type == "cpu":  # large models' temporaries stay with the process (`modules.heap`)
+            keep_freed_memory()
         low, high = self.low.to(device), self.high.to(device)
         if extra_samples is not None:
             extra_samples = torch.clamp(extra_samples.to(device, low.dtype), low, high)
