@@ -5,10 +5,11 @@ over: TD-MPC2 at its default size plans on 2048 rows x 512 features, 4 MB a temp
 a step. glibc serves such sizes from its heap once it has seen one freed (its dynamic mmap
 threshold), but returns the heap's free top to the kernel whenever it exceeds twice that
 threshold, and the next step faults fresh pages in, each zero-filled by the kernel on first
-touch. With the thresholds below the memory stays with the process: on a 2-core AMD EPYC a
-TD-MPC2 planning step ran 1.08-1.21x faster (median paired ratios, `benchmarks/paired.py`), a
-CEM plan call 1.06x, a PETS-size one 1.03x. The cost is memory: up to `TRIM_THRESHOLD` of freed
-memory stays with the process (plus the heap's growth steps, `TOP_PAD`).
+touch. With the thresholds below the memory stays with the process: on a 2-core AMD EPYC, with
+glibc's variables set for the whole process, a TD-MPC2 planning step ran 1.21x faster (median
+paired ratio, `benchmarks/paired.py`), a CEM plan call 1.06x, a PETS-size one 1.03x; set here at
+the first plan, 1.05x on TD-MPC2 planning in a fast phase of that machine. The cost is memory: up
+to `TRIM_THRESHOLD` of freed memory stays with the process (plus the heap's growth steps, `TOP_PAD`).
 
 The planners set it at their first CPU plan (`SamplingPlanner`); a process can set it earlier
 by calling `keep_freed_memory` itself, or keep glibc's defaults with the environment variable
@@ -43,7 +44,7 @@ def _glibc():
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 - glibc only
         return libc
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # TypeError: a platform without a process handle
         return None
 
 
