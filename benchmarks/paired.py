@@ -8,7 +8,8 @@ two medians is taken and the median of those ratios printed, with its range.
 
 A worker is any command that sets up its workload, prints a line ``ready`` (other lines before
 it are ignored), and then, for every line ``N`` it reads, runs ``N`` calls and prints the median
-seconds of one call. ``planner_level_speed.py --serve`` is ours for the plan call:
+seconds of one call (`serve` is that side, for a function that times one call).
+``planner_level_speed.py --serve`` is ours for the plan call:
 
     python benchmarks/paired.py --rounds 24 --calls 5 \\
         --baseline "/path/to/reference/venv/bin/python reference_plan_worker.py" \\
@@ -17,9 +18,12 @@ seconds of one call. ``planner_level_speed.py --serve`` is ours for the plan cal
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import statistics
 import subprocess
+import sys
+from typing import Callable
 
 
 class Worker:
@@ -43,13 +47,25 @@ class Worker:
         self.process.stdin.flush()
         line = self.process.stdout.readline()
         try:
-            return float(line)
+            seconds = float(line)
         except ValueError:
-            raise RuntimeError(f"paired: the {self.name} worker answered {line.strip()!r}, not seconds") from None
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise RuntimeError(f"paired: the {self.name} worker answered {line.strip()!r}, not a positive number of "
+                               "seconds")
+        return seconds
 
     def close(self) -> None:
         self.process.stdin.close()
         self.process.wait(timeout=60)
+
+
+def serve(timed_call: Callable[[], float]) -> None:
+    """The worker's side: prints ``ready``, then for every line ``N`` read from stdin, the median of
+    ``N`` calls of ``timed_call`` (each returns the seconds of the call it timed)."""
+    print("ready", flush=True)
+    for line in sys.stdin:
+        print(statistics.median(timed_call() for _ in range(int(line))), flush=True)
 
 
 def paired_times(baseline: Worker, candidate: Worker, rounds: int, calls: int) -> tuple[list[float], list[float]]:
@@ -74,12 +90,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1 or args.calls < 1:
         parser.error("--rounds and --calls must be >= 1")
-    workers = [Worker(args.baseline, "baseline"), Worker(args.candidate, "candidate")]
+    workers = []
     try:
+        workers.append(Worker(args.baseline, "baseline"))
+        workers.append(Worker(args.candidate, "candidate"))
         base, cand = paired_times(*workers, args.rounds, args.calls)
-    finally:
+    finally:  # a worker that started is stopped, whichever failed
         for worker in workers:
-            worker.close()
+            worker.process.kill()
+            worker.process.wait()
     ratios = [b / c for b, c in zip(base, cand)]
     print("baseline  ms:", " ".join(f"{1e3 * t:.1f}" for t in base))
     print("candidate ms:", " ".join(f"{1e3 * t:.1f}" for t in cand))

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from functools import partial
 
 import torch
 from torchrl.envs import ExplorationType, TransformedEnv, set_exploration_type
 
+import paired
 from machine import MatmulFlops, machine_line, matmul_rates, share_line, synchronize
 from torchrl_layered import Hierarchy
 from torchrl_layered.collectors import make_collector
@@ -74,22 +74,20 @@ def time_plan_calls(hierarchy: Hierarchy, env, warmup: int, repeats: int,
 
 
 def serve(hierarchy: Hierarchy, env, warmup: int) -> None:
-    """Sampled plan calls on request (`paired.py`'s worker protocol): ``ready``, then for every
-    line ``N`` read, the median seconds of ``N`` calls."""
+    """Sampled plan calls on request, as a worker of `paired.py` (`paired.serve`)."""
     td = TransformedEnv(env, hierarchy.make_transform()).reset()
+
+    def timed_call() -> float:
+        data = td.clone()
+        start = time.perf_counter()
+        hierarchy(data)
+        synchronize(td.device)
+        return time.perf_counter() - start
+
     with torch.no_grad(), set_exploration_type(ExplorationType.RANDOM):
         for _ in range(warmup):
             hierarchy(td.clone())
-        print("ready", flush=True)
-        for line in sys.stdin:
-            times = []
-            for _ in range(int(line)):
-                data = td.clone()
-                start = time.perf_counter()
-                hierarchy(data)
-                synchronize(td.device)
-                times.append(time.perf_counter() - start)
-            print(statistics.median(times), flush=True)
+        paired.serve(timed_call)
 
 
 def collect_rate(hierarchy: Hierarchy, env, steps: int, chunks: int, learn: bool) -> float:

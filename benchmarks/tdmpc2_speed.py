@@ -13,13 +13,12 @@ step; no learning) as a worker of `paired.py`, timed in alternation with another
 from __future__ import annotations
 
 import argparse
-import statistics
-import sys
 import time
 
 import torch
 from torchrl.envs import TransformedEnv
 
+import paired
 from machine import MatmulFlops, machine_line, matmul_rates, share_line
 from torchrl_layered import Hierarchy
 from torchrl_layered.envs import make_env
@@ -28,19 +27,19 @@ from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
 
 
 def serve(hierarchy: Hierarchy, env, td) -> None:
-    """Planning steps on request (`paired.py`'s worker protocol): ``ready``, then for every line
-    ``N`` read, the median seconds of ``N`` batched steps (plan for every instance, step the env)."""
+    """Planning steps on request, as a worker of `paired.py` (`paired.serve`): plan for every
+    instance, step the env."""
+    state = {"td": td}
+
+    def timed_call() -> float:
+        start = time.perf_counter()
+        state["td"] = env.step_and_maybe_reset(hierarchy(state["td"]))[1]
+        return time.perf_counter() - start
+
     with torch.no_grad():
         for _ in range(2):  # one-off costs (allocation, the kernel choice)
-            td = env.step_and_maybe_reset(hierarchy(td))[1]
-        print("ready", flush=True)
-        for line in sys.stdin:
-            times = []
-            for _ in range(int(line)):
-                start = time.perf_counter()
-                td = env.step_and_maybe_reset(hierarchy(td))[1]
-                times.append(time.perf_counter() - start)
-            print(statistics.median(times), flush=True)
+            timed_call()
+        paired.serve(timed_call)
 
 
 def main() -> None:

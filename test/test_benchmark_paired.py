@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -74,34 +76,45 @@ def test_a_worker_that_dies_before_it_is_ready_is_named():
         paired.Worker(f"{shlex.quote(sys.executable)} -c 'import sys; sys.exit(3)'", "baseline")
 
 
-def test_an_answer_that_is_not_seconds_is_refused():
+@pytest.mark.parametrize("answer", ["oops", "nan", "inf", "-0.5", "0"])
+def test_an_answer_that_is_not_a_positive_number_of_seconds_is_refused(answer):
     paired = _paired()
-    worker = paired.Worker(_worker(["oops"]), "candidate")
-    with pytest.raises(RuntimeError, match="the candidate worker answered 'oops', not seconds"):
+    worker = paired.Worker(_worker([answer]), "candidate")
+    with pytest.raises(RuntimeError, match=f"the candidate worker answered '{answer}', not a positive number"):
         worker.call(1)
     worker.process.kill()
 
 
-def test_the_planner_benchmark_serves_plan_calls_as_a_worker():
+def test_a_started_worker_is_stopped_when_the_other_fails(tmp_path):
+    """The baseline starts, the candidate dies before it is ready: the run fails and leaves no process behind."""
+    pid_file = tmp_path / "pid"
+    baseline = (f"{shlex.quote(sys.executable)} -c "
+                + shlex.quote(f"import os, sys, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+                              "print('ready', flush=True); time.sleep(600)"))
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "paired.py"), "--baseline", baseline,
+         "--candidate", f"{shlex.quote(sys.executable)} -c 'import sys; sys.exit(3)'"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0 and "the candidate worker exited before printing 'ready'" in result.stderr
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+
+
+@pytest.mark.parametrize("script, arguments", [
+    ("planner_level_speed.py", "--env Pendulum-v1 --num-envs 2 --samples 8 --iterations 1 --horizon 2 --hidden 8 "
+                               "--warmup 1 --threads 1"),
+    ("tdmpc2_speed.py", "--model-size 1 --num-envs 1 --threads 1 --device cpu"),
+])
+def test_the_benchmarks_serve_their_calls_as_workers(script, arguments):
     paired = _paired()
-    command = (f"{shlex.quote(sys.executable)} {shlex.quote(str(BENCHMARKS / 'planner_level_speed.py'))} --serve "
-               "--env Pendulum-v1 --num-envs 2 --samples 8 --iterations 1 --horizon 2 --hidden 8 --warmup 1 --threads 1")
-    worker = paired.Worker(command, "candidate")
+    worker = paired.Worker(f"{shlex.quote(sys.executable)} {shlex.quote(str(BENCHMARKS / script))} --serve {arguments}",
+                           "candidate")
     try:
         seconds = [worker.call(2), worker.call(1)]
     finally:
         worker.close()
-    assert all(0 < s < 10 for s in seconds)
-    assert worker.process.returncode == 0
-
-
-def test_the_tdmpc2_benchmark_serves_planning_steps_as_a_worker():
-    paired = _paired()
-    command = (f"{shlex.quote(sys.executable)} {shlex.quote(str(BENCHMARKS / 'tdmpc2_speed.py'))} --serve "
-               "--model-size 1 --num-envs 1 --threads 1 --device cpu")
-    worker = paired.Worker(command, "candidate")
-    try:
-        seconds = worker.call(2)
-    finally:
-        worker.close()
-    assert 0 < seconds < 30 and worker.process.returncode == 0
+    assert all(0 < s < 30 for s in seconds) and worker.process.returncode == 0

@@ -110,12 +110,11 @@ def test_a_slow_moment_of_the_machine_counts_against_both_kernels(monkeypatch):
     clock = iter([0.0, 10.0, 11.0,  # a pair in a slow moment: the BLAS took 10 s, oneDNN 1 s
                   20.0, 20.5, 21.0,  # then both took 0.5 s: neither is faster
                   30.0, 30.5, 31.0])
-    monkeypatch.setattr(cpu_linear.time, "perf_counter", lambda: next(clock))
     monkeypatch.setattr(cpu_linear, "_BLAS_MARGIN", 1.15)
-    assert cpu_linear._measure_onednn(size=(16, 32, 32), repeats=3) is True  # even: oneDNN keeps them
+    assert cpu_linear._measure_onednn(size=(16, 32, 32), repeats=3, clock=lambda: next(clock)) is True  # even
     clock = iter([0.0, 1.0, 11.0,  # oneDNN's slow moment
                   20.0, 20.5, 21.5, 30.0, 30.5, 31.5])  # then the BLAS twice as fast
-    assert cpu_linear._measure_onednn(size=(16, 32, 32), repeats=3) is False
+    assert cpu_linear._measure_onednn(size=(16, 32, 32), repeats=3, clock=lambda: next(clock)) is False
 
 
 def test_linear_is_nn_linear_with_the_same_state_dict():
