@@ -365,15 +365,48 @@ def test_num_samples_counts_the_policy_prior_rollouts_as_official_td_mpc2_does()
     level.world_model = ReachModel(3, 1, level.cfg)  # its policy prior acts 0 everywhere
     scored, estimate = [], level.estimate_value
 
-    def recording(z, zg, actions, gamma=None):
+    def recording(z, zg, actions, gamma=None, **kwargs):
         scored.append(actions.clone())
-        return estimate(z, zg, actions, gamma)
+        return estimate(z, zg, actions, gamma, **kwargs)
 
     level.estimate_value = recording
     hierarchy(TransformedEnv(env, hierarchy.make_transform()).reset())
     assert [tuple(actions.shape[:2]) for actions in scored] == [(2, 40)] * 3
     for actions in scored:
         assert (actions[:, -6:] == 0).all() and (actions[:, :-6] != 0).all()
+
+
+def test_the_policy_prior_horizon_is_imagined_once_per_plan_and_its_returns_are_unchanged():
+    """The prior's rollouts join every MPPI iteration unchanged: their rewards, terminations and
+    latents over the horizon come from `horizon_prefix` once per plan, and each iteration only
+    bootstraps them again (a fresh policy action and Q pair, drawn in the same order)."""
+    torch.manual_seed(0)
+    env = make_env("Pendulum-v1", 2)
+    level = TDMPC2Level(small_config(num_samples=40, num_pi_trajs=6, num_elites=8, num_iterations=3, horizon=4,
+                                     episodic=True), warm_up_steps=0)
+    hierarchy = Hierarchy([level], env=env)
+    with torch.no_grad():
+        for p in level.world_model.parameters():
+            p.normal_(std=0.2)
+    z = level.world_model.encode(torch.randn(2, 3))
+    gamma = torch.tensor(0.95)
+    prior = level.policy_trajectories(z, None)
+    actions = torch.cat([torch.rand(2, 34, 4, 1) * 2 - 1, prior], 1)
+    known = level.horizon_prefix(z, None, prior, gamma)
+    torch.manual_seed(3)
+    full = level.estimate_value(z, None, actions, gamma)
+    torch.manual_seed(3)
+    reused = level.estimate_value(z, None, actions, gamma, known=known)
+    torch.testing.assert_close(reused, full)
+    with pytest.raises(ValueError, match="known prefix covers 6 candidates"):
+        level.estimate_value(z, None, actions[:, :4], gamma, known=known)
+    # in a plan the dynamics imagine the prior's 6 rows for one prefix, the sampled 34 every iteration
+    # (the first step of each rollout starts from one latent: computed once per instance, not per row)
+    rows = []
+    level.world_model.dynamics.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[-2]))
+    hierarchy(TransformedEnv(env, hierarchy.make_transform()).reset())
+    assert 40 not in rows and rows.count(34) == 3 * 3
+    assert rows.count(6) == 2 + 3  # the prior's own rollout, then its prefix
 
 
 def test_learning_steps_freeze_the_world_model_and_the_level_goes_on_acting_and_storing():

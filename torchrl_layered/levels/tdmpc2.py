@@ -1,7 +1,7 @@
 """`TDMPC2Level`: a TD-MPC2 agent as a level, planning with MPPI batched over instances."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from tensordict import TensorDictBase
@@ -27,6 +27,16 @@ from torchrl_layered.objectives.tdmpc2_config import resolve_tdmpc2_config
 
 #: ``reward_fn(achieved_goal=[*, g], desired_goal=[*, g]) -> [*]``, batched, for hindsight relabelling.
 GoalRewardFn = Callable[..., torch.Tensor]
+
+
+class HorizonPrefix(NamedTuple):
+    """What a planning estimate imagines over the horizon for ``[B, M]`` candidates: the discounted
+    reward so far ``total [B, M, 1]``, the discount and survival weight of the bootstrap ``weight
+    [B, M, 1]``, and the latent reached ``z [B, M, L]``."""
+
+    total: torch.Tensor
+    weight: torch.Tensor
+    z: torch.Tensor
 
 
 class TDMPC2Level(Level):
@@ -209,10 +219,13 @@ class TDMPC2Level(Level):
                 return self._from_unit(action)
             generator = torch.Generator(device=obs.device).manual_seed(0) if deterministic else None
             gamma = torch.tensor(self.planning_gamma, dtype=z.dtype, device=z.device)  # once per plan
+            prior = self.policy_trajectories(z, zg)
+            # the prior's rollouts join every iteration unchanged: their horizon is imagined once per plan
+            known = None if prior is None else self.horizon_prefix(z, zg, self._planner_clamp(prior), gamma)
             result = self.planner(
-                lambda actions: self.estimate_value(z, zg, actions, gamma),
+                lambda actions: self.estimate_value(z, zg, actions, gamma, known=known),
                 state=tensordict.get(("state", "planner")),
-                extra_samples=self.policy_trajectories(z, zg),
+                extra_samples=prior,
                 generator=generator,
             )
         tensordict.set(("state", "planner"), result.state)
@@ -223,8 +236,15 @@ class TDMPC2Level(Level):
 
     @torch.no_grad()
     def estimate_value(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor,
-                       gamma: torch.Tensor | None = None) -> torch.Tensor:
+                       gamma: torch.Tensor | None = None, known: HorizonPrefix | None = None) -> torch.Tensor:
         """Discounted, termination-aware return of ``actions [B, N, H, A]`` from latents ``z [B, L]``, ``[B, N]``.
+
+        ``known``: the `horizon_prefix` of the last ``M`` candidates, when those are known
+        action sequences that join every call (the policy prior's rollouts, which the planner
+        appends to each iteration's samples): their rewards, terminations and latents over the
+        horizon are deterministic, so only the bootstrap (a fresh policy action and a fresh
+        pair of Qs, as for every candidate) is computed again. The returns equal those
+        computed without it.
 
         With ``compile`` in the config the rollout runs compiled (`CompiledOnUse`: at the first
         plan, eager with a warning where compiling fails); the discount goes in as a tensor, so
@@ -234,19 +254,30 @@ class TDMPC2Level(Level):
         """
         if gamma is None:
             gamma = torch.tensor(self.planning_gamma, dtype=z.dtype, device=z.device)
+        if known is not None and not 0 < known.total.shape[1] <= actions.shape[1]:
+            raise ValueError(f"{type(self).__name__}.estimate_value: the known prefix covers {known.total.shape[1]} "
+                             f"candidates, more than the {actions.shape[1]} given (it stands for the last ones)")
         rollout = self._discounted_return
         if self.cfg["compile"]:
             rollout = compiled_attribute(self, "_compiled_return", rollout, "TDMPC2Level planning estimate")
         with self.planning_precision(z.device):
-            return rollout(z, zg, actions, gamma).float()
+            return rollout(z, zg, actions, gamma, known).float()
 
     def planning_precision(self, device: torch.device):
         """The context planning estimates run in: autocast to the config's ``planning_dtype``
         (`modules.precision`), a no-op for float32."""
         return autocast_to(autocast_dtype(self.cfg["planning_dtype"], type(self).__name__), device)
 
-    def _discounted_return(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor,
-                           gamma: torch.Tensor) -> torch.Tensor:
+    @torch.no_grad()
+    def horizon_prefix(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor,
+                       gamma: torch.Tensor) -> HorizonPrefix:
+        """The deterministic part of `estimate_value` for ``actions [B, M, H, A]``, in the planning
+        precision: pass it as ``known`` where these sequences are the last ``M`` candidates."""
+        with self.planning_precision(z.device):
+            return self._rollout_prefix(z, zg, actions, gamma)
+
+    def _rollout_prefix(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor,
+                        gamma: torch.Tensor) -> HorizonPrefix:
         b, n, h, _ = actions.shape
         wm = self.world_model
         z = z[:, None].expand(b, n, z.shape[-1])
@@ -258,9 +289,24 @@ class TDMPC2Level(Level):
             total = total + weight * wm.two_hot.decode(wm.reward_logits(z, a, zg))
             weight = weight * gamma * (1 - torch.sigmoid(wm.termination_logit(z, a)))
             z = wm.next(z, a)
-        a, _ = wm.pi(z, zg)
-        q = wm.avg_q(z, a, zg)
+        return HorizonPrefix(total, weight, z)
+
+    def _discounted_return(self, z: torch.Tensor, zg: torch.Tensor | None, actions: torch.Tensor,
+                           gamma: torch.Tensor, known: HorizonPrefix | None = None) -> torch.Tensor:
+        b, n = actions.shape[:2]
+        if known is None:
+            total, weight, last = self._rollout_prefix(z, zg, actions, gamma)
+        else:
+            fresh = self._rollout_prefix(z, zg, actions[:, : n - known.total.shape[1]], gamma)
+            total, weight, last = (torch.cat([x, y.to(x.dtype)], 1) for x, y in zip(fresh, known))
+        zg = None if zg is None else zg[:, None].expand(b, n, zg.shape[-1])
+        a, _ = self.world_model.pi(last, zg)
+        q = self.world_model.avg_q(last, a, zg)
         return (total + weight * q).squeeze(-1)
+
+    def _planner_clamp(self, actions: torch.Tensor) -> torch.Tensor:
+        """``actions`` clipped to the planner's bounds, as it clips the extra samples it mixes in."""
+        return torch.clamp(actions, self.planner.low.to(actions.device), self.planner.high.to(actions.device))
 
     @torch.no_grad()
     def policy_trajectories(self, z: torch.Tensor, zg: torch.Tensor | None) -> torch.Tensor | None:

@@ -174,7 +174,9 @@ class SamplingPlanner(nn.Module):
                 or ``None`` for a fresh plan.
             batch_size: ``B`` when ``state`` is None.
             extra_samples: ``[B, M, H, *A]`` candidates (e.g. policy rollouts, as TD-MPC2
-                mixes in) added to the samples of every iteration, clipped to the bounds.
+                mixes in) added to the samples of every iteration, clipped to the bounds: the
+                last ``M`` candidates of every objective call, in this order (an objective may
+                reuse what it computed for them once, as `TDMPC2Level` does).
             generator: the random generator (on the planner's device), for reproducibility.
         """
         batch, device = self._batch_and_device(state, batch_size, extra_samples)
