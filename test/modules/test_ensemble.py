@@ -148,3 +148,72 @@ def test_a_skinny_head_multiplies_from_a_column_major_copy_of_its_contiguous_wei
     assert head.weight.grad.is_contiguous()
     members = torch.tensor([0, 2])
     torch.testing.assert_close(head(x[:2], members), torch.baddbmm(head.bias[members], x[:2], head.weight[members]))
+
+
+def trained_like(model: ProbabilisticEnsemble) -> ProbabilisticEnsemble:
+    """``model`` with normalisers and weights away from their initial values (identity-like)."""
+    with torch.no_grad():
+        model.input_normalizer.update(torch.randn(64, model.layers[0].weight.shape[1]) * 2 + 1)
+        model.target_normalizer.update(torch.randn(64, model.state_dim) * 0.3 + 0.1)
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+@pytest.mark.parametrize("activation", [nn.ReLU, nn.SiLU, nn.Tanh])  # Tanh: no in-place kind, the batched path
+@pytest.mark.parametrize("members, elites", [(1, None), (5, None), (5, 2)])
+def test_the_planning_view_steps_as_the_ensemble_does(activation, members, elites):
+    """`PlanningEnsemble` (normalisers folded into the weights, elites gathered once): the same
+    means, draws and termination probabilities as `ProbabilisticEnsemble.step`, with particles too."""
+    torch.manual_seed(0)
+    model = trained_like(ProbabilisticEnsemble(3, 2, 1, num_members=members, num_elites=elites, hidden_sizes=(16, 16),
+                                               activation=activation))
+    if elites:
+        model.update_elites(torch.tensor([0.5, 0.1, 0.9, 0.2, 0.7]), momentum=1.0)
+    e = model.num_elites
+    state, action, context = torch.randn(e, 6, 3), torch.rand(e, 6, 2) * 2 - 1, torch.randn(e, 6, 1)
+    with torch.no_grad():
+        view = model.planning_view()
+        assert view.num_elites == e
+        for kwargs in ({"deterministic": True}, {"noise": torch.randn(e, 6, 3)},
+                       {"noise": torch.randn(e, 12, 3), "particles": 2}):
+            for got, expected in zip(view.step(state, action, context, **kwargs),
+                                     model.step(state, action, context, **kwargs)):
+                torch.testing.assert_close(got, expected)
+        torch.manual_seed(4)
+        drawn = view.step(state, action, context)
+        torch.manual_seed(4)
+        torch.testing.assert_close(drawn[0], model.step(state, action, context)[0])
+        with pytest.raises(ValueError, match="noise must have the next state's shape"):
+            view.step(state, action, context, noise=torch.randn(6, 3))
+
+
+def test_a_planning_block_prepares_the_weights_once_and_never_past_its_end(monkeypatch):
+    """`Predictor.planning`: one view for all the block's rollouts; outside a block one per rollout;
+    with gradients recorded the ensemble itself steps; a block's view does not outlive a weight change."""
+    from torchrl_layered.predictors import IdentityEncoder, RewardPredictor
+
+    torch.manual_seed(0)
+    predictor = RewardPredictor(IdentityEncoder(3), 2, num_members=2, hidden_sizes=(8,), head_sizes=(8,))
+    trained_like(predictor.model)
+    views = []
+    original = ProbabilisticEnsemble.planning_view
+    monkeypatch.setattr(ProbabilisticEnsemble, "planning_view", lambda self: views.append(original(self)) or views[-1])
+    state, context = predictor.encode(torch.randn(2, 3))
+    actions = torch.rand(2, 4, 3, 2) * 2 - 1
+    score = lambda: predictor.returns(state, context, actions, deterministic=True)  # noqa: E731
+    with torch.no_grad():
+        with predictor.planning():
+            first = score()
+            assert torch.equal(score(), first) and len(views) == 1
+        score(), score()
+        assert len(views) == 3
+        with predictor.planning():
+            score()
+            predictor.model.layers[0].bias.add_(1.0)  # learning between plans: a new block, new weights
+        with predictor.planning():
+            moved = score()
+    assert len(views) == 5 and not torch.equal(moved, first)
+    with_grad = predictor.returns(state, context, actions, deterministic=True)
+    assert len(views) == 5 and with_grad.requires_grad
+    torch.testing.assert_close(with_grad.detach(), moved)

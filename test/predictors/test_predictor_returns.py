@@ -202,10 +202,9 @@ def test_the_first_step_is_computed_once_per_candidate():
     prediction on one row per candidate and member; later steps on every particle."""
     predictor = make(None)
     reward_rows, model_rows = [], []
-    reward, forward = predictor.reward.forward, predictor.model.forward
+    reward, inputs = predictor.reward.forward, predictor.model.inputs  # every prediction builds its inputs
     predictor.reward.forward = lambda *parts: reward_rows.append(parts[0].shape[:2]) or reward(*parts)
-    predictor.model.forward = lambda state, *args, **kwargs: model_rows.append(state.shape[:2]) or forward(
-        state, *args, **kwargs)
+    predictor.model.inputs = lambda state, *args: model_rows.append(state.shape[:2]) or inputs(state, *args)
     s, c = predictor.encode(torch.randn(2, 3))
     with torch.no_grad():
         predictor.returns(s, c, torch.rand(2, 5, 4, 2), particles=3, generator=torch.Generator().manual_seed(0))

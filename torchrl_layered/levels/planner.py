@@ -206,7 +206,8 @@ class PlannerLevel(Level):
                 level_input=level_input,
             )
 
-        result = self.planner(objective, state=tensordict.get(("state", "planner")), generator=generator)
+        with self.predictor.planning():  # the model's weights are prepared once for the call's iterations
+            result = self.planner(objective, state=tensordict.get(("state", "planner")), generator=generator)
         tensordict.set(("state", "planner"), result.state)
         return torch.where(random_mode, random_action, result.action[:, 0])
 

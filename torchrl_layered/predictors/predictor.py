@@ -6,6 +6,7 @@ skill levels below a planner use its encoder and `log_prob` as their skill-dynam
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 from typing import Callable
@@ -47,7 +48,9 @@ class Predictor(nn.Module):
         model: a dynamics model with ``num_elites`` and ``step(state, action, context, deterministic)``
             acting on ``[E, K, *]`` particles (e.g. `ProbabilisticEnsemble` or `KnownModel`). A
             ``step`` that takes ``particles`` (as those two do) predicts the first imagined step
-            once per candidate for all its particles, which all start in the same state.
+            once per candidate for all its particles, which all start in the same state. A
+            model with ``planning_view()`` is asked for one per rollout without gradients and
+            that view steps instead (same ``num_elites`` and ``step``; `PlanningEnsemble`).
         reward: ``reward(state, context, action) -> [*]`` per step (a module or a function).
         value: ``value(state, context) -> [*]``, the bootstrap at the horizon, or None.
         input_dim: size of the level input (the parent's option, as `Level.level_input_features`)
@@ -114,6 +117,7 @@ class Predictor(nn.Module):
                 raise ValueError(f"{type(self).__name__}: goal_reward(state [3, d], context [3, c]) must return a float "
                                  f"tensor [3] (one reward per row); got {got}")
         self.goal_reward = goal_reward
+        self._prepared: dict | None = None  # the planning view of the current `planning` block
 
     @property
     def latent_state_dim(self) -> int:
@@ -177,9 +181,10 @@ class Predictor(nn.Module):
         chunk = m if self.rollout_chunk is None else max(1, self.rollout_chunk // particles)
         settings = dict(gamma=gamma, deterministic=deterministic, use_value=use_value, use_termination=use_termination)
         generator = None if deterministic else generator
-        # a compiled rollout draws its sampling noise eagerly, outside the graph: a compiled
-        # graph's own normal draws cost a third of a small model's plan call on a CPU
-        predraw = not deterministic and self.compile_rollout and self.model_takes_noise
+        # a sampled rollout draws its noise for all steps at once (one call, not one per step), and
+        # a compiled one eagerly, outside the graph: a compiled graph's own normal draws cost a
+        # third of a small model's plan call on a CPU
+        predraw = not deterministic and self.model_takes_noise
         rollout = self._rollout_fn() if predraw or generator is None else self._rollout
         with autocast_to(autocast_dtype(self.planning_dtype, type(self).__name__), state.device):
             parts = []
@@ -212,7 +217,8 @@ class Predictor(nn.Module):
         with the same action: its reward is computed once per candidate and, where the model
         takes ``particles``, its prediction once per candidate and member.
         """
-        e, m, h = self.model.num_elites, s.shape[1], a_seq.shape[2]
+        model = self._planning_model()
+        e, m, h = model.num_elites, s.shape[1], a_seq.shape[2]
         k = m * particles
         a0 = a_seq[:, :, 0]
         total = torch.zeros(e, k, device=a_seq.device, dtype=s.dtype)
@@ -221,10 +227,10 @@ class Predictor(nn.Module):
         drawn = {} if noise is None else {"noise": noise[0]}
         c_all = spread_particles(c, particles).expand(e, k, -1)
         if self.model_takes_particles:
-            s, term = self.model.step(s.expand(e, m, -1), a0.expand(e, m, -1), c.expand(e, m, -1),
+            s, term = model.step(s.expand(e, m, -1), a0.expand(e, m, -1), c.expand(e, m, -1),
                                       deterministic=deterministic, generator=generator, particles=particles, **drawn)
         else:
-            s, term = self.model.step(spread_particles(s, particles).expand(e, k, -1),
+            s, term = model.step(spread_particles(s, particles).expand(e, k, -1),
                                       spread_particles(a0, particles).expand(e, k, -1), c_all,
                                       deterministic=deterministic, generator=generator, **drawn)
         c, hc = c_all, spread_particles(hc, particles).expand(e, k, -1)
@@ -234,22 +240,53 @@ class Predictor(nn.Module):
             if t > 0:
                 a = a_seq[:, :, t].expand(e, k, -1)
                 if self.goal_reward is None:
-                    total = total + alive * (gamma**t) * self.reward(s, hc, a).reshape(e, k)
+                    total = _add_weighted(total, alive, gamma**t, self.reward(s, hc, a).reshape(e, k))
                 drawn = {} if noise is None else {"noise": noise[t]}
-                s, term = self.model.step(s, a, c, deterministic=deterministic, generator=generator, **drawn)
+                s, term = model.step(s, a, c, deterministic=deterministic, generator=generator, **drawn)
             if self.goal_reward is not None:  # the env's reward where the option is predicted to end
-                total = total + alive * (gamma**t) * self.goal_reward(s, c).reshape(e, k).to(total.dtype)
+                total = _add_weighted(total, alive, gamma**t, self.goal_reward(s, c).reshape(e, k).to(total.dtype))
             if use_termination:
-                alive = alive * (1.0 - term)
+                alive = torch.addcmul(alive, alive, term.to(alive.dtype), value=-1)  # alive * (1 - term), one pass
         if use_value and self.value is not None:
-            total = total + alive * (gamma**h) * self.value(s, hc).reshape(e, k)
+            total = _add_weighted(total, alive, gamma**h, self.value(s, hc).reshape(e, k))
         return total
+
+    @contextlib.contextmanager
+    def planning(self):
+        """Within it, the model's weights are prepared once (its ``planning_view()``, e.g.
+        `PlanningEnsemble`) for every eager rollout without gradients, not once per `returns`
+        call: for one plan call, whose iterations score candidates with the same weights."""
+        outer = self._prepared
+        self._prepared = {}
+        try:
+            yield self
+        finally:
+            self._prepared = outer
+
+    def _planning_model(self):
+        """What the rollout steps: the model's planning view where it has one and no gradient is
+        recorded (made once per `planning` block when eager, else once per rollout), else the model."""
+        prepare = None if torch.is_grad_enabled() else getattr(self.model, "planning_view", None)
+        if prepare is None:
+            return self.model
+        if self._prepared is None or torch.compiler.is_compiling():
+            return prepare()
+        if "view" not in self._prepared:
+            self._prepared["view"] = prepare()
+        return self._prepared["view"]
 
     def log_prob(self, state, action, next_state, context=None, *, std=None) -> torch.Tensor:
         """``log q(s' | s, c, a)`` of the dynamics model (for skill learners)."""
         if not hasattr(self.model, "log_prob"):
             raise TypeError(f"{type(self.model).__name__} has no log_prob; skill levels need a ProbabilisticEnsemble")
         return self.model.log_prob(state, action, next_state, context, std=std)
+
+
+def _add_weighted(total: torch.Tensor, weight: torch.Tensor, scale, term: torch.Tensor) -> torch.Tensor:
+    """``total + weight * scale * term`` in one pass where ``scale`` is a number."""
+    if isinstance(scale, torch.Tensor):
+        return total + weight * scale * term
+    return torch.addcmul(total, weight, term, value=scale)
 
 
 class _Head(nn.Module):
