@@ -8,7 +8,8 @@ warm-up that fills the buffer.
         [--update-dtype bfloat16]
 
 ``--serve`` answers planning steps (the hierarchy's action for every instance, then the env
-step; no learning) as a worker of `paired.py`, timed in alternation with another library's.
+step; with ``--learn`` also storing the transitions and one update per transition) as a worker
+of `paired.py`, timed in alternation with another library's.
 """
 from __future__ import annotations
 
@@ -26,20 +27,23 @@ from torchrl_layered.levels import TDMPC2Level
 from torchrl_layered.tdmpc2 import get_default_tdmpc2_config
 
 
-def serve(hierarchy: Hierarchy, env, td) -> None:
-    """Planning steps on request, as a worker of `paired.py` (`paired.serve`): plan for every
-    instance, step the env."""
+def serve(hierarchy: Hierarchy, env, td, learn_from=None) -> None:
+    """Batched env steps on request, as a worker of `paired.py` (`paired.serve`): plan for every
+    instance, step the env, and with ``learn_from`` store the transitions and learn from them."""
     state = {"td": td}
 
     def timed_call() -> float:
         start = time.perf_counter()
-        state["td"] = env.step_and_maybe_reset(hierarchy(state["td"]))[1]
+        if learn_from is None:
+            with torch.no_grad():
+                state["td"] = env.step_and_maybe_reset(hierarchy(state["td"]))[1]
+        else:
+            state["td"] = learn_from(hierarchy(state["td"]))
         return time.perf_counter() - start
 
-    with torch.no_grad():
-        for _ in range(2):  # one-off costs (allocation, the kernel choice)
-            timed_call()
-        paired.serve(timed_call)
+    for _ in range(2):  # one-off costs (allocation, the kernel choice)
+        timed_call()
+    paired.serve(timed_call)
 
 
 def main() -> None:
@@ -53,6 +57,7 @@ def main() -> None:
     parser.add_argument("--update-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--serve", action="store_true", help="answer planning steps as a worker of paired.py")
+    parser.add_argument("--learn", action="store_true", help="with --serve: each step also stores and learns")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -81,7 +86,7 @@ def main() -> None:
 
     td = env.reset()
     if args.serve:
-        serve(hierarchy, env, td)
+        serve(hierarchy, env, td, learn_from if args.learn else None)
         return
     acting = updating = 0.0
     for step in range(args.steps + 2):

@@ -327,3 +327,30 @@ def test_a_non_finite_step_moves_neither_optimiser():
     assert all(torch.equal(a, b) for a, b in zip(before, loss.parameters()))
     assert not optim.state and not policy_optim.state
     assert all(p.grad is None for p in loss.parameters())
+
+
+def test_the_policy_term_records_no_gradient_of_the_q_weights():
+    """As the official ``track_q_grad(False)``: the policy's Q is differentiated in its action only.
+    No Q weight (nor a tensor sharing its memory) is a leaf of the policy term's graph, so the
+    backward computes no Q weight gradient; the Q weights still require gradients afterwards."""
+    torch.manual_seed(0)
+    cfg = small_config()
+    loss = TDMPC2Loss(TDMPC2WorldModel(4, 2, cfg), cfg)
+    out = loss(fixed_batch())
+    q_memory = {p.data_ptr() for p in loss.qvalue_network_params.values(True, True)}
+    leaves, seen, stack = [], set(), [out["loss_policy"].grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "variable"):
+            leaves.append(node.variable)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    assert leaves and not any(leaf.data_ptr() in q_memory for leaf in leaves)
+    assert any(leaf is p for leaf in leaves for p in loss.world_model.policy.parameters())
+    assert all(p.requires_grad for p in loss.qvalue_network_params.values(True, True))
+    # the value term does reach the Q weights
+    q_grads = torch.autograd.grad(out["loss_value"], list(loss.qvalue_network_params.values(True, True)),
+                                  allow_unused=True)
+    assert any(g is not None and bool(g.abs().sum() > 0) for g in q_grads)

@@ -38,7 +38,7 @@ class TDMPC2Loss(LossModule):
       official target networks stay in eval mode), so the target is a function of the batch;
     - ``loss_termination``: binary cross-entropy of the termination head;
     - ``loss_policy``: ``mean_t rho ** t * mean_b (entropy_coef * log_pi - Q / scale)`` over all
-      ``T + 1`` latents ``z_0 .. z_T`` (detached) with detached Q weights, ``log_pi`` the official
+      ``T + 1`` latents ``z_0 .. z_T`` (detached) with the Q weights held fixed, ``log_pi`` the official
       action-size-scaled entropy term (`TDMPC2WorldModel.pi`) and ``scale`` the running 5-95
       percentile range of Q (`update_value_scale`).
 
@@ -100,6 +100,22 @@ class TDMPC2Loss(LossModule):
     def _q(self, params: TensorDictParams, z, a, zg, members: torch.Tensor | None = None) -> torch.Tensor:
         with params.to_module(self.qvalue_network):
             return self.world_model.q_logits(z, a, zg, members)
+
+    def _input_only_q(self, z, a, zg, members: torch.Tensor | None = None) -> torch.Tensor:
+        """Online Q logits differentiable in their inputs only (the official ``track_q_grad(False)``
+        around the policy's Q): no gradient of the Q weights is recorded, so the backward skips
+        their products. (Detached weights would not do: ``to_module`` wraps them in parameters that
+        require gradients again, and the backward computed those gradients to throw them away:
+        ~7% of a default-size update's matmul work.)"""
+        with self.qvalue_network_params.to_module(self.qvalue_network):
+            weights = [p for p in self.qvalue_network.parameters() if p.requires_grad]
+            for p in weights:
+                p.requires_grad_(False)
+            try:
+                return self.world_model.q_logits(z, a, zg, members)
+            finally:
+                for p in weights:
+                    p.requires_grad_(True)
 
     def _target_q(self, z, a, zg, members: torch.Tensor | None = None) -> torch.Tensor:
         """Target Q logits, always without dropout (as the official target networks, kept in eval mode)."""
@@ -183,15 +199,15 @@ class TDMPC2Loss(LossModule):
             if wm.termination is not None else torch.zeros((), device=obs.device)
 
         # policy over all T + 1 latents (official `update_pi(zs.detach())`), on detached latents and
-        # detached Q weights, so only the policy learns from it; z_T is conditioned on the last next goal.
+        # the Q weights held fixed (none of their gradients recorded), so only the policy learns
+        # from it; z_T is conditioned on the last next goal.
         # Deliberately kept: it is computed in the same pass as the model losses, so it sees the Q
         # before this step's update (the official updates the policy right after the model), which
         # saves a second forward pass and lags the policy by one step.
         z_pi = latents.detach()
         zg_pi = None if zg is None else torch.cat([zg, next_zg[-1:]]).detach()
         pi_action, log_pi = wm.pi(z_pi, zg_pi)
-        q_pi = self._two_q(partial(self._q, self.qvalue_network_params.detach(), z_pi, pi_action, zg_pi),
-                           z_pi.device).mean(0)
+        q_pi = self._two_q(partial(self._input_only_q, z_pi, pi_action, zg_pi), z_pi.device).mean(0)
         self.update_value_scale(q_pi[0])
         rho_pi = cfg["rho"] ** torch.arange(horizon + 1, device=obs.device, dtype=obs.dtype)
         scale = self.value_scale.clamp_min(1.0)  # a no-op since the update clamps; guards older saved scales
