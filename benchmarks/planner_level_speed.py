@@ -15,7 +15,9 @@ learning (chunks of N batched steps). ``--rollout-chunk 0`` rolls every candidat
 (the layout before chunked rollouts), to measure what chunking buys; ``--compile`` compiles the
 rollout and the updates (``PlannerLevel(compile=True)``; the compilation falls in the warm-up
 calls and the first collector batch). ``--serve`` answers sampled plan calls as a worker of
-`paired.py` (timed in alternation with another library's) instead of printing figures.
+`paired.py` (timed in alternation with another library's) instead of printing figures; with
+``--collect-steps N`` it answers collector batches of N batched steps (``--learn``: each stored
+and learnt from).
 """
 from __future__ import annotations
 
@@ -90,6 +92,26 @@ def serve(hierarchy: Hierarchy, env, warmup: int) -> None:
         paired.serve(timed_call)
 
 
+def serve_collector(hierarchy: Hierarchy, env, steps: int, learn: bool) -> None:
+    """Collector batches of ``steps`` batched env steps on request (each stored and learnt from
+    with ``learn``), as a worker of `paired.py`."""
+    frames = steps * env.batch_size[0]
+    hierarchy.train(learn)
+    batches = iter(make_collector(env, hierarchy, frames_per_batch=frames, total_frames=-1))
+
+    def timed_call() -> float:
+        start = time.perf_counter()
+        batch = next(batches)
+        if learn:
+            hierarchy.extend(batch)
+            hierarchy.learn()
+        return time.perf_counter() - start
+
+    for _ in range(2):  # one-off costs (allocation, the first updates)
+        timed_call()
+    paired.serve(timed_call)
+
+
 def collect_rate(hierarchy: Hierarchy, env, steps: int, chunks: int, learn: bool) -> float:
     """Median env steps/s over ``chunks`` batches of ``steps`` batched steps."""
     frames = steps * env.batch_size[0]
@@ -132,11 +154,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--serve", action="store_true", help="answer sampled plan calls as a worker of paired.py")
+    parser.add_argument("--serve", action="store_true", help="answer sampled plan calls (with --collect-steps: "
+                        "collector batches) as a worker of paired.py")
+    parser.add_argument("--learn", action="store_true", help="with --serve --collect-steps: learn from each batch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     hierarchy, level, env = build(args)
+    if args.serve and args.collect_steps:
+        serve_collector(hierarchy, env, args.collect_steps, args.learn)
+        return
     if args.serve:
         serve(hierarchy, env, args.warmup)
         return

@@ -107,7 +107,10 @@ def test_a_started_worker_is_stopped_when_the_other_fails(tmp_path):
 @pytest.mark.parametrize("script, arguments", [
     ("planner_level_speed.py", "--env Pendulum-v1 --num-envs 2 --samples 8 --iterations 1 --horizon 2 --hidden 8 "
                                "--warmup 1 --threads 1"),
+    ("planner_level_speed.py", "--env Pendulum-v1 --num-envs 2 --samples 8 --iterations 1 --horizon 2 --hidden 8 "
+                               "--threads 1 --collect-steps 3 --learn"),
     ("tdmpc2_speed.py", "--model-size 1 --num-envs 1 --threads 1 --device cpu"),
+    ("tdmpc2_speed.py", "--model-size 1 --num-envs 1 --threads 1 --device cpu --learn"),
 ])
 def test_the_benchmarks_serve_their_calls_as_workers(script, arguments):
     paired = _paired()
