@@ -15,7 +15,7 @@ from torchrl_layered.collectors import make_collector
 from torchrl_layered.envs import Maze2D, make_env
 from torchrl_layered.levels import PlannerLevel, RandomLevel
 from torchrl_layered.hierarchies.skills import cpu_tdmpc2_config, planner_over_splates
-from torchrl_layered.levels.splates import SPlaTESLevel
+from torchrl_layered.levels.splates import SPlaTESLevel, skill_phases
 from torchrl_layered.predictors import get_default_predictor_factory
 from test_planner import known_maze_predictor
 
@@ -155,6 +155,14 @@ def test_the_skill_value_runs_each_head_only_where_used_and_equals_its_definitio
     else:  # bfloat16 keeps about 3 significant digits
         torch.testing.assert_close(value, expected, rtol=0.0, atol=0.03 * float(expected.abs().max()))
         assert not torch.equal(value, expected)  # it did run in bfloat16
+    # the last candidates' horizon imagined once (the policy prior's, in a plan): the same estimate
+    phases = skill_phases(step, skill.control_interval, h)
+    known = skill.skill_horizon_prefix(z, goals, actions[:, -3:], phases)
+    torch.manual_seed(1)
+    reused = skill.estimate_skill_value(z, goals, step, actions, phases, known=known)
+    torch.testing.assert_close(reused, value, rtol=1e-4, atol=1e-5 if planning_dtype == "float32" else 1e-2)
+    with pytest.raises(ValueError, match="known prefix covers 3 candidates"):
+        skill.estimate_skill_value(z, goals, step, actions[:, :2], phases, known=known)
 
 
 @pytest.mark.parametrize("raw_conditioning", [False, True], ids=["embedded", "raw"])

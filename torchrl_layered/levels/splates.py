@@ -9,6 +9,7 @@ from torchrl.data import Composite, Unbounded
 
 from torchrl_layered.keys import OPTION_INDEX, TRAJ_IDS, TRANSITION_STATE
 from torchrl_layered.levels.skill import SkillLevel
+from torchrl_layered.levels.tdmpc2 import HorizonPrefix
 from torchrl_layered.levels.validation import as_slice
 from torchrl_layered.modules.splates import SPlaTESWorldModel
 from torchrl_layered.objectives.skill_rewards import SPlaTESReward
@@ -159,10 +160,13 @@ class SPlaTESLevel(SkillLevel):
                 progress, start_state[:, None].expand(-1, horizon + 1, -1), skill[:, None].expand(-1, horizon + 1, -1)))
             generator = torch.Generator(device=obs.device).manual_seed(0) if deterministic else None
             phases = skill_phases(step, self.control_interval, horizon)  # once per plan, not per iteration
+            prior = self.skill_policy_trajectories(z, goals)
+            # the prior's rollouts join every iteration unchanged: their horizon is imagined once per plan
+            known = None if prior is None else self.skill_horizon_prefix(z, goals, self._planner_clamp(prior), phases)
             result = self.planner(
-                lambda actions: self.estimate_skill_value(z, goals, step, actions, phases),
+                lambda actions: self.estimate_skill_value(z, goals, step, actions, phases, known=known),
                 state=tensordict.get(("state", "planner")),
-                extra_samples=self.skill_policy_trajectories(z, goals),
+                extra_samples=prior,
                 generator=generator,
             )
         tensordict.set(("state", "planner"), result.state)
@@ -174,7 +178,7 @@ class SPlaTESLevel(SkillLevel):
     @torch.no_grad()
     def estimate_skill_value(self, z: torch.Tensor, goals: torch.Tensor, step: torch.Tensor,
                              actions: torch.Tensor, phases: tuple[torch.Tensor, list[int]] | None = None,
-                             ) -> torch.Tensor:
+                             known: HorizonPrefix | None = None) -> torch.Tensor:
         """Return of ``actions [B, N, H, A]`` until the skill ends, then ``V_avg``; ``[B, N]``.
 
         ``z [B, L]`` the latent now, ``goals [B, H+1, G]`` the conditioning ``[k / CI, s_start,
@@ -187,16 +191,29 @@ class SPlaTESLevel(SkillLevel):
         Each head runs only on the instances whose estimate uses it (`skill_phases`; pass
         ``phases`` to compute them once per plan rather than once per call): a skill that
         ends within the horizon skips the steps after its end and its Q, one that runs past
-        it skips ``V_avg``.
+        it skips ``V_avg``. ``known``: the `skill_horizon_prefix` of the last ``M`` candidates
+        where those join every call unchanged (the policy prior's rollouts), as in
+        `TDMPC2Level.estimate_value`: only their bootstrap is computed again.
         """
+        if known is not None and not 0 < known.total.shape[1] <= actions.shape[1]:
+            raise ValueError(f"{type(self).__name__}.estimate_skill_value: the known prefix covers "
+                             f"{known.total.shape[1]} candidates, more than the {actions.shape[1]} given (it stands "
+                             "for the last ones)")
         with self.planning_precision(z.device):
-            return self._skill_return(z, goals, step, actions, phases).float()
+            return self._skill_return(z, goals, step, actions, phases, known).float()
 
-    def _skill_return(self, z, goals, step, actions, phases) -> torch.Tensor:
-        """`estimate_skill_value`'s computation, in the caller's precision."""
+    @torch.no_grad()
+    def skill_horizon_prefix(self, z: torch.Tensor, goals: torch.Tensor, actions: torch.Tensor,
+                             phases: tuple[torch.Tensor, list[int]]) -> HorizonPrefix:
+        """The deterministic part of `estimate_skill_value` for ``actions [B, M, H, A]`` (the
+        rewards, survival and latents up to each skill's end), in the planning precision."""
+        with self.planning_precision(z.device):
+            return self._skill_prefix(z, goals, actions, phases)
+
+    def _skill_prefix(self, z, goals, actions, phases) -> HorizonPrefix:
         b, n, h, _ = actions.shape
         wm = self.world_model
-        order, counts = phases if phases is not None else skill_phases(step, self.control_interval, h)
+        order, counts = phases
         z = z[:, None].expand(b, n, z.shape[-1])
         total = torch.zeros(b, n, 1, device=z.device, dtype=z.dtype)
         weight = torch.ones_like(total)
@@ -216,6 +233,18 @@ class SPlaTESLevel(SkillLevel):
                 total = total.index_add(0, rows, (w * reward).to(total.dtype))
                 weight = weight.index_copy(0, rows, (w * survive).to(weight.dtype))
                 z = z.index_copy(0, rows, wm.next(zt, a).to(z.dtype))  # autocast may give bfloat16
+        return HorizonPrefix(total, weight, z)
+
+    def _skill_return(self, z, goals, step, actions, phases, known=None) -> torch.Tensor:
+        """`estimate_skill_value`'s computation, in the caller's precision."""
+        b, n, h, _ = actions.shape
+        wm = self.world_model
+        order, counts = phases if phases is not None else skill_phases(step, self.control_interval, h)
+        if known is None:
+            total, weight, z = self._skill_prefix(z, goals, actions, (order, counts))
+        else:
+            fresh = self._skill_prefix(z, goals, actions[:, : n - known.total.shape[1]], (order, counts))
+            total, weight, z = (torch.cat([x, y.to(x.dtype)], 1) for x, y in zip(fresh, known))
         running = counts[h]  # instances whose skill still runs at the horizon come first in ``order``
         values = []
         if running:
