@@ -7,6 +7,8 @@ import torch
 from tensordict import TensorDictBase
 from torchrl.objectives import LossModule, SoftUpdate
 
+from torchrl_layered.objectives.grad_clip import finite_clipped_norms
+
 
 class UpdateSchedule:
     """``num_updates`` gradient steps per ``update_interval`` new transitions, once warmed up.
@@ -61,10 +63,11 @@ def gradient_steps(
         total = sum(v for k, v in losses.items() if k.startswith("loss_"))
         optimizer.zero_grad(set_to_none=True)
         total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        if not bool(torch.isfinite(total) & torch.isfinite(grad_norm)):
+        norms = finite_clipped_norms([params], max_grad_norm, total)
+        if norms is None:
             optimizer.zero_grad(set_to_none=True)
             continue
+        grad_norm = norms[0]
         optimizer.step()
         if target_updater is not None:
             target_updater.step()

@@ -17,6 +17,7 @@ from torchrl.objectives import LossModule
 from torchrl_layered.keys import NEXT_DURATION
 from torchrl_layered.modules.tdmpc2 import QEnsemble, TDMPC2WorldModel
 from torchrl_layered.objectives.discount import option_discount
+from torchrl_layered.objectives.grad_clip import finite_clipped_norms
 from torchrl_layered.objectives.optim import adam
 from torchrl_layered.objectives.tdmpc2_config import resolve_tdmpc2_config
 
@@ -276,12 +277,12 @@ def tdmpc2_update(
     policy_optimizer.zero_grad(set_to_none=True)
     total.backward()
     params = lambda opt: [p for group in opt.param_groups for p in group["params"]]  # noqa: E731
-    grad_norm = torch.nn.utils.clip_grad_norm_(params(optimizer), max_grad_norm)
-    policy_grad_norm = torch.nn.utils.clip_grad_norm_(params(policy_optimizer), max_grad_norm)
-    if not bool(torch.isfinite(total) & torch.isfinite(grad_norm) & torch.isfinite(policy_grad_norm)):
+    norms = finite_clipped_norms([params(optimizer), params(policy_optimizer)], max_grad_norm, total)
+    if norms is None:
         optimizer.zero_grad(set_to_none=True)
         policy_optimizer.zero_grad(set_to_none=True)
         return None
+    grad_norm, policy_grad_norm = norms
     optimizer.step()
     policy_optimizer.step()
     return {"grad_norm": grad_norm, "policy_grad_norm": policy_grad_norm}
