@@ -399,6 +399,7 @@ class PlanningEnsemble:
              deterministic: bool = False, generator: torch.Generator | None = None, noise: torch.Tensor | None = None,
              particles: int = 1):
         """`ProbabilisticEnsemble.step` with the prepared weights."""
+        check_particles(particles, f"{type(self).__name__}.step")
         mean, std, term = self.predict(state, action, context)
         return draw_step(mean, std, term, particles=particles, deterministic=deterministic, generator=generator,
                          noise=noise)

@@ -228,11 +228,11 @@ class Predictor(nn.Module):
         c_all = spread_particles(c, particles).expand(e, k, -1)
         if self.model_takes_particles:
             s, term = model.step(s.expand(e, m, -1), a0.expand(e, m, -1), c.expand(e, m, -1),
-                                      deterministic=deterministic, generator=generator, particles=particles, **drawn)
+                                 deterministic=deterministic, generator=generator, particles=particles, **drawn)
         else:
             s, term = model.step(spread_particles(s, particles).expand(e, k, -1),
-                                      spread_particles(a0, particles).expand(e, k, -1), c_all,
-                                      deterministic=deterministic, generator=generator, **drawn)
+                                 spread_particles(a0, particles).expand(e, k, -1), c_all,
+                                 deterministic=deterministic, generator=generator, **drawn)
         c, hc = c_all, spread_particles(hc, particles).expand(e, k, -1)
         a_seq = spread_particles(a_seq, particles)
         alive = torch.ones_like(total)
@@ -256,7 +256,7 @@ class Predictor(nn.Module):
         """Within it, the model's weights are prepared once (its ``planning_view()``, e.g.
         `PlanningEnsemble`) for every eager rollout without gradients, not once per `returns`
         call: for one plan call, whose iterations score candidates with the same weights."""
-        outer = self._prepared
+        outer = getattr(self, "_prepared", None)
         self._prepared = {}
         try:
             yield self
@@ -269,11 +269,12 @@ class Predictor(nn.Module):
         prepare = None if torch.is_grad_enabled() else getattr(self.model, "planning_view", None)
         if prepare is None:
             return self.model
-        if self._prepared is None or torch.compiler.is_compiling():
+        prepared = getattr(self, "_prepared", None)  # None outside a block (or on a subclass built without one)
+        if prepared is None or torch.compiler.is_compiling():
             return prepare()
-        if "view" not in self._prepared:
-            self._prepared["view"] = prepare()
-        return self._prepared["view"]
+        if "view" not in prepared:
+            prepared["view"] = prepare()
+        return prepared["view"]
 
     def log_prob(self, state, action, next_state, context=None, *, std=None) -> torch.Tensor:
         """``log q(s' | s, c, a)`` of the dynamics model (for skill learners)."""
