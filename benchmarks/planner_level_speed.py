@@ -158,6 +158,8 @@ def main() -> None:
                         "collector batches) as a worker of paired.py")
     parser.add_argument("--learn", action="store_true", help="with --serve --collect-steps: learn from each batch")
     args = parser.parse_args()
+    if args.learn and not (args.serve and args.collect_steps):
+        parser.error("--learn goes with --serve --collect-steps N (the printed run times both)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     hierarchy, level, env = build(args)

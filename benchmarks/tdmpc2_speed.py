@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help="answer planning steps as a worker of paired.py")
     parser.add_argument("--learn", action="store_true", help="with --serve: each step also stores and learns")
     args = parser.parse_args()
+    if args.learn and not args.serve:
+        parser.error("--learn goes with --serve (the printed run always learns)")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cfg = get_default_tdmpc2_config()

@@ -104,6 +104,13 @@ def test_a_started_worker_is_stopped_when_the_other_fails(tmp_path):
             time.sleep(0.1)
 
 
+@pytest.mark.parametrize("script", ["planner_level_speed.py", "tdmpc2_speed.py"])
+def test_learn_without_serving_is_refused(script):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / script), "--learn"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "--learn goes with --serve" in done.stderr
+
+
 @pytest.mark.parametrize("script, arguments", [
     ("planner_level_speed.py", "--env Pendulum-v1 --num-envs 2 --samples 8 --iterations 1 --horizon 2 --hidden 8 "
                                "--warmup 1 --threads 1"),

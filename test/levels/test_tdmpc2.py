@@ -400,6 +400,8 @@ def test_the_policy_prior_horizon_is_imagined_once_per_plan_and_its_returns_are_
     torch.testing.assert_close(reused, full)
     with pytest.raises(ValueError, match="known prefix covers 6 candidates"):
         level.estimate_value(z, None, actions[:, :4], gamma, known=known)
+    with pytest.raises(ValueError, match="of 2 instances; .* of 1 instances given"):  # another batch's prefix
+        level.estimate_value(z[:1], None, actions[:1], gamma, known=known)
     # in a plan the dynamics imagine the prior's 6 rows for one prefix, the sampled 34 every iteration
     # (the first step of each rollout starts from one latent: computed once per instance, not per row)
     rows = []

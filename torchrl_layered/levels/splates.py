@@ -162,7 +162,7 @@ class SPlaTESLevel(SkillLevel):
             phases = skill_phases(step, self.control_interval, horizon)  # once per plan, not per iteration
             prior = self.skill_policy_trajectories(z, goals)
             # the prior's rollouts join every iteration unchanged: their horizon is imagined once per plan
-            known = None if prior is None else self.skill_horizon_prefix(z, goals, self._planner_clamp(prior), phases)
+            known = None if prior is None else self.skill_horizon_prefix(z, goals, self.planner.clip(prior), phases)
             result = self.planner(
                 lambda actions: self.estimate_skill_value(z, goals, step, actions, phases, known=known),
                 state=tensordict.get(("state", "planner")),
@@ -195,10 +195,8 @@ class SPlaTESLevel(SkillLevel):
         where those join every call unchanged (the policy prior's rollouts), as in
         `TDMPC2Level.estimate_value`: only their bootstrap is computed again.
         """
-        if known is not None and not 0 < known.total.shape[1] <= actions.shape[1]:
-            raise ValueError(f"{type(self).__name__}.estimate_skill_value: the known prefix covers "
-                             f"{known.total.shape[1]} candidates, more than the {actions.shape[1]} given (it stands "
-                             "for the last ones)")
+        if known is not None:
+            known.check(actions, f"{type(self).__name__}.estimate_skill_value")
         with self.planning_precision(z.device):
             return self._skill_return(z, goals, step, actions, phases, known).float()
 

@@ -38,6 +38,14 @@ class HorizonPrefix(NamedTuple):
     weight: torch.Tensor
     z: torch.Tensor
 
+    def check(self, actions: torch.Tensor, owner: str) -> None:
+        """Refuses a prefix that cannot stand for the last candidates of ``actions [B, N, H, A]``:
+        another batch of instances, or more candidates than given."""
+        b, m = self.total.shape[:2]
+        if b != actions.shape[0] or not 0 < m <= actions.shape[1]:
+            raise ValueError(f"{owner}: the known prefix covers {m} candidates of {b} instances; it stands for the "
+                             f"last ones of the {actions.shape[1]} candidates of {actions.shape[0]} instances given")
+
 
 class TDMPC2Level(Level):
     """TD-MPC2 (Hansen et al., 2024): a latent world model, MPPI planning, and a policy prior.
@@ -221,7 +229,7 @@ class TDMPC2Level(Level):
             gamma = torch.tensor(self.planning_gamma, dtype=z.dtype, device=z.device)  # once per plan
             prior = self.policy_trajectories(z, zg)
             # the prior's rollouts join every iteration unchanged: their horizon is imagined once per plan
-            known = None if prior is None else self.horizon_prefix(z, zg, self._planner_clamp(prior), gamma)
+            known = None if prior is None else self.horizon_prefix(z, zg, self.planner.clip(prior), gamma)
             result = self.planner(
                 lambda actions: self.estimate_value(z, zg, actions, gamma, known=known),
                 state=tensordict.get(("state", "planner")),
@@ -254,9 +262,8 @@ class TDMPC2Level(Level):
         """
         if gamma is None:
             gamma = torch.tensor(self.planning_gamma, dtype=z.dtype, device=z.device)
-        if known is not None and not 0 < known.total.shape[1] <= actions.shape[1]:
-            raise ValueError(f"{type(self).__name__}.estimate_value: the known prefix covers {known.total.shape[1]} "
-                             f"candidates, more than the {actions.shape[1]} given (it stands for the last ones)")
+        if known is not None:
+            known.check(actions, f"{type(self).__name__}.estimate_value")
         rollout = self._discounted_return
         if self.cfg["compile"]:
             rollout = compiled_attribute(self, "_compiled_return", rollout, "TDMPC2Level planning estimate")
@@ -303,10 +310,6 @@ class TDMPC2Level(Level):
         a, _ = self.world_model.pi(last, zg)
         q = self.world_model.avg_q(last, a, zg)
         return (total + weight * q).squeeze(-1)
-
-    def _planner_clamp(self, actions: torch.Tensor) -> torch.Tensor:
-        """``actions`` clipped to the planner's bounds, as it clips the extra samples it mixes in."""
-        return torch.clamp(actions, self.planner.low.to(actions.device), self.planner.high.to(actions.device))
 
     @torch.no_grad()
     def policy_trajectories(self, z: torch.Tensor, zg: torch.Tensor | None) -> torch.Tensor | None:

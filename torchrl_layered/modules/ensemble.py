@@ -214,10 +214,12 @@ class ProbabilisticEnsemble(nn.Module):
                 h = activate(self.activation, layer(h, members))
             out = self.head(h, members)
         d = self.state_dim
-        mean, raw_logvar, term_logit = out[..., :d], out[..., d : 2 * d], out[..., 2 * d]
-        logvar = self.max_logvar - F.softplus(self.max_logvar - raw_logvar)
-        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
-        return mean, logvar, term_logit
+        return out[..., :d], self.bounded_logvar(out[..., d : 2 * d]), out[..., 2 * d]
+
+    def bounded_logvar(self, raw: torch.Tensor) -> torch.Tensor:
+        """The head's raw log-variance softly held between ``min_logvar`` and ``max_logvar``."""
+        logvar = self.max_logvar - F.softplus(self.max_logvar - raw)
+        return self.min_logvar + F.softplus(logvar - self.min_logvar)
 
     def _member_major(self, x: torch.Tensor, count: int) -> bool:
         """Whether a forward runs member by member: several members, no gradient recorded, eager, on a CPU, in full precision.
@@ -387,9 +389,7 @@ class PlanningEnsemble:
                 h = activate(model.activation, torch.baddbmm(bias, h, weight))
             out = torch.baddbmm(self.params[-1][1], h, self.params[-1][0])
         d = model.state_dim
-        logvar = model.max_logvar - F.softplus(model.max_logvar - out[..., d : 2 * d])
-        logvar = model.min_logvar + F.softplus(logvar - model.min_logvar)
-        std = torch.add(self.log_scale, logvar, alpha=0.5).exp_()
+        std = torch.add(self.log_scale, model.bounded_logvar(out[..., d : 2 * d]), alpha=0.5).exp_()
         mean = out[..., :d]
         if model.predict_delta:
             mean = mean + state

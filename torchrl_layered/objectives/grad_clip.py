@@ -21,7 +21,8 @@ def finite_clipped_norms(groups: Sequence[Sequence[torch.Tensor]], max_norm: flo
                          loss: torch.Tensor) -> list[torch.Tensor] | None:
     """The 2-norm of each group's gradients before clipping; the groups whose norm is above
     ``max_norm`` scaled to it (each on its own, as ``clip_grad_norm_`` per group). None, with
-    nothing scaled, where ``loss`` or a norm is not finite."""
+    nothing scaled, where ``loss`` or a norm is not finite (on torch < 2.6, whose clipping always
+    scales, the gradients are scaled already: the caller clears them either way)."""
     if _TOTAL_NORM is None:  # older torch: its own clipping, which always scales
         norms = [torch.nn.utils.clip_grad_norm_(group, max_norm) for group in groups]
         finite = torch.isfinite(loss) & torch.stack([torch.isfinite(n) for n in norms]).all()

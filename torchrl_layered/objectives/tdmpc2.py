@@ -98,24 +98,21 @@ class TDMPC2Loss(LossModule):
     def out_keys(self):
         return ["loss_consistency", "loss_reward", "loss_value", "loss_termination", "loss_policy"]
 
-    def _q(self, params: TensorDictParams, z, a, zg, members: torch.Tensor | None = None) -> torch.Tensor:
+    def _q(self, params: TensorDictParams, z, a, zg, members: torch.Tensor | None = None, *,
+           weight_grads: bool = True) -> torch.Tensor:
+        """Q logits with ``params``. ``weight_grads=False``: differentiable in the inputs only (the
+        official ``track_q_grad(False)`` around the policy's Q), no gradient of the weights recorded,
+        so the backward skips their products. (Detached weights would not do: ``to_module`` wraps
+        them in parameters that require gradients again, and the backward computed those
+        gradients to throw them away: ~7% of a default-size update's matmul work.)"""
         with params.to_module(self.qvalue_network):
-            return self.world_model.q_logits(z, a, zg, members)
-
-    def _input_only_q(self, z, a, zg, members: torch.Tensor | None = None) -> torch.Tensor:
-        """Online Q logits differentiable in their inputs only (the official ``track_q_grad(False)``
-        around the policy's Q): no gradient of the Q weights is recorded, so the backward skips
-        their products. (Detached weights would not do: ``to_module`` wraps them in parameters that
-        require gradients again, and the backward computed those gradients to throw them away:
-        ~7% of a default-size update's matmul work.)"""
-        with self.qvalue_network_params.to_module(self.qvalue_network):
-            weights = [p for p in self.qvalue_network.parameters() if p.requires_grad]
-            for p in weights:
+            frozen = [] if weight_grads else [p for p in self.qvalue_network.parameters() if p.requires_grad]
+            for p in frozen:
                 p.requires_grad_(False)
             try:
                 return self.world_model.q_logits(z, a, zg, members)
             finally:
-                for p in weights:
+                for p in frozen:
                     p.requires_grad_(True)
 
     def _target_q(self, z, a, zg, members: torch.Tensor | None = None) -> torch.Tensor:
@@ -208,7 +205,8 @@ class TDMPC2Loss(LossModule):
         z_pi = latents.detach()
         zg_pi = None if zg is None else torch.cat([zg, next_zg[-1:]]).detach()
         pi_action, log_pi = wm.pi(z_pi, zg_pi)
-        q_pi = self._two_q(partial(self._input_only_q, z_pi, pi_action, zg_pi), z_pi.device).mean(0)
+        q_pi = self._two_q(partial(self._q, self.qvalue_network_params, z_pi, pi_action, zg_pi, weight_grads=False),
+                           z_pi.device).mean(0)
         self.update_value_scale(q_pi[0])
         rho_pi = cfg["rho"] ** torch.arange(horizon + 1, device=obs.device, dtype=obs.dtype)
         scale = self.value_scale.clamp_min(1.0)  # a no-op since the update clamps; guards older saved scales

@@ -153,6 +153,12 @@ class SamplingPlanner(nn.Module):
             has_plan=Unbounded((1,), device=self.low.device, dtype=torch.bool),
         )
 
+    def clip(self, actions: torch.Tensor) -> torch.Tensor:
+        """``actions`` in the planner's dtype, clipped to its bounds: what it does to the extra
+        samples it mixes in (an objective that reuses its work on them starts from the same)."""
+        low = self.low.to(actions.device)
+        return torch.clamp(actions.to(low.dtype), low, self.high.to(actions.device))
+
     # ---------------------------------------------------------------------- loop
     @torch.no_grad()
     def forward(
@@ -184,7 +190,7 @@ class SamplingPlanner(nn.Module):
             keep_freed_memory()
         low, high = self.low.to(device), self.high.to(device)
         if extra_samples is not None:
-            extra_samples = torch.clamp(extra_samples.to(device, low.dtype), low, high)
+            extra_samples = self.clip(extra_samples.to(device))
 
         mean, has_plan = self._warm_start(state, batch, device)
         std = self.initial_std.to(device).expand_as(mean)
