@@ -11,9 +11,16 @@ it are ignored), and then, for every line ``N`` it reads, runs ``N`` calls and p
 seconds of one call (`serve` is that side, for a function that times one call).
 ``planner_level_speed.py --serve`` is ours for the plan call:
 
-    python benchmarks/paired.py --rounds 24 --calls 5 \\
+    python benchmarks/paired.py --rounds 24 --calls 5 --processes 4 \\
         --baseline "/path/to/reference/venv/bin/python reference_plan_worker.py" \\
         --candidate "python benchmarks/planner_level_speed.py --threads 2 --activation ReLU --serve"
+
+A process keeps its speed for its whole life, and that speed can depend on where its memory
+landed: on a 2-core AMD EPYC machine the small CEM call ran at 14.3 ms in some processes and at
+18 ms in others, two threads only, the same bimodality showing in a bare chain of two matmuls;
+with address-space randomisation off (``setarch -R``) every process ran the fast mode.
+``--processes P`` spreads the rounds over ``P`` pairs of fresh workers, one pair after the
+other, so that the median ratio covers several draws of both sides instead of one.
 """
 from __future__ import annotations
 
@@ -81,30 +88,51 @@ def paired_times(baseline: Worker, candidate: Worker, rounds: int, calls: int) -
     return base, cand
 
 
+def process_rounds(rounds: int, processes: int) -> list[int]:
+    """How many of ``rounds`` each of ``processes`` successive worker pairs runs (as even as can be)."""
+    return [rounds // processes + (i < rounds % processes) for i in range(processes)]
+
+
+def run_pair(baseline: str, candidate: str, rounds: int, calls: int) -> tuple[list[float], list[float]]:
+    """`paired_times` of a fresh pair of workers; both are stopped afterwards, whichever failed."""
+    workers = []
+    try:
+        workers.append(Worker(baseline, "baseline"))
+        workers.append(Worker(candidate, "candidate"))
+        return paired_times(*workers, rounds, calls)
+    finally:
+        for worker in workers:
+            worker.process.kill()
+            worker.process.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", required=True, help="the worker command of the workload compared against")
     parser.add_argument("--candidate", required=True, help="the worker command of the workload timed")
     parser.add_argument("--rounds", type=int, default=24)
     parser.add_argument("--calls", type=int, default=5, help="calls per worker and round")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="successive pairs of fresh workers the rounds are spread over (see above)")
     args = parser.parse_args()
-    if args.rounds < 1 or args.calls < 1:
-        parser.error("--rounds and --calls must be >= 1")
-    workers = []
-    try:
-        workers.append(Worker(args.baseline, "baseline"))
-        workers.append(Worker(args.candidate, "candidate"))
-        base, cand = paired_times(*workers, args.rounds, args.calls)
-    finally:  # a worker that started is stopped, whichever failed
-        for worker in workers:
-            worker.process.kill()
-            worker.process.wait()
+    if args.rounds < 1 or args.calls < 1 or args.processes < 1:
+        parser.error("--rounds, --calls and --processes must be >= 1")
+    if args.processes > args.rounds:
+        parser.error(f"--processes ({args.processes}) cannot exceed --rounds ({args.rounds}): each pair runs a round at least")
+    base, cand, per_process = [], [], []
+    for rounds in process_rounds(args.rounds, args.processes):
+        b, c = run_pair(args.baseline, args.candidate, rounds, args.calls)
+        base += b
+        cand += c
+        per_process.append(statistics.median(x / y for x, y in zip(b, c)))
     ratios = [b / c for b, c in zip(base, cand)]
     print("baseline  ms:", " ".join(f"{1e3 * t:.1f}" for t in base))
     print("candidate ms:", " ".join(f"{1e3 * t:.1f}" for t in cand))
     print(f"baseline {1e3 * statistics.median(base):.1f} ms, candidate {1e3 * statistics.median(cand):.1f} ms (medians); "
           f"candidate faster by {statistics.median(ratios):.2f}x (median of {args.rounds} paired rounds, "
           f"{min(ratios):.2f}-{max(ratios):.2f})")
+    if args.processes > 1:
+        print(f"per process pair (median ratio): {' '.join(f'{r:.2f}x' for r in per_process)}")
 
 
 if __name__ == "__main__":

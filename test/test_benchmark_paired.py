@@ -70,6 +70,47 @@ def test_the_command_line_prints_the_median_paired_ratio():
     assert "candidate faster by 3.00x (median of 3 paired rounds, 2.00-3.00)" in out
 
 
+def _process_worker(log: str) -> str:
+    """A worker that answers every request with 0.1 and logs its process id per request."""
+    code = (
+        "import os, sys\n"
+        "print('ready', flush=True)\n"
+        "for line in sys.stdin:\n"
+        f"    open({log!r}, 'a').write(str(os.getpid()) + '\\n')\n"
+        "    print(0.1, flush=True)\n"
+    )
+    return f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+
+
+def test_rounds_are_split_as_evenly_as_can_be_over_the_processes():
+    paired = _paired()
+    assert paired.process_rounds(10, 3) == [4, 3, 3]
+    assert paired.process_rounds(6, 6) == [1] * 6
+    assert paired.process_rounds(24, 1) == [24]
+    assert sum(paired.process_rounds(25, 4)) == 25
+
+
+def test_processes_spread_the_rounds_over_fresh_worker_pairs(tmp_path):
+    """``--processes 3`` over 5 rounds: three successive baseline processes answer 2, 2 and 1 rounds, all pooled."""
+    log = tmp_path / "pids"
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "paired.py"), "--rounds", "5", "--calls", "1", "--processes", "3",
+         "--baseline", _process_worker(str(log)), "--candidate", _worker([0.05] * 5)],
+        capture_output=True, text=True, check=True, timeout=120,
+    ).stdout
+    pids = log.read_text().split()
+    counts = [pids.count(pid) for pid in dict.fromkeys(pids)]  # requests per process, in the order they ran
+    assert counts == [2, 2, 1]
+    assert "candidate faster by 2.00x (median of 5 paired rounds, 2.00-2.00)" in out
+    assert "per process pair (median ratio): 2.00x 2.00x 2.00x" in out
+
+
+def test_more_processes_than_rounds_are_refused():
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "paired.py"), "--rounds", "2", "--processes", "3",
+                           "--baseline", "x", "--candidate", "y"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--processes (3) cannot exceed --rounds (2)" in done.stderr
+
+
 def test_a_worker_that_dies_before_it_is_ready_is_named():
     paired = _paired()
     with pytest.raises(RuntimeError, match="the baseline worker exited before printing 'ready'"):
