@@ -6,7 +6,13 @@ The added time grows little with the number of instances (the option bookkeeping
 ``[num_envs, num_levels]`` tensors, a few dozen small ops and carried entries a step), so the
 ratio falls as the env's own step grows: run it with ``--num-envs 32`` or ``128`` to see it.
 
-    python benchmarks/hierarchy_overhead.py [--num-envs 8] [--frames 40000] [--rounds 3]
+``--floor`` also times the hierarchy's carried entries alone, in its key layout, with no
+option arithmetic and a `RandomPolicy` acting: what TorchRL's handling of those entries (the
+input clone, ``step_mdp``, the batch) costs by itself, the floor under any option bookkeeping
+that keeps its state in the TensorDict; the rest of the hierarchy's cost is the transform's
+arithmetic and the levels' forward.
+
+    python benchmarks/hierarchy_overhead.py [--num-envs 8] [--frames 40000] [--rounds 3] [--floor]
 
 ``--frames`` defaults to 5000 batched steps and ``--frames-per-batch`` to 100.
 """
@@ -25,6 +31,20 @@ from torchrl.envs.utils import RandomPolicy
 from machine import machine_line
 from torchrl_layered import Hierarchy, RandomLevel
 from torchrl_layered.envs import make_env
+from torchrl_layered.hierarchy.transform import STEP_OUTPUTS, HierarchyTransform
+from torchrl_layered.keys import LEVELS
+from torchrl_layered.unchecked import unchecked_tensordict
+
+
+class CarriedEntriesOnly(HierarchyTransform):
+    """The hierarchy's carried entries and layout without its arithmetic: each step's outputs
+    are the held values, written as the real transform writes them."""
+
+    def _step(self, tensordict, next_tensordict):
+        state = tensordict.get(LEVELS)
+        next_tensordict.set(LEVELS, unchecked_tensordict({key: state.get(key) for key in STEP_OUTPUTS},
+                                                         state.batch_size))
+        return next_tensordict
 
 
 def steps_per_second(env, policy, frames: int, frames_per_batch: int) -> float:
@@ -45,6 +65,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=None, help="env steps per run (default: 5000 batched steps)")
     parser.add_argument("--frames-per-batch", type=int, default=None, help="default: 100 batched steps")
     parser.add_argument("--rounds", type=int, default=3, help="alternating plain / hierarchy runs")
+    parser.add_argument("--floor", action="store_true",
+                        help="also time the carried entries alone (no option arithmetic, a RandomPolicy)")
     args = parser.parse_args()
     frames = 5000 * args.num_envs if args.frames is None else args.frames
     frames_per_batch = 100 * args.num_envs if args.frames_per_batch is None else args.frames_per_batch
@@ -64,19 +86,33 @@ def main() -> None:
         env=env,
     )
     layered_env = TransformedEnv(env, hierarchy.make_transform())
+    carried_env = None
+    if args.floor:
+        carried_env = TransformedEnv(make_env("Pendulum-v1", args.num_envs), CarriedEntriesOnly(
+            hierarchy.action_specs[:-1], hierarchy.observation_specs[:-1],
+            level_state_specs=[level.get_state_spec() for level in hierarchy.levels],
+            level_keys=[level.tensor_keys for level in hierarchy.levels]))
     print(machine_line())
     print(f"{args.num_envs} x Pendulum-v1, {frames} frames per run")
-    ratios, added = [], []
+    ratios, added, floors = [], [], []
     for _ in range(args.rounds):  # alternating, so that a change in the machine's speed hits both
         plain = steps_per_second(base, RandomPolicy(base.full_action_spec), frames, frames_per_batch)
         layered = steps_per_second(layered_env, hierarchy, frames, frames_per_batch)
         ratios.append(plain / layered)
         # per batched step of all instances
         added.append(1e6 * args.num_envs * (1 / layered - 1 / plain))
-        print(f"plain RandomPolicy {plain:8.0f} env steps/s, 3-level RandomLevel {layered:8.0f}: {plain / layered:.2f}x, "
-              f"+{added[-1]:.0f} us per batched step")
+        line = (f"plain RandomPolicy {plain:8.0f} env steps/s, 3-level RandomLevel {layered:8.0f}: {plain / layered:.2f}x, "
+                f"+{added[-1]:.0f} us per batched step")
+        if carried_env is not None:
+            carried = steps_per_second(carried_env, RandomPolicy(carried_env.full_action_spec), frames, frames_per_batch)
+            floors.append(plain / carried)
+            line += f"; carried entries alone {carried:8.0f}: {plain / carried:.2f}x"
+        print(line)
     print(f"hierarchy cost (median ratio): {statistics.median(ratios):.2f}x, "
           f"+{statistics.median(added):.0f} us per batched step of {args.num_envs} instances")
+    if floors:
+        print(f"carried entries alone (median ratio): {statistics.median(floors):.2f}x; the option arithmetic and "
+              f"the levels' forward: the remaining {statistics.median(ratios) - statistics.median(floors):.2f}x")
 
 
 if __name__ == "__main__":
