@@ -1,10 +1,12 @@
-"""The learning-curve plot written at the end of a run."""
+"""The learning-curve plot written at the end of a run.
+
+matplotlib is imported when a plot is drawn, not with the package: importing it (and its font
+tables) costs ~0.5 s, which a process that trains or evaluates without plotting need not pay.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
-
-from matplotlib.figure import Figure
 
 
 def running_mean(values: Sequence[float], window: int) -> list[float]:
@@ -32,6 +34,8 @@ def plot_learning_curve(
     With ``eval_success`` a second panel shows the evaluation success rate. It draws on a
     bare `Figure`, not through pyplot, so it never changes the backend of the caller (a notebook).
     """
+    from matplotlib.figure import Figure
+
     panels = 2 if eval_success else 1
     fig = Figure(figsize=(6.5, 3.6 * panels))
     axes = fig.subplots(panels, 1, sharex=True, squeeze=False)
