@@ -6,11 +6,12 @@ import sys
 import pytest
 import torch
 from tianshou.utils.lagged_network import EvalModeModuleWrapper
+from tianshou.utils.net.common import MLP
 from tianshou.utils.torch_utils import torch_device
 from torchrl.data import Bounded, Unbounded
 
 from torchrl_layered.levels import TianshouLevel, default_sac_config
-from torchrl_layered.levels.tianshou_forward import EvalTarget, first_parameter_device
+from torchrl_layered.levels.tianshou_forward import EvalTarget, LeanMLP, first_parameter_device
 
 
 def _nested() -> torch.nn.Module:
@@ -55,3 +56,45 @@ def test_a_level_installs_both_and_a_target_stays_in_eval_mode():
     torch.testing.assert_close(out, target.module(obs, act))
     level.algorithm.train()  # the wrapper's own train keeps the target in eval mode
     assert not target.module.training and level.algorithm.critic.training
+
+
+def _mlp(**kwargs) -> MLP:
+    torch.manual_seed(0)
+    return MLP(input_dim=6, output_dim=2, hidden_sizes=[8, 8], **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"activation": torch.nn.Tanh}, {"norm_layer": torch.nn.LayerNorm}],
+                         ids=["relu", "tanh", "layernorm"])
+def test_a_lean_mlp_computes_tianshous_outputs_and_gradients_bit_for_bit(kwargs):
+    plain, lean = _mlp(**kwargs), _mlp(**kwargs)
+    lean.__class__ = LeanMLP
+    obs = torch.randn(5, 2, 3)  # flattened to [5, 6] as tianshou's MLP does
+    outputs = []
+    for net in (plain, lean):
+        out = net(obs)
+        out.square().sum().backward()
+        outputs.append((out, [p.grad for p in net.parameters()]))
+    (out, grads), (lean_out, lean_grads) = outputs
+    assert torch.equal(out, lean_out)
+    assert all(torch.equal(a, b) for a, b in zip(grads, lean_grads, strict=True))
+
+
+def test_a_lean_mlp_calls_a_hooked_layer_and_everything_under_a_global_hook():
+    net = _mlp()
+    net.__class__ = LeanMLP
+    seen = []
+    handle = net.model[0].register_forward_hook(lambda module, args, out: seen.append("layer"))
+    net(torch.randn(2, 6))
+    handle.remove()
+    handle = torch.nn.modules.module.register_module_forward_hook(lambda module, args, out: seen.append("global"))
+    net(torch.randn(2, 6))
+    handle.remove()
+    net(torch.randn(2, 6))
+    assert seen.count("layer") == 1 and seen.count("global") == 7  # the MLP, its Sequential and its five layers
+
+
+def test_a_level_runs_its_mlps_lean_and_keeps_the_direct_updates():
+    level = sac_level()
+    mlps = [m for m in level.algorithm.modules() if isinstance(m, MLP)]
+    assert mlps and all(type(m) is LeanMLP for m in mlps)
+    assert level._direct_update is not None and level._direct_act is not None

@@ -33,8 +33,10 @@ from torch.distributions import Independent, Normal
 from torchrl_layered.objectives.discount import DiscountPer, option_discount
 
 #: Where the network classes the direct path calls come from: their forwards ignore tianshou's
-#: ``info`` and take tensors as they take arrays, so they run without the ``Batch`` tianshou passes.
-_NET_MODULE_PREFIXES = ("torch.nn.", "tianshou.utils.net.", "torchrl_layered.nets")
+#: ``info`` and take tensors as they take arrays, so they run without the ``Batch`` tianshou passes
+#: (`tianshou_forward`: tianshou's own classes with lighter forwards).
+_NET_MODULE_PREFIXES = ("torch.nn.", "tianshou.utils.net.", "torchrl_layered.nets",
+                        "torchrl_layered.levels.tianshou_forward")
 #: torch modules that compute differently in train and eval mode (tianshou acts in eval mode).
 _MODAL_MODULES = ("torch.nn.modules.dropout", "torch.nn.modules.batchnorm", "torch.nn.modules.instancenorm",
                   "torch.nn.modules.rnn", "torch.nn.modules.transformer")

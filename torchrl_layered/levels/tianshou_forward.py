@@ -11,14 +11,19 @@ forwards and spends more time around them than in them. Two pieces of that time 
   a walk over all its submodules, though its ``train`` already keeps it there. `EvalTarget`
   switches only when the module is found in training mode.
 
-Together ~7% of a SAC update on CPU (2.63 -> 2.44 ms).
+Together ~7% of a SAC update on CPU (2.63 -> 2.44 ms). A third, `LeanMLP`, runs the linear and
+ReLU layers of tianshou's ``MLP`` as the functions their modules call, without a module call
+per layer: 4-5% of a DQN update, ~3% of a SAC update.
 """
 from __future__ import annotations
 
 import sys
 
 import torch
+import torch.nn.functional as F
 from tianshou.utils.lagged_network import EvalModeModuleWrapper
+from tianshou.utils.net.common import MLP
+from torch import nn
 
 #: tianshou modules whose networks look up ``torch_device`` at every forward
 _NET_MODULES = ("tianshou.utils.net.common", "tianshou.utils.net.continuous", "tianshou.utils.net.discrete")
@@ -45,11 +50,48 @@ class EvalTarget(EvalModeModuleWrapper):
         return self.module(*args, **kwargs)
 
 
+def _hooked(module: nn.Module) -> bool:
+    """Whether a hook is registered on ``module`` (its forward must then run as a module call)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None))
+
+
+def _global_hooks() -> bool:
+    """Whether a hook is registered for every module (``nn.modules.module.register_module_*_hook``)."""
+    hooks = nn.modules.module
+    return bool(hooks._global_forward_hooks or hooks._global_forward_pre_hooks or hooks._global_backward_hooks
+                or getattr(hooks, "_global_backward_pre_hooks", None))
+
+
+class LeanMLP(MLP):
+    """tianshou's ``MLP`` whose ``nn.Linear`` and ``nn.ReLU`` layers run as ``F.linear`` and ``F.relu``,
+    the calls their own forwards make: the same results without a module call per layer. Other
+    layers, and any layer with hooks (or all of them, under a global hook), run as modules."""
+
+    def forward(self, obs):  # type: ignore[override]
+        x = torch.as_tensor(obs, device=first_parameter_device(self), dtype=torch.float32)
+        if self.flatten_input:
+            x = x.flatten(1)
+        model = self.model
+        if _hooked(model) or _global_hooks():
+            return model(x)
+        for layer in model._modules.values():
+            kind = type(layer)
+            if kind is nn.Linear and not _hooked(layer):
+                x = F.linear(x, layer.weight, layer.bias)
+            elif kind is nn.ReLU and not _hooked(layer):
+                x = F.relu(x, inplace=layer.inplace)
+            else:
+                x = layer(x)
+        return x
+
+
 def lighten_forwards(algorithm: torch.nn.Module) -> None:
-    """Installs `first_parameter_device` in tianshou's network modules and `EvalTarget` on ``algorithm``'s targets.
+    """Installs `first_parameter_device` in tianshou's network modules, and `EvalTarget` and
+    `LeanMLP` on ``algorithm``'s targets and MLPs.
 
     The first is process-wide (module attributes of tianshou), harmless because it returns what
-    ``torch_device`` returns for any module; the second changes only ``algorithm``'s wrappers.
+    ``torch_device`` returns for any module; the others change only ``algorithm``'s modules.
     """
     for name in _NET_MODULES:
         module = sys.modules.get(name)
@@ -58,3 +100,5 @@ def lighten_forwards(algorithm: torch.nn.Module) -> None:
     for sub in algorithm.modules():
         if type(sub) is EvalModeModuleWrapper:
             sub.__class__ = EvalTarget
+        elif type(sub) is MLP:
+            sub.__class__ = LeanMLP
