@@ -40,6 +40,13 @@ class CarriedEntriesOnly(HierarchyTransform):
     """The hierarchy's carried entries and layout without its arithmetic: each step's outputs
     are the held values, written as the real transform writes them."""
 
+    @classmethod
+    def of(cls, hierarchy: Hierarchy) -> CarriedEntriesOnly:
+        """The hierarchy's own transform (`Hierarchy.make_transform`: its specs and keys) with this step."""
+        transform = hierarchy.make_transform()
+        transform.__class__ = cls
+        return transform
+
     def _step(self, tensordict, next_tensordict):
         state = tensordict.get(LEVELS)
         next_tensordict.set(LEVELS, unchecked_tensordict({key: state.get(key) for key in STEP_OUTPUTS},
@@ -88,10 +95,7 @@ def main() -> None:
     layered_env = TransformedEnv(env, hierarchy.make_transform())
     carried_env = None
     if args.floor:
-        carried_env = TransformedEnv(make_env("Pendulum-v1", args.num_envs), CarriedEntriesOnly(
-            hierarchy.action_specs[:-1], hierarchy.observation_specs[:-1],
-            level_state_specs=[level.get_state_spec() for level in hierarchy.levels],
-            level_keys=[level.tensor_keys for level in hierarchy.levels]))
+        carried_env = TransformedEnv(make_env("Pendulum-v1", args.num_envs), CarriedEntriesOnly.of(hierarchy))
     print(machine_line())
     print(f"{args.num_envs} x Pendulum-v1, {frames} frames per run")
     ratios, added, floors = [], [], []

@@ -345,3 +345,18 @@ def test_the_default_run_learns_to_hold_the_pendulum_up(tmp_path, planning_dtype
     print(f"default run, planning in {planning_dtype}: eval returns {state['progress']['eval_returns']}, final train return {result['train_return']:.1f}")
     # random actions score about -1200, the untrained planner about -1600
     assert result["eval_return"] > -400 and result["train_return"] > -400, (first_eval, result)
+
+
+def test_the_trainers_package_leaves_matplotlib_until_a_plot_is_drawn(tmp_path):
+    """`trainers.plot` imports matplotlib in `plot_learning_curve`, so training and evaluating need not."""
+    code = ("import sys\n"
+            "import torchrl_layered.trainers\n"
+            "from torchrl_layered.trainers.plot import plot_learning_curve\n"
+            "before = 'matplotlib' in sys.modules\n"
+            f"path = plot_learning_curve({str(tmp_path / 'curve.png')!r}, 't', [0, 1], [1.0, 2.0])\n"
+            "print(before, 'matplotlib' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["False", "True"]
+    assert (tmp_path / "curve.png").stat().st_size > 0

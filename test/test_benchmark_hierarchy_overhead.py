@@ -1,0 +1,46 @@
+"""`benchmarks/hierarchy_overhead.py --floor`: the carried entries alone are the hierarchy's own, held unchanged."""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from torchrl.data import Bounded
+from torchrl.envs import TransformedEnv
+
+from torchrl_layered import Hierarchy, RandomLevel
+from torchrl_layered.envs import make_env
+from torchrl_layered.keys import LEVELS
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _benchmark():
+    sys.path.insert(0, str(BENCHMARKS))  # it imports its sibling `machine`
+    try:
+        spec = importlib.util.spec_from_file_location("hierarchy_overhead", BENCHMARKS / "hierarchy_overhead.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_the_carried_entries_are_the_hierarchys_and_each_step_holds_them():
+    env = make_env("Pendulum-v1", 2)
+    hierarchy = Hierarchy([RandomLevel(), RandomLevel(input_spec=Bounded(-1.0, 1.0, shape=(2,)), control_interval=3)],
+                          env=env)
+    real = TransformedEnv(env, hierarchy.make_transform())
+    carried = TransformedEnv(make_env("Pendulum-v1", 2), _benchmark().CarriedEntriesOnly.of(hierarchy))
+    assert carried.full_state_spec == real.full_state_spec
+    assert carried.full_observation_spec == real.full_observation_spec
+    td = carried.reset()
+    td["levels", "duration"] = torch.tensor([[3, 1], [2, 5]])
+    td["action"] = carried.full_action_spec["action"].rand()
+    step = carried.step(td)
+    held, written = td.get(LEVELS), step.get(("next", LEVELS))
+    real_step = real.step(real.reset().set("action", td["action"]))
+    assert set(written.keys()) == set(real_step.get(("next", LEVELS)).keys())
+    for key in written.keys():
+        assert torch.equal(written[key], held[key]), key
