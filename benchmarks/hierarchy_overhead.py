@@ -1,5 +1,5 @@
-"""Env steps per second of a 3-level random hierarchy through `Collector`, next to a plain
-`RandomPolicy` on the same envs: the hierarchy's overhead as a ratio, measured in one run
+"""Env steps per second of a random hierarchy (3 levels; ``--levels``) through `Collector`, next to
+a plain `RandomPolicy` on the same envs: the hierarchy's overhead as a ratio, measured in one run
 (alternating rounds, median ratio), and as the time it adds to each batched env step.
 
 The added time grows little with the number of instances (the option bookkeeping works on
@@ -12,7 +12,10 @@ input clone, ``step_mdp``, the batch) costs by itself, the floor under any optio
 that keeps its state in the TensorDict; the rest of the hierarchy's cost is the transform's
 arithmetic and the levels' forward.
 
-    python benchmarks/hierarchy_overhead.py [--num-envs 8] [--frames 40000] [--rounds 3] [--floor]
+``--levels 1`` times a one-level hierarchy: what the option bookkeeping costs a flat level (a
+`TianshouLevel`, say) that sits in a `Hierarchy` of its own.
+
+    python benchmarks/hierarchy_overhead.py [--num-envs 8] [--levels 3] [--frames 40000] [--rounds 3] [--floor]
 
 ``--frames`` defaults to 5000 batched steps and ``--frames-per-batch`` to 100.
 """
@@ -54,6 +57,16 @@ class CarriedEntriesOnly(HierarchyTransform):
         return next_tensordict
 
 
+def random_hierarchy(env, num_levels: int) -> Hierarchy:
+    """``num_levels`` `RandomLevel`s over ``env``: each below the top acts for 5 steps on a 4-d option
+    (the lowest: 3 steps on a 2-d option); one level alone acts on the env every step."""
+    lower = [RandomLevel(input_spec=Bounded(-1.0, 1.0, shape=(4,)), control_interval=5)
+             for _ in range(num_levels - 2)]
+    if num_levels > 1:
+        lower.append(RandomLevel(input_spec=Bounded(-1.0, 1.0, shape=(2,)), control_interval=3))
+    return Hierarchy([RandomLevel(), *lower], env=env)
+
+
 def steps_per_second(env, policy, frames: int, frames_per_batch: int) -> float:
     collector = Collector(env, policy, frames_per_batch=frames_per_batch, total_frames=frames,
                           auto_register_policy_transforms=False)
@@ -69,6 +82,7 @@ def steps_per_second(env, policy, frames: int, frames_per_batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-envs", type=int, default=8)
+    parser.add_argument("--levels", type=int, default=3, help="the hierarchy's depth")
     parser.add_argument("--frames", type=int, default=None, help="env steps per run (default: 5000 batched steps)")
     parser.add_argument("--frames-per-batch", type=int, default=None, help="default: 100 batched steps")
     parser.add_argument("--rounds", type=int, default=3, help="alternating plain / hierarchy runs")
@@ -77,21 +91,14 @@ def main() -> None:
     args = parser.parse_args()
     frames = 5000 * args.num_envs if args.frames is None else args.frames
     frames_per_batch = 100 * args.num_envs if args.frames_per_batch is None else args.frames_per_batch
-    if min(args.num_envs, args.rounds, frames_per_batch) < 1 or frames < 2 * frames_per_batch:
-        parser.error("--num-envs, --rounds and --frames-per-batch must be >= 1, and --frames at least two batches "
+    if min(args.num_envs, args.levels, args.rounds, frames_per_batch) < 1 or frames < 2 * frames_per_batch:
+        parser.error("--num-envs, --levels, --rounds and --frames-per-batch must be >= 1, and --frames at least two batches "
                      "(the first is a warm-up, not timed)")
     torch.set_num_threads(1)
 
     base = make_env("Pendulum-v1", args.num_envs)
     env = make_env("Pendulum-v1", args.num_envs)
-    hierarchy = Hierarchy(
-        [
-            RandomLevel(),
-            RandomLevel(input_spec=Bounded(-1.0, 1.0, shape=(4,)), control_interval=5),
-            RandomLevel(input_spec=Bounded(-1.0, 1.0, shape=(2,)), control_interval=3),
-        ],
-        env=env,
-    )
+    hierarchy = random_hierarchy(env, args.levels)
     layered_env = TransformedEnv(env, hierarchy.make_transform())
     carried_env = None
     if args.floor:
@@ -105,7 +112,8 @@ def main() -> None:
         ratios.append(plain / layered)
         # per batched step of all instances
         added.append(1e6 * args.num_envs * (1 / layered - 1 / plain))
-        line = (f"plain RandomPolicy {plain:8.0f} env steps/s, 3-level RandomLevel {layered:8.0f}: {plain / layered:.2f}x, "
+        line = (f"plain RandomPolicy {plain:8.0f} env steps/s, {args.levels}-level RandomLevel {layered:8.0f}: "
+                f"{plain / layered:.2f}x, "
                 f"+{added[-1]:.0f} us per batched step")
         if carried_env is not None:
             carried = steps_per_second(carried_env, RandomPolicy(carried_env.full_action_spec), frames, frames_per_batch)

@@ -5,6 +5,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from torchrl.data import Bounded
 from torchrl.envs import TransformedEnv
@@ -44,3 +45,17 @@ def test_the_carried_entries_are_the_hierarchys_and_each_step_holds_them():
     assert set(written.keys()) == set(real_step.get(("next", LEVELS)).keys())
     for key in written.keys():
         assert torch.equal(written[key], held[key]), key
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_the_random_hierarchy_has_the_asked_depth_and_steps(depth):
+    env = make_env("Pendulum-v1", 2)
+    hierarchy = _benchmark().random_hierarchy(env, depth)
+    assert len(hierarchy.levels) == depth
+    rollout = TransformedEnv(env, hierarchy.make_transform()).rollout(7, hierarchy)
+    assert rollout.batch_size == torch.Size([2, 7])
+    acting = rollout.get(("levels", "acting"))
+    assert acting.shape == (2, 7, depth)
+    assert acting[..., -1].all()  # the lowest level acts at every step
+    if depth > 1:  # the top acts at the first step and again only when the levels below hand control back
+        assert acting[:, 0, 0].all() and not acting[..., 0].all()
