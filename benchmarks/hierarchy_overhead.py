@@ -58,8 +58,8 @@ class CarriedEntriesOnly(HierarchyTransform):
 
 
 def random_hierarchy(env, num_levels: int) -> Hierarchy:
-    """``num_levels`` `RandomLevel`s over ``env``: each below the top acts for 5 steps on a 4-d option
-    (the lowest: 3 steps on a 2-d option); one level alone acts on the env every step."""
+    """``num_levels`` `RandomLevel`s over ``env``: each below the top takes a 4-d option and hands control
+    back after 5 of its own steps (the lowest: a 2-d option, 3 steps); one level alone acts on the env."""
     lower = [RandomLevel(input_spec=Bounded(-1.0, 1.0, shape=(4,)), control_interval=5)
              for _ in range(num_levels - 2)]
     if num_levels > 1:

@@ -1,4 +1,5 @@
-"""`benchmarks/hierarchy_overhead.py --floor`: the carried entries alone are the hierarchy's own, held unchanged."""
+"""`benchmarks/hierarchy_overhead.py`: ``--floor``'s carried entries are the hierarchy's own, held unchanged;
+``--levels N`` builds a random hierarchy of that depth."""
 from __future__ import annotations
 
 import importlib.util
